@@ -1,0 +1,170 @@
+"""The configuration: one TOML file structured into attrs classes with cattrs.
+
+Every key has a default, so ``hathd run`` works with no file. Environment variables
+``HATHD_SECTION__KEY=value`` override the file (``__`` separates levels; the value is read as a
+TOML value when it parses as one, e.g. ``4`` or ``true`` or ``["a"]``, else as a plain string).
+An invalid configuration raises :class:`~hathd.errors.ConfigError` listing every problem with its
+key path (``engine.workers``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import cattrs
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
+from hathd.confutil import FieldError, in_range, one_of
+from hathd.engine.config import EngineConfig
+from hathd.errors import ConfigError
+from hathd.fanfic.config import FanficConfig, ImapConfig, NotifyConfig
+from hathd.hath.config import HathConfig
+from hathd.q4d.config import MqttConfig, Q4DConfig
+from hathd.recipes.config import RecipesConfig
+
+ENV_PREFIX = "HATHD_"
+
+
+@attrs.frozen
+class DaemonConfig:
+    """``[daemon]``: where state lives, how long shutdown may take (seconds), log level."""
+
+    state_dir: str | None = None
+    shutdown_grace: float = attrs.field(default=20.0, validator=in_range(0.1, 3600))
+    log_level: str = attrs.field(
+        default="INFO", validator=one_of("DEBUG", "INFO", "WARNING", "ERROR")
+    )
+    restart_backoff_max: float = attrs.field(default=60.0, validator=in_range(0.01, 3600))
+
+
+@attrs.frozen
+class AdminConfig:
+    """``[admin]``: the admin API on a unix socket and on TCP (bearer token required)."""
+
+    socket: str | None = None
+    host: str = "127.0.0.1"
+    port: int = attrs.field(default=8750, validator=in_range(0, 65535))
+    token_file: str | None = None
+
+
+@attrs.frozen
+class Config:
+    """The whole configuration; every section has defaults."""
+
+    daemon: DaemonConfig = attrs.field(factory=DaemonConfig)
+    admin: AdminConfig = attrs.field(factory=AdminConfig)
+    engine: EngineConfig = attrs.field(factory=EngineConfig)
+    hath: HathConfig = attrs.field(factory=HathConfig)
+    mqtt: MqttConfig = attrs.field(factory=MqttConfig)
+    q4d: Q4DConfig = attrs.field(factory=Q4DConfig)
+    imap: ImapConfig = attrs.field(factory=ImapConfig)
+    fanfic: FanficConfig = attrs.field(factory=FanficConfig)
+    notify: NotifyConfig = attrs.field(factory=NotifyConfig)
+    recipes: RecipesConfig = attrs.field(factory=RecipesConfig)
+
+
+converter = cattrs.Converter(forbid_extra_keys=True)
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Return ``data`` with every ``HATHD_SECTION__KEY`` override from ``environ`` applied."""
+    merged: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or "__" not in name[len(ENV_PREFIX) :]:
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        node = merged
+        for part in parts[:-1]:
+            child = node.get(part)
+            child = {} if not isinstance(child, dict) else dict(child)
+            node[part] = child
+            node = child
+        node[parts[-1]] = _parse_env_value(raw)
+    return merged
+
+
+def _problems(exc: BaseException, path: str) -> Iterator[tuple[str, str]]:
+    if isinstance(exc, ClassValidationError | IterableValidationError):
+        for sub in exc.exceptions:
+            sub_path = path
+            for note in getattr(sub, "__notes__", []):
+                name = getattr(note, "name", None)
+                index = getattr(note, "index", None)
+                if name is not None:
+                    sub_path = f"{path}.{name}" if path else str(name)
+                elif index is not None:
+                    sub_path = f"{path}[{index!r}]"
+            yield from _problems(sub, sub_path)
+    elif isinstance(exc, ForbiddenExtraKeysError):
+        for key in sorted(exc.extra_fields):
+            yield (f"{path}.{key}" if path else key), "unknown key"
+    elif isinstance(exc, FieldError):
+        yield (f"{path}.{exc.field}" if path else exc.field), exc.message
+    elif isinstance(exc, TypeError | ValueError):
+        yield path or "(top)", f"invalid value: {exc}"
+    else:
+        yield path or "(top)", f"{type(exc).__name__}: {exc}"
+
+
+def structure(data: Mapping[str, Any]) -> Config:
+    """Build a :class:`Config` from plain data.
+
+    :raises ConfigError: with every problem and its key path.
+    """
+    try:
+        return converter.structure(dict(data), Config)
+    except (ClassValidationError, ForbiddenExtraKeysError, FieldError) as exc:
+        raise ConfigError(list(_problems(exc, ""))) from None
+
+
+def load(path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read the TOML file at ``path`` (``None``: defaults only), apply env overrides, validate.
+
+    :raises ConfigError: unreadable file, TOML syntax error, or invalid values.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError([("(file)", f"cannot read {path}: {exc}")]) from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([("(file)", f"TOML syntax error: {exc}")]) from None
+    return structure(apply_env(data, os.environ if environ is None else environ))
+
+
+def unstructure_redacted(config: Config) -> dict[str, Any]:
+    """The effective configuration as plain data, secrets replaced by ``"***"``."""
+
+    def walk(obj: Any) -> Any:
+        if attrs.has(type(obj)):
+            out: dict[str, Any] = {}
+            for field in attrs.fields(type(obj)):
+                value = getattr(obj, field.name)
+                if field.metadata.get("secret") and value not in (None, ""):
+                    out[field.name] = "***"
+                else:
+                    out[field.name] = walk(value)
+            return out
+        if isinstance(obj, dict):
+            return {k: walk(v) for k, v in obj.items()}
+        if isinstance(obj, list | tuple):
+            return [walk(v) for v in obj]
+        return obj
+
+    result: dict[str, Any] = walk(config)
+    return result

@@ -1,0 +1,63 @@
+"""The exception tree shared by every hathd component.
+
+::
+
+    HathdError
+    ├── ConfigError            a configuration file or value is invalid (carries every problem)
+    ├── StoreError             the SQLite store failed or is closed
+    ├── JobError               raised by job handlers; the engine classifies the outcome
+    │   ├── RetryableError     network trouble, 429/5xx, a lock held elsewhere: try again later
+    │   │   └── RateLimitedError  the remote asked us to slow down (Retry-After honoured)
+    │   └── PermanentError     bad input, story does not exist, login refused: do not retry
+    └── DaemonNotRunning       the CLI found no daemon on the admin socket
+"""
+
+from __future__ import annotations
+
+
+class HathdError(Exception):
+    """Base class of every error hathd raises on purpose."""
+
+
+class ConfigError(HathdError):
+    """A configuration is invalid.
+
+    ``problems`` holds one ``(key_path, message)`` pair per problem, e.g.
+    ``("engine.workers", "must be >= 1, got 0")``.
+    """
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{path}: {msg}" for path, msg in problems))
+
+
+class StoreError(HathdError):
+    """The store is closed or a statement failed in the writer thread."""
+
+
+class JobError(HathdError):
+    """Base of the classified errors a job handler raises."""
+
+
+class RetryableError(JobError):
+    """A failure that may succeed later (network, 5xx, a lock held by another program)."""
+
+
+class RateLimitedError(RetryableError):
+    """The remote asked us to slow down.
+
+    ``retry_after`` is the minimum wait in seconds (from ``Retry-After`` or ``RateLimit-Reset``),
+    or ``None`` when the reply named none.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentError(JobError):
+    """A failure that retrying cannot fix (bad input, gone, login refused)."""
+
+
+class DaemonNotRunning(HathdError):
+    """No daemon answers on the admin socket."""

@@ -1,0 +1,145 @@
+"""What every component is handed: configuration, paths, store, bus, supervisor, engine.
+
+Subsystems plug in through a :class:`Plugin` object exposed as ``PLUGIN`` by
+``hathd.<subsystem>.plugin``; the daemon loads them in :data:`PLUGIN_MODULES` order, so the
+engine is set up before the pipelines that register job handlers on it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import attrs
+
+from hathd.config import Config
+from hathd.events import EventBus
+from hathd.store import Store
+from hathd.supervisor import ServiceSpec, Supervisor
+
+if TYPE_CHECKING:
+    import asyncclick as click
+    from quart import Blueprint
+
+    from hathd.engine.api import EngineAPI
+
+PLUGIN_MODULES: tuple[str, ...] = (
+    "hathd.engine.plugin",
+    "hathd.hath.plugin",
+    "hathd.q4d.plugin",
+    "hathd.fanfic.plugin",
+    "hathd.recipes.plugin",
+)
+
+
+def default_state_dir(environ: dict[str, str] | None = None) -> Path:
+    """``$STATE_DIRECTORY`` (systemd; first entry) else ``$XDG_STATE_HOME/hathd`` else
+    ``~/.local/state/hathd``."""
+    env = dict(os.environ) if environ is None else environ
+    if env.get("STATE_DIRECTORY"):
+        return Path(env["STATE_DIRECTORY"].split(":")[0])
+    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "hathd"
+
+
+@attrs.frozen
+class Paths:
+    """The files and folders under the state directory."""
+
+    state_dir: Path
+
+    @property
+    def database(self) -> Path:
+        """The SQLite database (WAL)."""
+        return self.state_dir / "hathd.sqlite3"
+
+    @property
+    def token_file(self) -> Path:
+        """The admin bearer token, mode 0600."""
+        return self.state_dir / "admin.token"
+
+    @property
+    def socket(self) -> Path:
+        """The admin unix socket, mode 0600."""
+        return self.state_dir / "admin.sock"
+
+    @property
+    def tmp(self) -> Path:
+        """Per-job temporary directories."""
+        return self.state_dir / "tmp"
+
+    @property
+    def downloads(self) -> Path:
+        """The default download root."""
+        return self.state_dir / "download"
+
+    @property
+    def data(self) -> Path:
+        """H@H ``data/`` (client_login, certificates)."""
+        return self.state_dir / "data"
+
+    @property
+    def cache(self) -> Path:
+        """H@H ``cache/``."""
+        return self.state_dir / "cache"
+
+
+@attrs.define
+class Runtime:
+    """The shared parts of a running daemon (or of a test that assembles one)."""
+
+    config: Config
+    paths: Paths
+    store: Store
+    bus: EventBus
+    supervisor: Supervisor
+    engine: EngineAPI | None = None
+    extras: dict[str, Any] = attrs.field(factory=dict)
+
+
+class Plugin(Protocol):
+    """A subsystem of the daemon.
+
+    ``setup`` runs before any service starts (schema migrations, handler registration);
+    ``services`` lists what to supervise; ``blueprint`` adds admin API routes;
+    ``cli`` adds commands to the ``hathd`` CLI.
+    """
+
+    name: str
+
+    def enabled(self, config: Config) -> bool: ...
+
+    async def setup(self, rt: Runtime) -> None: ...
+
+    def services(self, rt: Runtime) -> Sequence[ServiceSpec]: ...
+
+    def blueprint(self, rt: Runtime) -> Blueprint | None: ...
+
+    def cli(self) -> Sequence[click.Command]: ...
+
+
+class BasePlugin:
+    """Defaults for a :class:`Plugin`: always enabled, nothing to set up, serve, route or add."""
+
+    name = "base"
+
+    def enabled(self, config: Config) -> bool:
+        """Whether the subsystem runs with this configuration."""
+        return True
+
+    async def setup(self, rt: Runtime) -> None:
+        """Migrations and handler registration; runs before services start."""
+
+    def services(self, rt: Runtime) -> Sequence[ServiceSpec]:
+        """The services to supervise."""
+        return ()
+
+    def blueprint(self, rt: Runtime) -> Blueprint | None:
+        """Admin API routes of the subsystem."""
+        return None
+
+    def cli(self) -> Sequence[click.Command]:
+        """CLI commands of the subsystem."""
+        return ()
