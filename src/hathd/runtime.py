@@ -8,7 +8,8 @@ engine is set up before the pipelines that register job handlers on it.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -16,7 +17,7 @@ import attrs
 
 from hathd.config import Config
 from hathd.events import EventBus
-from hathd.store import Store
+from hathd.store import Store, open_store
 from hathd.supervisor import ServiceSpec, Supervisor
 
 if TYPE_CHECKING:
@@ -143,3 +144,20 @@ class BasePlugin:
     def cli(self) -> Sequence[click.Command]:
         """CLI commands of the subsystem."""
         return ()
+
+
+@asynccontextmanager
+async def open_runtime(config: Config, state_dir: Path) -> AsyncIterator[Runtime]:
+    """Create the state directory (mode 0700), open the store, make the bus and supervisor.
+
+    The engine is attached later by the engine plugin's ``setup``. Tests use this to assemble
+    a daemon's parts in-process.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    paths = Paths(state_dir)
+    for folder in (paths.tmp, paths.downloads):
+        folder.mkdir(parents=True, exist_ok=True)
+    bus = EventBus()
+    supervisor = Supervisor(bus, backoff_max=config.daemon.restart_backoff_max)
+    async with open_store(paths.database) as store:
+        yield Runtime(config, paths, store, bus, supervisor)
