@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
+import trio
 
 from hathd.config import Config
 from hathd.events import EventBus
@@ -146,6 +147,12 @@ class BasePlugin:
         return ()
 
 
+def _make_dirs(paths: Paths) -> None:
+    paths.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for folder in (paths.tmp, paths.downloads):
+        folder.mkdir(parents=True, exist_ok=True)
+
+
 @asynccontextmanager
 async def open_runtime(config: Config, state_dir: Path) -> AsyncIterator[Runtime]:
     """Create the state directory (mode 0700), open the store, make the bus and supervisor.
@@ -153,10 +160,8 @@ async def open_runtime(config: Config, state_dir: Path) -> AsyncIterator[Runtime
     The engine is attached later by the engine plugin's ``setup``. Tests use this to assemble
     a daemon's parts in-process.
     """
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     paths = Paths(state_dir)
-    for folder in (paths.tmp, paths.downloads):
-        folder.mkdir(parents=True, exist_ok=True)
+    await trio.to_thread.run_sync(_make_dirs, paths)
     bus = EventBus()
     supervisor = Supervisor(bus, backoff_max=config.daemon.restart_backoff_max)
     async with open_store(paths.database) as store:
