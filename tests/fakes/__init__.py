@@ -1,0 +1,1 @@
+"""Protocol-faithful fakes of what cannot exist on this machine (importable as ``fakes.*``)."""
