@@ -99,6 +99,8 @@ class Runtime:
     supervisor: Supervisor
     engine: EngineAPI | None = None
     extras: dict[str, Any] = attrs.field(factory=dict)
+    stopping: trio.Event = attrs.field(factory=trio.Event)
+    """Set when shutdown begins: stop taking new work (the engine stops dispatching)."""
 
 
 class Plugin(Protocol):

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
+from functools import partial
 from typing import Any, Protocol
 
 import attrs
@@ -71,7 +72,7 @@ class ServiceRecord:
         stats: Any = None
         if self.spec.statistics is not None:
             try:
-                stats = _plain(self.spec.statistics())
+                stats = to_plain(self.spec.statistics())
             except Exception as exc:
                 stats = {"error": f"{type(exc).__name__}: {exc}"}
         return {
@@ -85,15 +86,16 @@ class ServiceRecord:
         }
 
 
-def _plain(value: Any) -> Any:
+def to_plain(value: Any) -> Any:
+    """``value`` as JSON-ready data: attrs instances and named tuples become mappings."""
     if attrs.has(type(value)):
-        return {k: _plain(v) for k, v in attrs.asdict(value, recurse=False).items()}
+        return {k: to_plain(v) for k, v in attrs.asdict(value, recurse=False).items()}
     if hasattr(value, "_asdict"):
-        return {k: _plain(v) for k, v in value._asdict().items()}
+        return {k: to_plain(v) for k, v in value._asdict().items()}
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): to_plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [to_plain(v) for v in value]
     if isinstance(value, int | float | str | bool) or value is None:
         return value
     return str(value)
@@ -124,8 +126,13 @@ class Supervisor:
         self._backoff_max = backoff_max
         self._stable_after = stable_after
 
-    async def start(self, nursery: trio.Nursery, spec: ServiceSpec) -> None:
+    async def start(
+        self, nursery: trio.Nursery, spec: ServiceSpec, *, fail_fast: bool = False
+    ) -> None:
         """Run ``spec`` under supervision in ``nursery``; return once it started or first crashed.
+
+        With ``fail_fast`` a crash before the first ``started()`` is raised here instead of
+        being restarted (for services the daemon cannot run without, like the admin socket).
 
         :raises ValueError: a service of that name is already supervised.
         """
@@ -133,7 +140,12 @@ class Supervisor:
             raise ValueError(f"service {spec.name!r} already supervised")
         record = ServiceRecord(spec)
         self.records[spec.name] = record
-        await nursery.start(self._supervise, record)
+        try:
+            await nursery.start(partial(self._supervise, record, fail_fast=fail_fast))
+        except BaseException:
+            if fail_fast:
+                del self.records[spec.name]
+            raise
 
     def _set_state(self, record: ServiceRecord, state: ServiceState) -> None:
         record.state = state
@@ -143,6 +155,7 @@ class Supervisor:
         self,
         record: ServiceRecord,
         *,
+        fail_fast: bool = False,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         reported = False
@@ -158,6 +171,8 @@ class Supervisor:
                         task_status.started()
                         reported = True
             except Exception as exc:
+                if fail_fast and not reported:
+                    raise
                 record.restarts += 1
                 record.last_error = describe_error(exc)
                 record.last_error_at = time.time()

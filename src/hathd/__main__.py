@@ -1,0 +1,5 @@
+"""``python -m hathd`` runs the CLI."""
+
+from hathd.cli import main
+
+main()

@@ -1,0 +1,172 @@
+"""The admin app (quart-trio): health, status, metrics, configuration and the event WebSocket.
+
+Routes of the core (plugins add their own through blueprints):
+
+- ``GET /healthz`` — ``200 {"status": "ok"}``, or ``503`` while a service waits for a restart.
+  It needs no token: it tells nothing but up or down.
+- ``GET /api/v1/status`` — version, pid, uptime (s), state directory, every service's state,
+  restarts, last error and ``statistics()``, plus the store's and the bus's counters.
+- ``GET /api/v1/config`` — the effective configuration, secrets redacted.
+- ``GET /metrics`` — Prometheus text format (see :mod:`hathd.admin.metrics`).
+- ``WS /api/v1/ws?rooms=jobs,progress`` — events of the chosen rooms (default: all) as JSON
+  text frames, one :meth:`hathd.events.Event.to_json` each; a ``lagged`` event ends a stream
+  that fell behind. The first frame is a ``hello`` with the current service records.
+
+Authentication: a request that arrived over TCP must carry ``Authorization: Bearer <token>``
+(for a WebSocket, ``?token=<token>`` is accepted too, as browsers cannot set headers); the
+comparison is constant-time. Requests over the unix socket are trusted: the socket's file mode
+(0600, in a 0700 state directory) is the access control.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import trio
+from quart import Response, request, websocket
+from quart.wrappers.base import ClientDisconnectedError
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+import hathd
+from hathd.admin.metrics import render_metrics
+from hathd.config import unstructure_redacted
+from hathd.runtime import Plugin, Runtime
+from hathd.supervisor import to_plain
+
+ROOMS = ("system", "jobs", "progress", "hath")
+
+
+def is_trusted_scope(scope: Mapping[str, Any]) -> bool:
+    """True when the ASGI ``scope`` came over a unix socket (hypercorn gives no TCP server)."""
+    server = scope.get("server")
+    return server is None or (isinstance(server, tuple | list) and server[1] is None)
+
+
+def _bearer(value: str | None) -> str | None:
+    if value and value.lower().startswith("bearer "):
+        return value[7:].strip()
+    return None
+
+
+def create_app(rt: Runtime, token: str, plugins: Iterable[Plugin] = ()) -> QuartTrio:
+    """Build the admin app for ``rt``; ``token`` guards TCP requests.
+
+    Each plugin's ``blueprint(rt)`` is registered with no URL prefix.
+    """
+    app = QuartTrio("hathd.admin")
+    app.config["MAX_CONTENT_LENGTH"] = 16 * 1024 * 1024
+    started = time.time()
+    expected = token.encode()
+
+    def authorised(header: str | None, query_token: str | None, scope: Mapping[str, Any]) -> bool:
+        if is_trusted_scope(scope):
+            return True
+        given = _bearer(header) or query_token
+        return given is not None and hmac.compare_digest(given.encode(), expected)
+
+    @app.before_request
+    async def check_token() -> Response | None:
+        if request.path == "/healthz":
+            return None
+        if authorised(request.headers.get("Authorization"), None, request.scope):
+            return None
+        reply = Response(
+            json.dumps({"error": "missing or wrong bearer token"}),
+            status=401,
+            mimetype="application/json",
+        )
+        reply.headers["WWW-Authenticate"] = 'Bearer realm="hathd"'
+        return reply
+
+    @app.before_websocket
+    async def check_ws_token() -> Response | None:
+        if authorised(
+            websocket.headers.get("Authorization"), websocket.args.get("token"), websocket.scope
+        ):
+            return None
+        return Response(
+            json.dumps({"error": "missing or wrong bearer token"}),
+            status=401,
+            mimetype="application/json",
+        )
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        return Response(
+            json.dumps({"error": exc.description or exc.name}),
+            status=exc.code or 500,
+            mimetype="application/json",
+        )
+
+    @app.errorhandler(ClientDisconnectedError)
+    async def ws_gone(_exc: ClientDisconnectedError) -> tuple[str, int]:
+        return "", 204
+
+    @app.get("/healthz")
+    async def healthz() -> tuple[dict[str, Any], int]:
+        healthy = rt.supervisor.all_healthy()
+        return {"status": "ok" if healthy else "degraded"}, 200 if healthy else 503
+
+    @app.get("/api/v1/status")
+    async def status() -> dict[str, Any]:
+        return {
+            "version": hathd.__version__,
+            "pid": os.getpid(),
+            "uptime": round(time.time() - started, 3),
+            "state_dir": str(rt.paths.state_dir),
+            "services": rt.supervisor.statistics(),
+            "store": to_plain(rt.store.statistics()),
+            "bus": to_plain(rt.bus.statistics()),
+        }
+
+    @app.get("/api/v1/config")
+    async def config() -> dict[str, Any]:
+        return unstructure_redacted(rt.config)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        body, content_type = render_metrics(rt)
+        return Response(body, status=200, content_type=content_type)
+
+    @app.websocket("/api/v1/ws")
+    async def ws() -> None:
+        wanted = websocket.args.get("rooms")
+        rooms = [r for r in wanted.split(",") if r] if wanted else ["*"]
+        async with rt.bus.subscribe(rooms) as sub:
+            await websocket.send(
+                json.dumps(
+                    {
+                        "seq": 0,
+                        "time": time.time(),
+                        "room": "system",
+                        "type": "hello",
+                        "data": {"rooms": rooms, "services": rt.supervisor.statistics()},
+                    }
+                )
+            )
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_drain_client, nursery.cancel_scope)
+                async for event in sub:
+                    await websocket.send(json.dumps(event.to_json()))
+                nursery.cancel_scope.cancel()
+
+    for plugin in plugins:
+        blueprint = plugin.blueprint(rt)
+        if blueprint is not None:
+            app.register_blueprint(blueprint)
+    return app
+
+
+async def _drain_client(scope: trio.CancelScope) -> None:
+    """Read (and ignore) client frames so a close from the client ends the stream."""
+    try:
+        while True:
+            await websocket.receive()
+    except ClientDisconnectedError:
+        scope.cancel()
