@@ -52,8 +52,9 @@ class AdminClient:
     ) -> None:
         await self._client.aclose()
 
-    async def request(self, method: str, path: str, *, json: Any = None,
-                      params: dict[str, Any] | None = None) -> Any:
+    async def request(
+        self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None
+    ) -> Any:
         """Send one request; return the decoded JSON body (``None`` for an empty body).
 
         :raises DaemonNotRunning: the socket is missing or refuses connections.
