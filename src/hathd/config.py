@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import tomllib
+import types
+import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -95,7 +97,17 @@ def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any
     return merged
 
 
-def _problems(exc: BaseException, path: str) -> Iterator[tuple[str, str]]:
+KeyPath = tuple[str | int, ...]
+
+
+def _fmt(path: KeyPath) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out or "(top)"
+
+
+def _problems(exc: BaseException, path: KeyPath) -> Iterator[tuple[KeyPath, str]]:
     if isinstance(exc, ClassValidationError | IterableValidationError):
         for sub in exc.exceptions:
             sub_path = path
@@ -103,30 +115,87 @@ def _problems(exc: BaseException, path: str) -> Iterator[tuple[str, str]]:
                 name = getattr(note, "name", None)
                 index = getattr(note, "index", None)
                 if name is not None:
-                    sub_path = f"{path}.{name}" if path else str(name)
+                    sub_path = (*path, str(name))
                 elif index is not None:
-                    sub_path = f"{path}[{index!r}]"
+                    sub_path = (*path, index if isinstance(index, int) else str(index))
             yield from _problems(sub, sub_path)
     elif isinstance(exc, ForbiddenExtraKeysError):
         for key in sorted(exc.extra_fields):
-            yield (f"{path}.{key}" if path else key), "unknown key"
+            yield (*path, key), "unknown key"
     elif isinstance(exc, FieldError):
-        yield (f"{path}.{exc.field}" if path else exc.field), exc.message
+        yield (*path, exc.field), exc.message
     elif isinstance(exc, TypeError | ValueError):
-        yield path or "(top)", f"invalid value: {exc}"
+        yield path, f"invalid value: {exc}"
     else:
-        yield path or "(top)", f"{type(exc).__name__}: {exc}"
+        yield path, f"{type(exc).__name__}: {exc}"
+
+
+def _drop(data: Any, path: KeyPath) -> bool:
+    """Remove ``path`` from nested ``data``; False when it was not there."""
+    node = data
+    for part in path[:-1]:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            return False
+    if isinstance(node, dict) and path and path[-1] in node:
+        del node[path[-1]]
+        return True
+    return False
+
+
+def _strip_unknown(data: Any, cls: Any, path: KeyPath, problems: list[tuple[KeyPath, str]]) -> Any:
+    """Return a copy of ``data`` without keys ``cls`` does not declare, recording each."""
+    if attrs.has(cls) and isinstance(data, dict):
+        hints = typing.get_type_hints(cls)
+        known = {f.name: hints.get(f.name) for f in attrs.fields(cls)}
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in known:
+                problems.append(((*path, key), "unknown key"))
+                continue
+            out[key] = _strip_unknown(value, known[key], (*path, key), problems)
+        return out
+    origin = typing.get_origin(cls)
+    if origin is dict and isinstance(data, dict):
+        _, value_type = typing.get_args(cls)
+        return {k: _strip_unknown(v, value_type, (*path, k), problems) for k, v in data.items()}
+    if origin in (types.UnionType, typing.Union):
+        for arg in typing.get_args(cls):
+            if attrs.has(arg):
+                return _strip_unknown(data, arg, path, problems)
+    if isinstance(data, dict):
+        return dict(data)
+    if isinstance(data, list):
+        return list(data)
+    return data
 
 
 def structure(data: Mapping[str, Any]) -> Config:
     """Build a :class:`Config` from plain data.
 
+    Every problem is reported in one go: unknown keys first, then each invalid value (a value
+    that fails is set aside and the rest checked again, so one bad field hides no other).
+
     :raises ConfigError: with every problem and its key path.
     """
-    try:
-        return converter.structure(dict(data), Config)
-    except (ClassValidationError, ForbiddenExtraKeysError, FieldError) as exc:
-        raise ConfigError(list(_problems(exc, ""))) from None
+    problems: list[tuple[KeyPath, str]] = []
+    cleaned = _strip_unknown(dict(data), Config, (), problems)
+    for _ in range(100):
+        try:
+            config = converter.structure(cleaned, Config)
+        except (ClassValidationError, ForbiddenExtraKeysError, FieldError) as exc:
+            found = list(_problems(exc, ()))
+            problems.extend(found)
+            if not any(_drop(cleaned, path) for path, _ in found):
+                break
+            continue
+        if not problems:
+            return config
+        break
+    raise ConfigError([(_fmt(path), message) for path, message in problems])
 
 
 def load(path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None) -> Config:

@@ -1,0 +1,89 @@
+"""Configuration: defaults, env overrides, every problem reported with its key path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hathd import config as config_mod
+from hathd.errors import ConfigError
+
+
+def test_empty_file_gives_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "empty.toml"
+    path.write_text("")
+    cfg = config_mod.load(path, environ={})
+    assert cfg == config_mod.Config()
+    assert cfg.daemon.shutdown_grace == 20.0
+    assert cfg.admin.host == "127.0.0.1"
+
+
+def test_every_problem_is_reported_with_its_key_path(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        '[daemon]\nshutdown_grace = "soon"\nlog_level = "LOUD"\n'
+        "[engine]\nworkers = 0\nturbo = true\n"
+        "[engine.lanes.\"*.example\"]\nrate = -1.0\n"
+        "[nonsense]\nx = 1\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        config_mod.load(path, environ={})
+    paths = {p for p, _ in info.value.problems}
+    assert paths == {
+        "daemon.shutdown_grace",
+        "daemon.log_level",
+        "engine.workers",
+        "engine.turbo",
+        "engine.lanes.*.example.rate",
+        "nonsense",
+    }
+    messages = dict(info.value.problems)
+    assert messages["engine.turbo"] == "unknown key"
+    assert "must be >= 1" in messages["engine.workers"]
+
+
+def test_toml_syntax_error_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text("[daemon\nstate_dir = ")
+    with pytest.raises(ConfigError) as info:
+        config_mod.load(path, environ={})
+    assert info.value.problems[0][0] == "(file)"
+    assert "TOML" in info.value.problems[0][1]
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        config_mod.load(tmp_path / "absent.toml", environ={})
+
+
+def test_env_overrides_file_and_parses_toml_values(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[daemon]\nshutdown_grace = 5.0\n")
+    cfg = config_mod.load(
+        path,
+        environ={
+            "HATHD_DAEMON__SHUTDOWN_GRACE": "7.5",
+            "HATHD_ADMIN__HOST": "127.0.0.2",
+            "HATHD_DAEMON__LOG_LEVEL": '"DEBUG"',
+            "HATHD_UNRELATED": "ignored",
+            "OTHER__THING": "ignored",
+        },
+    )
+    assert cfg.daemon.shutdown_grace == 7.5
+    assert cfg.admin.host == "127.0.0.2"
+    assert cfg.daemon.log_level == "DEBUG"
+
+
+def test_env_override_with_wrong_type_names_the_key() -> None:
+    with pytest.raises(ConfigError) as info:
+        config_mod.load(None, environ={"HATHD_ADMIN__PORT": "seventy"})
+    assert [p for p, _ in info.value.problems] == ["admin.port"]
+
+
+def test_redaction_hides_secrets_only() -> None:
+    cfg = config_mod.load(None, environ={"HATHD_HATH__CLIENT_KEY": "s3cret"})
+    shown = config_mod.unstructure_redacted(cfg)
+    assert shown["hath"]["client_key"] == "***"
+    assert "s3cret" not in repr(shown)
+    assert shown["admin"]["host"] == "127.0.0.1"
