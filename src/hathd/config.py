@@ -195,7 +195,8 @@ def structure(data: Mapping[str, Any]) -> Config:
         if not problems:
             return config
         break
-    raise ConfigError([(_fmt(path), message) for path, message in problems])
+    unique = dict.fromkeys((_fmt(path), message) for path, message in problems)
+    raise ConfigError(list(unique))
 
 
 def load(path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None) -> Config:

@@ -59,6 +59,15 @@ class StoreStatistics:
 
 def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    try:
+        _configure(conn, readonly=readonly)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _configure(conn: sqlite3.Connection, *, readonly: bool) -> None:
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA busy_timeout = 30000")
     if readonly:
@@ -67,7 +76,6 @@ def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = ON")
-    return conn
 
 
 class Store:
@@ -102,6 +110,7 @@ class Store:
         failure: list[BaseException] = []
 
         def run() -> None:
+            conn: sqlite3.Connection | None = None
             try:
                 conn = _connect(self.path, readonly=False)
                 conn.execute(
@@ -109,6 +118,8 @@ class Store:
                     "component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
                 )
             except BaseException as exc:
+                if conn is not None:
+                    conn.close()
                 failure.append(exc)
                 ready.set()
                 return

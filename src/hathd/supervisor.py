@@ -101,6 +101,13 @@ def to_plain(value: Any) -> Any:
     return str(value)
 
 
+def _unwrap(exc: Exception) -> Exception:
+    """The single leaf of nested one-member ExceptionGroups, else ``exc`` itself."""
+    while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
 def describe_error(exc: BaseException) -> str:
     """A one-line description of ``exc``; an ExceptionGroup is reduced to its leaf errors."""
     if isinstance(exc, BaseExceptionGroup):
@@ -172,7 +179,7 @@ class Supervisor:
                         reported = True
             except Exception as exc:
                 if fail_fast and not reported:
-                    raise
+                    raise _unwrap(exc) from None
                 record.restarts += 1
                 record.last_error = describe_error(exc)
                 record.last_error_at = time.time()

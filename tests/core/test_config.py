@@ -24,7 +24,7 @@ def test_every_problem_is_reported_with_its_key_path(tmp_path: Path) -> None:
     path.write_text(
         '[daemon]\nshutdown_grace = "soon"\nlog_level = "LOUD"\n'
         "[engine]\nworkers = 0\nturbo = true\n"
-        "[engine.lanes.\"*.example\"]\nrate = -1.0\n"
+        '[engine.lanes."*.example"]\nrate = -1.0\n'
         "[nonsense]\nx = 1\n"
     )
     with pytest.raises(ConfigError) as info:

@@ -1,0 +1,85 @@
+"""The daemon assembled in-process: a crashing service's restarts reach status and the WebSocket."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import trio
+from trio_websocket import open_websocket_url
+
+from hathd import config as config_mod
+from hathd.client import AdminClient
+from hathd.daemon import Daemon
+from hathd.supervisor import ServiceSpec
+
+
+async def test_crashing_service_shows_in_status_and_system_room(tmp_path: Path) -> None:
+    crashes = 0
+    allowed = trio.Event()
+
+    async def crasher(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        nonlocal crashes
+        task_status.started()
+        await allowed.wait()
+        crashes += 1
+        raise RuntimeError(f"ingest exploded #{crashes}")
+
+    cfg = config_mod.load(None, environ={"HATHD_ADMIN__PORT": "0"})
+    daemon = Daemon(
+        cfg,
+        tmp_path / "state",
+        plugins=[],
+        extra_services=[ServiceSpec("crasher", crasher)],
+        environ={},
+    )
+    async with trio.open_nursery() as nursery:
+        rt = await nursery.start(daemon.run)
+        token = (rt.paths.token_file).read_text().strip()
+        tcp = next(u for u in daemon.admin_urls if not u.startswith("http://unix:"))
+        ws_url = tcp.replace("http://", "ws://") + f"/api/v1/ws?rooms=system&token={token}"
+        async with open_websocket_url(ws_url) as ws:
+            hello = json.loads(await ws.get_message())
+            assert hello["type"] == "hello"
+            assert {s["name"] for s in hello["data"]["services"]} == {"admin", "crasher"}
+            allowed.set()
+            seen: list[dict[str, Any]] = []
+            with trio.fail_after(30):
+                while not any(e["data"].get("restarts", 0) >= 2 for e in seen):
+                    seen.append(json.loads(await ws.get_message()))
+            restarting = [e for e in seen if e["data"]["state"] == "restarting"]
+            assert restarting[0]["data"]["name"] == "crasher"
+            assert restarting[0]["data"]["last_error"] == "RuntimeError: ingest exploded #1"
+        async with AdminClient(rt.paths.socket) as admin:
+            status = await admin.get("/api/v1/status")
+        record = next(s for s in status["services"] if s["name"] == "crasher")
+        assert record["restarts"] >= 2
+        assert record["last_error"].startswith("RuntimeError: ingest exploded #")
+        daemon.request_stop()
+
+
+async def test_websocket_without_token_is_refused(tmp_path: Path) -> None:
+    cfg = config_mod.load(None, environ={"HATHD_ADMIN__PORT": "0"})
+    daemon = Daemon(cfg, tmp_path / "state", plugins=[], environ={})
+    async with trio.open_nursery() as nursery:
+        await nursery.start(daemon.run)
+        tcp = next(u for u in daemon.admin_urls if not u.startswith("http://unix:"))
+        host, port = tcp.removeprefix("http://").split(":")
+        for target in ("/api/v1/ws", "/api/v1/ws?token=wrong"):
+            stream = await trio.open_tcp_stream(host, int(port))
+            async with stream:
+                await stream.send_all(
+                    f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\n"
+                    "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode()
+                )
+                reply = b""
+                with trio.fail_after(10):
+                    while b"\r\n\r\n" not in reply:
+                        chunk = await stream.receive_some(4096)
+                        if not chunk:
+                            break
+                        reply += chunk
+            assert reply.startswith(b"HTTP/1.1 401"), reply
+        daemon.request_stop()

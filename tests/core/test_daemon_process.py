@@ -1,0 +1,172 @@
+"""``hathd run`` as a real process: socket, token, auth, sd_notify, signals, CLI exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+from pathlib import Path
+
+import httpx
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import DaemonHandle, StartDaemon, run_cli
+
+
+async def test_status_lists_every_service_running(start_daemon: StartDaemon) -> None:
+    daemon = await start_daemon()
+    result = await run_cli("--state-dir", str(daemon.state_dir), "status", "--json")
+    assert result.returncode == 0, result.stderr.decode()
+    status = json.loads(result.stdout)
+    names = [s["name"] for s in status["services"]]
+    assert "admin" in names
+    assert {s["state"] for s in status["services"]} == {"running"}, status["services"]
+    assert status["pid"] == daemon.proc.pid
+    table = await run_cli("--state-dir", str(daemon.state_dir), "status")
+    assert table.returncode == 0
+    assert b"SERVICE" in table.stdout
+    assert b"admin" in table.stdout
+    assert await daemon.stop() == 0
+
+
+async def test_tcp_requires_the_token_and_files_are_private(start_daemon: StartDaemon) -> None:
+    daemon = await start_daemon()
+    token_mode = stat.S_IMODE(os.stat(daemon.state_dir / "admin.token").st_mode)
+    assert token_mode == 0o600
+    assert stat.S_IMODE(os.stat(daemon.socket).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(daemon.state_dir).st_mode) == 0o700
+    async with httpx.AsyncClient(base_url=daemon.tcp_url) as client:
+        assert (await client.get("/api/v1/status")).status_code == 401
+        wrong = await client.get("/api/v1/status", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        good = await client.get(
+            "/api/v1/status", headers={"Authorization": f"Bearer {daemon.token}"}
+        )
+        assert good.status_code == 200
+        assert good.json()["version"]
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        metrics = await client.get("/metrics", headers={"Authorization": f"Bearer {daemon.token}"})
+        assert metrics.status_code == 200
+        families = {f.name: f for f in text_string_to_metric_families(metrics.text)}
+        assert families["hathd_up"].samples[0].value == 1.0
+        admin_up = [
+            s for s in families["hathd_service_up"].samples if s.labels["service"] == "admin"
+        ]
+        assert admin_up[0].value == 1.0
+        missing = await client.get(
+            "/api/v1/nothing-here", headers={"Authorization": f"Bearer {daemon.token}"}
+        )
+        assert missing.status_code == 404
+        assert "error" in missing.json()
+    # The token survives a restart; the socket is removed on a clean stop.
+    token = daemon.token
+    assert await daemon.stop() == 0
+    assert not daemon.socket.exists()
+    again = await start_daemon(state_dir=daemon.state_dir)
+    assert again.token == token
+    assert await again.stop() == 0
+
+
+async def _collect_notifications(sock: trio.socket.SocketType, into: list[str]) -> None:
+    while True:
+        data = await sock.recv(4096)
+        into.extend(data.decode().split("\n"))
+
+
+async def test_sd_notify_ready_watchdog_stopping(start_daemon: StartDaemon, tmp_path: Path) -> None:
+    notify_path = tmp_path / "notify.sock"
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_DGRAM)
+    await sock.bind(str(notify_path))
+    messages: list[str] = []
+    with sock:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_collect_notifications, sock, messages)
+            daemon: DaemonHandle = await start_daemon(
+                config_toml_text="[daemon]\nshutdown_grace = 5.0\n",
+                env={"NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "300000"},
+            )
+            with trio.fail_after(30):
+                while messages.count("WATCHDOG=1") < 3:
+                    await trio.sleep(0.05)
+            assert "READY=1" in messages
+            assert messages.index("READY=1") < messages.index("WATCHDOG=1")
+            assert f"MAINPID={daemon.proc.pid}" in messages
+            began = trio.current_time()
+            daemon.proc.send_signal(signal.SIGTERM)
+            with trio.fail_after(30):
+                code = await daemon.proc.wait()
+            assert code == 0
+            assert trio.current_time() - began < 5.0 + 3.0  # the deadline plus process exit
+            with trio.fail_after(5):
+                while "STOPPING=1" not in messages:
+                    await trio.sleep(0.02)
+            nursery.cancel_scope.cancel()
+    assert messages.index("STOPPING=1") > messages.index("READY=1")
+
+
+async def test_sighup_reloads_the_configuration(start_daemon: StartDaemon) -> None:
+    daemon = await start_daemon(config_toml_text="[daemon]\nshutdown_grace = 5.0\n")
+    async with daemon.admin() as admin:
+        assert (await admin.get("/api/v1/config"))["daemon"]["shutdown_grace"] == 5.0
+        daemon.config_path.write_text("[daemon]\nshutdown_grace = 9.0\n")
+        daemon.proc.send_signal(signal.SIGHUP)
+        with trio.fail_after(20):
+            while (await admin.get("/api/v1/config"))["daemon"]["shutdown_grace"] != 9.0:
+                await trio.sleep(0.05)
+        # A broken file is refused and the running configuration kept.
+        daemon.config_path.write_text("[daemon]\nshutdown_grace = 'x'\n")
+        daemon.proc.send_signal(signal.SIGHUP)
+        await trio.sleep(0.5)
+        assert (await admin.get("/api/v1/config"))["daemon"]["shutdown_grace"] == 9.0
+    assert await daemon.stop() == 0
+    assert "reload refused" in daemon.log()
+
+
+async def test_cli_without_a_daemon_exits_2(tmp_path: Path) -> None:
+    result = await run_cli("--state-dir", str(tmp_path / "none"), "status")
+    assert result.returncode == 2
+    assert b"not running" in result.stderr
+
+
+async def test_config_check_names_key_paths(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[engine]\nworkers = 'many'\nspeed = 3\n[daemon]\nshutdown_grace = 0.0\n")
+    result = await run_cli("config", "check", str(bad))
+    assert result.returncode != 0
+    err = result.stderr.decode()
+    assert "engine.workers" in err
+    assert "engine.speed: unknown key" in err
+    assert "daemon.shutdown_grace: must be >= 0.1" in err
+    good = tmp_path / "good.toml"
+    good.write_text("[daemon]\nshutdown_grace = 3.0\n")
+    ok = await run_cli("config", "check", str(good))
+    assert ok.returncode == 0, ok.stderr
+
+
+async def test_config_show_applies_env_and_redacts(tmp_path: Path) -> None:
+    result = await run_cli(
+        "config",
+        "show",
+        env={"HATHD_DAEMON__SHUTDOWN_GRACE": "11", "HATHD_HATH__CLIENT_KEY": "topsecret"},
+    )
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["daemon"]["shutdown_grace"] == 11.0
+    assert shown["hath"]["client_key"] == "***"
+    assert b"topsecret" not in result.stdout
+
+
+async def test_busy_admin_port_fails_start_up_clearly(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    with trio.socket.socket() as holder:
+        await holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        daemon = await start_daemon(env={"HATHD_ADMIN__PORT": str(port)}, wait=False)
+        with trio.fail_after(30):
+            code = await daemon.proc.wait()
+    assert code == 1
+    assert "hathd failed" in daemon.log()
