@@ -118,6 +118,9 @@ async def status(obj: CliContext, as_json: bool) -> None:
         for s in data["services"]
     ]
     click.echo(_table(rows, ["SERVICE", "STATE", "RESTARTS", "LAST ERROR"]))
+    off = [s for s in data.get("subsystems", []) if not s["enabled"]]
+    for sub in off:
+        click.echo(f"{sub['name']}: off ({sub['reason']})")
 
 
 @cli.group()

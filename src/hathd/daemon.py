@@ -138,7 +138,7 @@ class Daemon:
             enabled = [p for p in self.plugins if p.enabled(self.config)]
             for plugin in enabled:
                 await plugin.setup(rt)
-            app = create_app(rt, token, enabled)
+            app = create_app(rt, token, enabled, self.plugins)
             async with trio.open_nursery() as root:
                 root.start_soon(self._signals, rt)
                 admin_stop = trio.Event()

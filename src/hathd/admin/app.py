@@ -54,11 +54,17 @@ def _bearer(value: str | None) -> str | None:
     return None
 
 
-def create_app(rt: Runtime, token: str, plugins: Iterable[Plugin] = ()) -> QuartTrio:
+def create_app(
+    rt: Runtime, token: str, plugins: Iterable[Plugin] = (), available: Iterable[Plugin] = ()
+) -> QuartTrio:
     """Build the admin app for ``rt``; ``token`` guards TCP requests.
 
-    Each plugin's ``blueprint(rt)`` is registered with no URL prefix.
+    Each enabled plugin's ``blueprint(rt)`` is registered with no URL prefix. ``available``
+    lists every loaded plugin, enabled or not, for the ``subsystems`` part of the status: a
+    subsystem that is off says so, with the reason its plugin gives (``off_reason(config)``).
     """
+    plugins = list(plugins)
+    available = list(available) or plugins
     app = QuartTrio("hathd.admin")
     app.config["MAX_CONTENT_LENGTH"] = 16 * 1024 * 1024
     started = time.time()
@@ -121,6 +127,7 @@ def create_app(rt: Runtime, token: str, plugins: Iterable[Plugin] = ()) -> Quart
             "uptime": round(time.time() - started, 3),
             "state_dir": str(rt.paths.state_dir),
             "services": rt.supervisor.statistics(),
+            "subsystems": [_subsystem(p, rt) for p in available],
             "store": to_plain(rt.store.statistics()),
             "bus": to_plain(rt.bus.statistics()),
         }
@@ -161,6 +168,15 @@ def create_app(rt: Runtime, token: str, plugins: Iterable[Plugin] = ()) -> Quart
         if blueprint is not None:
             app.register_blueprint(blueprint)
     return app
+
+
+def _subsystem(plugin: Plugin, rt: Runtime) -> dict[str, Any]:
+    enabled = plugin.enabled(rt.config)
+    reason = None
+    if not enabled:
+        explain = getattr(plugin, "off_reason", None)
+        reason = explain(rt.config) if callable(explain) else "not enabled in the configuration"
+    return {"name": plugin.name, "enabled": enabled, "reason": reason}
 
 
 async def _drain_client(scope: trio.CancelScope) -> None:
