@@ -25,6 +25,7 @@ from hathd.confutil import FieldError, in_range, one_of
 from hathd.engine.config import EngineConfig
 from hathd.errors import ConfigError
 from hathd.fanfic.config import FanficConfig, ImapConfig, NotifyConfig
+from hathd.gallery.config import GalleryConfig
 from hathd.hath.config import HathConfig
 from hathd.q4d.config import MqttConfig, Q4DConfig
 from hathd.recipes.config import RecipesConfig
@@ -62,6 +63,7 @@ class Config:
     admin: AdminConfig = attrs.field(factory=AdminConfig)
     engine: EngineConfig = attrs.field(factory=EngineConfig)
     hath: HathConfig = attrs.field(factory=HathConfig)
+    gallery: GalleryConfig = attrs.field(factory=GalleryConfig)
     mqtt: MqttConfig = attrs.field(factory=MqttConfig)
     q4d: Q4DConfig = attrs.field(factory=Q4DConfig)
     imap: ImapConfig = attrs.field(factory=ImapConfig)

@@ -11,8 +11,9 @@ The tree (docs/architecture.md draws it in full)::
 Start-up: configuration → state directory → store → plugins' ``setup`` → admin (fail fast: a
 busy port ends the daemon with a clear error) → plugins' services in order → ``READY=1``.
 Shutdown (SIGTERM/SIGINT): ``STOPPING=1`` → ``rt.stopping`` set → plugin scopes cancelled in
-reverse start order (ingesters and uploads first, the engine last, which writes its running jobs
-back as ``queued``) → the admin server drains → the store flushes → exit 0; all of it inside
+reverse start order (ingesters and uploads first; the engine last: it starts no new job,
+gives running jobs half the deadline to finish, then writes what is left back as ``queued``)
+→ the admin server drains → the store flushes → exit 0; all of it inside
 ``daemon.shutdown_grace`` seconds, after which whatever is left is cancelled.
 """
 
@@ -181,6 +182,8 @@ class Daemon:
                 began = time.monotonic()
                 with trio.move_on_after(self.config.daemon.shutdown_grace) as deadline:
                     for group in reversed(groups):
+                        if group is groups[0] and group.plugin.name == "engine":
+                            await self._drain_engine(rt)
                         group.scope.cancel()
                         await group.done.wait()
                     admin_stop.set()
@@ -189,6 +192,16 @@ class Daemon:
                     log.warning("shutdown deadline reached; cancelling what is left")
                 log.info("stopped in %.2f s", time.monotonic() - began)
                 root.cancel_scope.cancel()
+
+    async def _drain_engine(self, rt: Runtime) -> None:
+        """Give running jobs half the shutdown deadline to finish before the engine is
+        cancelled (cancelled jobs go back to ``queued``)."""
+        drain = getattr(rt.engine, "drain", None)
+        if drain is None:
+            return
+        left = await drain(self.config.daemon.shutdown_grace / 2)
+        if left:
+            log.info("%d running job(s) will be written back as queued", left)
 
     async def _run_group(
         self,

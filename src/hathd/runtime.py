@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 PLUGIN_MODULES: tuple[str, ...] = (
     "hathd.engine.plugin",
     "hathd.hath.plugin",
+    "hathd.gallery.plugin",
     "hathd.q4d.plugin",
     "hathd.fanfic.plugin",
     "hathd.recipes.plugin",

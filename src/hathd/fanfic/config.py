@@ -1,26 +1,151 @@
-"""Configuration of the IMAP watcher, fanfiction jobs and notifications."""
+"""Configuration of the IMAP watcher (``[imap]``), fanfiction jobs (``[fanfic]``,
+``[fanfic.calibre]``) and notifications (``[notify]``).
+
+Every field has a default, so an empty file is valid and the subsystem stays off until
+``[fanfic] enabled = true``. Passwords are read from files (``password_file``) or given as
+:func:`~hathd.confutil.secret` fields, which ``hathd config show`` prints as ``***``.
+
+The keys mirror AutomatedFanfic's ``config.toml`` (``[email]``, ``[calibre]``, ``[retry]``,
+``[apprise]``); :mod:`hathd.fanfic.importer` converts one.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import attrs
+
+from hathd.confutil import in_range, one_of, secret
+from hathd.errors import ConfigError
+
+UPDATE_METHODS = ("update", "update_always", "force", "update_no_force")
+"""FanFicFare update modes (AutomatedFanfic ``calibre.update_method``)."""
+
+METADATA_MODES = ("remove_add", "preserve_metadata", "add_format")
+"""How an updated EPUB replaces the book in Calibre (AutomatedFanfic
+``calibre.metadata_preservation_mode``)."""
+
+TLS_MODES = ("tls", "starttls", "none")
+"""IMAP transport: implicit TLS (port 993), STARTTLS upgrade (port 143), or plain text."""
+
+
+def _read_secret_file(path: str, what: str) -> str:
+    try:
+        return Path(path).expanduser().read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError([(what, f"cannot read {path}: {exc}")]) from None
 
 
 @attrs.frozen
 class ImapConfig:
-    """``[imap]``: the mailbox watched for story URLs."""
+    """``[imap]``: the mailbox watched for story URLs.
+
+    ``port`` 0 means the default for ``tls`` (993 for ``tls``, 143 otherwise). Times are
+    seconds. ``idle_check`` bounds how long one IDLE wait blocks its worker thread, and so
+    how long cancellation may take (1–5 s keeps shutdown quick).
+    """
 
     host: str = ""
+    port: int = attrs.field(default=0, validator=in_range(0, 65535))
+    tls: str = attrs.field(default="tls", validator=one_of(*TLS_MODES))
+    ca_file: str = ""
+    verify: bool = True
+    username: str = ""
+    password: str | None = secret()
+    password_file: str = ""
+    mailbox: str = "INBOX"
+    idle: bool = True
+    idle_check: float = attrs.field(default=2.0, validator=in_range(0.1, 30))
+    idle_renew: float = attrs.field(default=600.0, validator=in_range(1, 1740))
+    poll_interval: float = attrs.field(default=60.0, validator=in_range(0.1, 86400))
+    timeout: float = attrs.field(default=30.0, validator=in_range(1, 600))
+    reconnect_min: float = attrs.field(default=1.0, validator=in_range(0.01, 3600))
+    reconnect_max: float = attrs.field(default=300.0, validator=in_range(0.01, 86400))
+    max_message_bytes: int = attrs.field(default=2 * 1024 * 1024, validator=in_range(1024))
+
+    def effective_port(self) -> int:
+        """The TCP port to connect to (``port``, else 993 for ``tls`` and 143 otherwise)."""
+        if self.port:
+            return self.port
+        return 993 if self.tls == "tls" else 143
+
+    def read_password(self) -> str:
+        """The password: ``password`` if set, else the first line of ``password_file``.
+
+        :raises ConfigError: the file cannot be read.
+        """
+        if self.password:
+            return self.password
+        if self.password_file:
+            return _read_secret_file(self.password_file, "imap.password_file")
+        return ""
+
+
+@attrs.frozen
+class CalibreConfig:
+    """``[fanfic.calibre]``: where books go.
+
+    ``library`` is a library folder or a content-server URL ``http://host:port/#library_id``;
+    empty means "download only, no Calibre step". The server password is handed to calibredb
+    through its ``<f:/path>`` file form, never on the command line. ``timeout`` is seconds
+    per calibredb call.
+    """
+
+    library: str = ""
+    username: str = ""
+    password: str | None = secret()
+    password_file: str = ""
+    metadata_mode: str = attrs.field(default="remove_add", validator=one_of(*METADATA_MODES))
+    calibredb: str = "calibredb"
+    timeout: float = attrs.field(default=300.0, validator=in_range(1, 86400))
+
+    def read_password(self) -> str:
+        """The content-server password (``password`` or ``password_file``), or ``""``.
+
+        :raises ConfigError: the file cannot be read.
+        """
+        if self.password:
+            return self.password
+        if self.password_file:
+            return _read_secret_file(self.password_file, "fanfic.calibre.password_file")
+        return ""
 
 
 @attrs.frozen
 class FanficConfig:
-    """``[fanfic]``: FanFicFare and Calibre, off by default."""
+    """``[fanfic]``: FanFicFare jobs, off by default.
+
+    ``personal_ini`` / ``defaults_ini`` are files copied into each job's working directory
+    (FanFicFare reads ``./personal.ini``). ``disabled_sites`` lists site domains (as
+    ``getSiteDomain()`` names them, e.g. ``www.fanfiction.net``) whose URLs only trigger a
+    notification. ``timeout`` is seconds per FanFicFare run. ``retry_preset`` names the
+    engine's backoff preset for fanfic jobs (built-in ``fanfic``: AutomatedFanfic's 1..10
+    minutes ±50 %, then a final try after 12 hours; override it in
+    ``[engine.retry.fanfic]``).
+    """
 
     enabled: bool = False
+    fanficfare: list[str] = attrs.field(factory=lambda: ["fanficfare"])
+    update_method: str = attrs.field(default="update", validator=one_of(*UPDATE_METHODS))
+    personal_ini: str = ""
+    defaults_ini: str = ""
+    disabled_sites: list[str] = attrs.field(factory=list)
+    retry_preset: str = "fanfic"
+    timeout: float = attrs.field(default=1800.0, validator=in_range(1, 86400))
+    priority: int = 0
+    calibre: CalibreConfig = attrs.field(factory=CalibreConfig)
 
 
 @attrs.frozen
 class NotifyConfig:
-    """``[notify]``: Apprise URLs."""
+    """``[notify]``: Apprise URLs (``json://…``, ``pbul://…``, ``mailto://…``) notified on
+    fanfiction success, permanent failure and before the final try. ``queue`` bounds the
+    pending notifications (extra ones are dropped and counted); ``timeout`` is seconds per
+    send; a failed send is tried ``retries`` more times, ``retry_wait`` × n seconds apart
+    (AutomatedFanfic: 3 tries, 10/20 s)."""
 
     urls: list[str] = attrs.field(factory=list)
+    queue: int = attrs.field(default=256, validator=in_range(1, 100000))
+    timeout: float = attrs.field(default=30.0, validator=in_range(0.1, 600))
+    retries: int = attrs.field(default=2, validator=in_range(0, 10))
+    retry_wait: float = attrs.field(default=10.0, validator=in_range(0, 3600))

@@ -1,14 +1,213 @@
-"""The fanfic subsystem as a daemon plugin."""
+"""The fanfic subsystem as a daemon plugin (AutomatedFanfic: IMAP → FanFicFare → Calibre).
+
+- ``enabled`` when ``[fanfic] enabled = true``.
+- ``setup``: the ``fanfic`` store schema, the ``fanfic`` job kind (retry preset
+  ``[fanfic] retry_preset``, default ``fanfic``), a one-at-a-time lane per FanFicFare site.
+- ``services``: ``fanfic-imap`` (when ``[imap] host`` is set) and ``notify`` (when
+  ``[notify] urls`` is set and no other plugin already runs it).
+- admin API: ``POST /api/v1/fanfic/stories`` ``{"urls": [...], "update_method": "force"}``
+  (the method is optional) → ``{"created": [...],
+  "existing": [...], "disabled": [...], "rejected": [{"url", "error"}]}``;
+  ``GET /api/v1/fanfic/status``.
+- CLI: ``hathd fanfic add [--update-method M] URL…`` and ``hathd fanfic import-config CONFIG.TOML``.
+"""
 
 from __future__ import annotations
 
-from hathd.runtime import BasePlugin
+import json
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from hathd.config import Config
+from hathd.errors import PermanentError
+from hathd.fanfic.calibre import Calibre
+from hathd.fanfic.config import UPDATE_METHODS
+from hathd.fanfic.handler import KIND, FanficPipeline
+from hathd.fanfic.imap import MIGRATIONS, ImapWatcher
+from hathd.fanfic.stories import Story, identify
+from hathd.fanfic.submit import StorySubmitter
+from hathd.notify import Notifier, get_notifier
+from hathd.runtime import BasePlugin, Runtime
+from hathd.supervisor import ServiceSpec, to_plain
+
+if TYPE_CHECKING:
+    import asyncclick as click
+    from quart import Blueprint
+
+log = logging.getLogger(__name__)
+
+
+@attrs.define
+class FanficParts:
+    """What ``setup`` builds, kept in ``Runtime.extras["fanfic"]``."""
+
+    pipeline: FanficPipeline
+    submitter: StorySubmitter
+    calibre: Calibre
+    notifier: Notifier
+    watcher: ImapWatcher | None = None
+    serve_notifier: bool = False
+
+    def statistics(self) -> dict[str, Any]:
+        """Counters of every part, JSON-ready."""
+        out: dict[str, Any] = {
+            "jobs": to_plain(self.pipeline.statistics()),
+            "calibre": to_plain(self.calibre.statistics()),
+            "notify": to_plain(self.notifier.statistics()),
+        }
+        if self.watcher is not None:
+            out["imap"] = to_plain(self.watcher.statistics())
+        return out
+
+
+def _site_domains() -> list[str]:
+    from fanficfare import adapters
+
+    return [str(s) for s in adapters.getSiteSections()]
+
+
+async def submit_urls(
+    parts: FanficParts, urls: Sequence[str], *, source: str, update_method: str | None = None
+) -> dict[str, Any]:
+    """Identify ``urls`` with FanFicFare and submit their stories; unknown URLs are listed as
+    rejected (nothing else is lost). ``update_method`` (one of ``UPDATE_METHODS``) overrides
+    the configured one for these jobs."""
+    stories: list[Story] = []
+    rejected: list[dict[str, str]] = []
+    for url in urls:
+        try:
+            stories.append(await trio.to_thread.run_sync(identify, url))
+        except PermanentError as exc:
+            rejected.append({"url": url, "error": str(exc)})
+    report = await parts.submitter.submit(stories, source=source, update_method=update_method)
+    return {
+        "created": list(report.created),
+        "existing": list(report.existing),
+        "disabled": list(report.disabled),
+        "rejected": rejected,
+    }
 
 
 class FanficPlugin(BasePlugin):
     """Wires the fanfic subsystem into the daemon."""
 
     name = "fanfic"
+
+    def enabled(self, config: Config) -> bool:
+        """On when ``[fanfic] enabled = true``."""
+        return config.fanfic.enabled
+
+    async def setup(self, rt: Runtime) -> None:
+        """Migrate the store, register the ``fanfic`` kind, declare per-site lanes.
+
+        :raises RuntimeError: no engine is attached to the runtime.
+        """
+        if rt.engine is None:
+            raise RuntimeError("the fanfic plugin needs the job engine")
+        cfg = rt.config.fanfic
+        await rt.store.migrate("fanfic", MIGRATIONS)
+        serve_notifier = "notifier" not in rt.extras
+        notifier = get_notifier(rt.extras, rt.config.notify)
+        calibre = Calibre(cfg.calibre, config_dir=rt.paths.state_dir / "calibre")
+        presets = getattr(rt.engine, "retry_presets", None)
+        pipeline = FanficPipeline(
+            cfg, calibre, notifier, presets=presets() if callable(presets) else None
+        )
+        rt.engine.register(
+            KIND, pipeline.handle, retry_preset=cfg.retry_preset, on_final=pipeline.on_final
+        )
+        submitter = StorySubmitter(rt.engine, cfg, notifier)
+        for site in await trio.to_thread.run_sync(_site_domains):
+            submitter.ensure_lane(site)
+        watcher = ImapWatcher(rt.config.imap, rt.store, submitter) if rt.config.imap.host else None
+        rt.extras["fanfic"] = FanficParts(
+            pipeline, submitter, calibre, notifier, watcher, serve_notifier and notifier.enabled
+        )
+
+    def services(self, rt: Runtime) -> Sequence[ServiceSpec]:
+        """The IMAP watcher and the notification sender."""
+        parts: FanficParts = rt.extras["fanfic"]
+        specs: list[ServiceSpec] = []
+        if parts.serve_notifier:
+            specs.append(ServiceSpec("notify", parts.notifier.serve, parts.notifier.statistics))
+        if parts.watcher is not None:
+            specs.append(ServiceSpec("fanfic-imap", parts.watcher.serve, parts.statistics))
+        return specs
+
+    def blueprint(self, rt: Runtime) -> Blueprint | None:
+        """``POST /api/v1/fanfic/stories`` and ``GET /api/v1/fanfic/status``."""
+        from quart import Blueprint, request
+
+        bp = Blueprint("fanfic", __name__)
+        parts: FanficParts = rt.extras["fanfic"]
+
+        @bp.post("/api/v1/fanfic/stories")
+        async def add_stories() -> Any:
+            """Queue story URLs: ``{"urls": [...], "update_method": "force"?}``."""
+            body = await request.get_json(force=True, silent=True)
+            urls = body.get("urls") if isinstance(body, dict) else None
+            if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+                return {"error": 'expected {"urls": ["http://…", …]}'}, 400
+            method = body.get("update_method") if isinstance(body, dict) else None
+            if method is not None and method not in UPDATE_METHODS:
+                return {"error": f"update_method must be one of {', '.join(UPDATE_METHODS)}"}, 400
+            return await submit_urls(parts, urls, source="api", update_method=method)
+
+        @bp.get("/api/v1/fanfic/status")
+        async def fanfic_status() -> Any:
+            """Counters of the watcher, the jobs, calibredb and notifications."""
+            return parts.statistics()
+
+        return bp
+
+    def cli(self) -> Sequence[click.Command]:
+        """``hathd fanfic add URL…`` and ``hathd fanfic import-config FILE``."""
+        import asyncclick as click
+
+        from hathd.clictx import CliContext
+        from hathd.fanfic.importer import convert_text, to_toml
+
+        @click.group("fanfic")
+        async def fanfic() -> None:
+            """Fanfiction downloads into Calibre (AutomatedFanfic)."""
+
+        @fanfic.command("add")
+        @click.option(
+            "--update-method",
+            type=click.Choice(UPDATE_METHODS),
+            help="Override [fanfic] update_method for these stories (force: rewrite the book).",
+        )
+        @click.argument("urls", nargs=-1, required=True)
+        @click.pass_obj
+        async def add(obj: CliContext, urls: tuple[str, ...], update_method: str | None) -> None:
+            """Queue story URLs (any chapter URL of a story FanFicFare supports)."""
+            body: dict[str, Any] = {"urls": list(urls)}
+            if update_method:
+                body["update_method"] = update_method
+            async with obj.admin() as admin:
+                reply = await admin.post("/api/v1/fanfic/stories", body)
+            click.echo(json.dumps(reply, indent=2))
+            if reply.get("rejected"):
+                raise click.exceptions.Exit(1)
+
+        @fanfic.command("import-config")
+        @click.argument("path", type=click.Path(exists=True, dir_okay=False))
+        async def import_config(path: str) -> None:
+            """Print hathd TOML for an AutomatedFanfic config.toml."""
+            try:
+                imported = convert_text(await trio.Path(path).read_text(encoding="utf-8"))
+            except (ValueError, OSError) as exc:
+                click.echo(f"hathd: {exc}", err=True)
+                raise click.exceptions.Exit(2) from None
+            for note in imported.notes:
+                click.echo(f"# note: {note}")
+            click.echo(to_toml(imported.sections))
+
+        return [fanfic]
 
 
 PLUGIN = FanficPlugin()

@@ -1,14 +1,136 @@
-"""The hath subsystem as a daemon plugin."""
+"""The hath subsystem as a daemon plugin.
+
+* ``enabled(config)`` is ``[hath] enabled`` (default false); ``off_reason`` explains it.
+* ``setup`` migrates the cache index (component ``hath``) and reads the credentials.
+* ``services``: one supervised service ``hath`` running :class:`~hathd.hath.node.HathNode`
+  (the RPC keeper, which owns the image server, the srfetch proxy and the pruner; they share
+  one start-up sequence, so they live in one service). Each (re)start builds a fresh node and
+  publishes it as ``rt.extras["hath.node"]`` (the gallery downloader uses ``node.rpc`` and
+  ``node.cache``). Without credentials the service idles and its statistics say
+  ``off: no H@H credentials``.
+* ``blueprint``: ``GET /api/v1/hath/status``, ``POST /api/v1/hath/verify``.
+* ``cli``: ``hathd hath login``, ``hathd hath verify``, ``hathd hath status``.
+"""
 
 from __future__ import annotations
 
-from hathd.runtime import BasePlugin
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from hathd.config import Config
+from hathd.hath.cache import MIGRATIONS
+from hathd.hath.credentials import load_credentials
+from hathd.hath.node import HathNode
+from hathd.hath.protocol import Credentials, ProtocolError
+from hathd.runtime import BasePlugin, Runtime
+from hathd.supervisor import ServiceSpec
+
+if TYPE_CHECKING:
+    import asyncclick as click
+    from quart import Blueprint
+
+NO_CREDENTIALS = "off: no H@H credentials"
+
+
+def cache_root(rt: Runtime) -> Path:
+    """``[hath] cache_dir`` or ``<state_dir>/cache``."""
+    configured = rt.config.hath.cache_dir
+    return Path(configured).expanduser() if configured else rt.paths.cache
 
 
 class HathPlugin(BasePlugin):
     """Wires the hath subsystem into the daemon."""
 
     name = "hath"
+
+    def enabled(self, config: Config) -> bool:
+        """``[hath] enabled``; without credentials the node still stays off (see module doc)."""
+        return config.hath.enabled
+
+    def off_reason(self, config: Config) -> str:
+        """Why the subsystem is off."""
+        return "off: [hath] enabled = false"
+
+    async def setup(self, rt: Runtime) -> None:
+        """Migrate the cache index and load the credentials (config or ``data/client_login``)."""
+        await rt.store.migrate("hath", MIGRATIONS)
+        try:
+            creds = await trio.to_thread.run_sync(load_credentials, rt.config.hath, rt.paths.data)
+        except ProtocolError as exc:
+            rt.extras["hath.error"] = str(exc)
+            creds = None
+        rt.extras["hath.credentials"] = creds
+
+    def services(self, rt: Runtime) -> Sequence[ServiceSpec]:
+        """The node, or an idle ``hath`` service saying why it is off."""
+        creds: Credentials | None = rt.extras.get("hath.credentials")
+        if creds is None:
+            reason = rt.extras.get("hath.error") or NO_CREDENTIALS
+
+            async def idle(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+                task_status.started()
+                await trio.sleep_forever()
+
+            return [ServiceSpec("hath", idle, lambda: {"state": "off", "reason": reason})]
+
+        async def serve(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+            node = HathNode(
+                rt.config.hath,
+                creds,
+                store=rt.store,
+                bus=rt.bus,
+                data_dir=rt.paths.data,
+                cache_root=cache_root(rt),
+                extras=rt.extras,
+            )
+            rt.extras["hath.node"] = node
+            await node.serve(task_status=task_status)
+
+        return [ServiceSpec("hath", serve, lambda: _node_stats(rt))]
+
+    def blueprint(self, rt: Runtime) -> Blueprint | None:
+        """``GET /api/v1/hath/status``: the node's statistics (or why it is off);
+        ``POST /api/v1/hath/verify`` (``{"no_hash": bool}``): a full rescan by the running node
+        (409 when the node is not running)."""
+        from quart import Blueprint, request
+
+        bp = Blueprint("hath", __name__)
+
+        @bp.get("/api/v1/hath/status")
+        async def hath_status() -> Any:
+            return _node_stats(rt)
+
+        @bp.post("/api/v1/hath/verify")
+        async def hath_verify() -> Any:
+            node: HathNode | None = rt.extras.get("hath.node")
+            if node is None or node.cache is None:
+                return {"error": "the H@H node is not running"}, 409
+            body = await request.get_json(force=True, silent=True)
+            no_hash = bool(body.get("no_hash")) if isinstance(body, dict) else False
+            result = await node.cache.rescan(verify=not no_hash)
+            return attrs.asdict(result)
+
+        return bp
+
+    def cli(self) -> Sequence[click.Command]:
+        """The ``hath`` command group."""
+        from hathd.hath.cli import hath_group
+
+        return [hath_group]
+
+
+def _node_stats(rt: Runtime) -> dict[str, Any]:
+    node: HathNode | None = rt.extras.get("hath.node")
+    if node is None:
+        reason = rt.extras.get("hath.error") or NO_CREDENTIALS
+        if rt.extras.get("hath.credentials") is not None:
+            return {"state": "starting"}
+        return {"state": "off", "reason": reason}
+    return attrs.asdict(node.statistics())
 
 
 PLUGIN = HathPlugin()

@@ -1,12 +1,59 @@
-"""Configuration of the image-host uploader (``[recipes]``)."""
+"""Configuration of the image-host uploader (``[recipes]``).
+
+Example::
+
+    [recipes]
+    directory = "/etc/hathd/recipes"     # extra *.toml recipes; same id replaces a built-in
+    global_rate = 10.0                   # requests/s over all services
+    global_burst = 20
+
+    [recipes.services."imx.to"]
+    credentials = { api_key = "..." }
+    base_url = "http://127.0.0.1:8081"   # point a recipe somewhere else (tests, mirrors)
+    options = { thumbnail_size = "3" }
+"""
 
 from __future__ import annotations
 
 import attrs
 
+from hathd.confutil import FieldError, in_range
+
+
+def _check_templates(_inst: object, attr: attrs.Attribute[dict[str, str]], value: object) -> None:
+    if not isinstance(value, dict):
+        raise FieldError(attr.name, "must be a table of name = template")
+
+
+@attrs.frozen
+class ServiceConfig:
+    """``[recipes.services."<id>"]``: per-service settings for the recipe with that id.
+
+    ``credentials`` fill the names the recipe declares (redacted by ``config show``);
+    ``base_url`` replaces the recipe's ``base_url``; ``options`` override the recipe's options;
+    ``rate`` (requests/s), ``burst`` and ``concurrency`` (jobs at once) override its limits.
+    """
+
+    enabled: bool = True
+    base_url: str | None = None
+    credentials: dict[str, str] = attrs.field(factory=dict, metadata={"secret": True})
+    options: dict[str, str] = attrs.field(factory=dict)
+    rate: float | None = attrs.field(default=None, validator=in_range(0.0, 10_000))
+    burst: int | None = attrs.field(default=None, validator=in_range(1, 10_000))
+    concurrency: int | None = attrs.field(default=None, validator=in_range(1, 1000))
+
 
 @attrs.frozen
 class RecipesConfig:
-    """``[recipes]``: extra recipe directory and per-service credentials."""
+    """``[recipes]``: extra recipe directory, global request limit, per-service settings.
+
+    ``global_rate`` is in requests/s over every service together (0 means unlimited);
+    ``output_templates`` add or replace per-image output templates by name (``bbcode``,
+    ``html``, ``markdown``, ``links`` are built in).
+    """
 
     directory: str | None = None
+    global_rate: float = attrs.field(default=10.0, validator=in_range(0.0, 100_000))
+    global_burst: int = attrs.field(default=20, validator=in_range(1, 100_000))
+    services: dict[str, ServiceConfig] = attrs.field(factory=dict)
+    output_templates: dict[str, str] = attrs.field(factory=dict, validator=_check_templates)

@@ -1,14 +1,84 @@
-"""The recipes subsystem as a daemon plugin."""
+"""The recipes subsystem as a daemon plugin: upload jobs, their API routes and CLI commands.
+
+``setup`` loads the recipes (built-ins, ``[recipes] directory``, per-service overrides),
+creates the ``recipes`` tables, registers the ``upload`` job kind and one engine lane per
+service. The ``uploads`` service owns the HTTP sessions and closes them at shutdown; its
+statistics are each service's request, login, retry and upload counters.
+"""
 
 from __future__ import annotations
 
-from hathd.runtime import BasePlugin
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from hathd.recipes import batches
+from hathd.recipes.api import create_blueprint
+from hathd.recipes.loader import configured_recipes
+from hathd.recipes.uploader import Uploader
+from hathd.recipes.uploads import Uploads
+from hathd.runtime import BasePlugin, Runtime
+from hathd.supervisor import ServiceSpec
+
+if TYPE_CHECKING:
+    import asyncclick as click
+    from quart import Blueprint
+
+EXTRA_KEY = "recipes"
+"""``rt.extras["recipes"]`` holds the :class:`~hathd.recipes.uploads.Uploads` instance."""
 
 
 class RecipesPlugin(BasePlugin):
     """Wires the recipes subsystem into the daemon."""
 
     name = "recipes"
+
+    async def setup(self, rt: Runtime) -> None:
+        """Load recipes, migrate, register the ``upload`` handler and the lanes.
+
+        :raises ConfigError: an invalid recipe or ``[recipes]`` section (with key paths).
+        """
+        recipes = await trio.to_thread.run_sync(configured_recipes, rt.config.recipes)
+        await batches.migrate(rt.store)
+        if rt.engine is None:
+            return
+        uploader = Uploader(recipes, rt.config.recipes)
+        uploads = Uploads(
+            uploader, rt.engine, rt.store, templates=dict(rt.config.recipes.output_templates)
+        )
+        uploads.register()
+        rt.extras[EXTRA_KEY] = uploads
+
+    def services(self, rt: Runtime) -> Sequence[ServiceSpec]:
+        """``uploads``: keeps the HTTP sessions open until shutdown, then closes each one as
+        soon as it is idle."""
+        uploads: Uploads | None = rt.extras.get(EXTRA_KEY)
+        if uploads is None:
+            return ()
+
+        async def serve(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                # uploads still running belong to the engine, which stops after us: their
+                # sessions close when they end
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await uploads.uploader.close_when_idle()
+
+        return [ServiceSpec("uploads", serve, uploads.uploader.statistics)]
+
+    def blueprint(self, rt: Runtime) -> Blueprint | None:
+        """``/api/v1/uploads`` and ``/api/v1/recipes``."""
+        uploads: Uploads | None = rt.extras.get(EXTRA_KEY)
+        return None if uploads is None else create_blueprint(uploads)
+
+    def cli(self) -> Sequence[click.Command]:
+        """``upload``, ``upload-status``, ``recipes list|check``."""
+        from hathd.recipes.cli import COMMANDS
+
+        return COMMANDS
 
 
 PLUGIN = RecipesPlugin()

@@ -1,0 +1,367 @@
+"""The ``download`` job kind: an HTTP(S) GET streamed into a folder under the download root.
+
+Job shape: ``target`` is the URL (``http``/``https``); ``domain`` its host (politeness);
+``params``:
+
+- ``dest`` (str, optional): a folder relative to the download root (an absolute path must lie
+  under it). A path that escapes the root (``..``, a symlink out) is refused.
+- ``filename`` (str, optional): the file name; default the URL's last path segment.
+- ``size`` (int, optional): the expected size in bytes.
+- ``sha256`` (str, optional): the expected SHA-256, 64 hex digits.
+
+Behaviour: bytes go to ``<name>.part`` beside the destination; after an interruption the next
+try asks for the rest with ``Range: bytes=<have>-`` (RFC 9110 §14.2) and appends when the server
+answers ``206`` with a matching ``Content-Range`` start (§14.4), or starts over on ``200``. When
+complete the file is fsynced, checked (size, SHA-256) and renamed atomically into place (an
+existing file is never overwritten: ``name (1).ext`` is used instead). A mismatch deletes the
+partial file and fails the job. Progress (bytes, rate, ETA) is reported through the job context.
+
+Errors: 404/410/400/401/403 → :class:`PermanentError`; 429/503 →
+:class:`RateLimitedError` with ``Retry-After`` (seconds or HTTP date, §10.2.3) or
+``RateLimit-Reset`` (seconds) as the minimum wait; other 5xx and network errors →
+:class:`RetryableError` (the partial file is kept for the next try).
+
+With an expected SHA-256, a destination file that already has it counts as done without a
+request (so a retry after a crash never duplicates a file).
+
+The result: ``{"path", "size", "sha256", "resumed_from", "already_present"}`` (sizes in bytes).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import functools
+import hashlib
+import os
+import ssl
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+import httpx
+import trio
+
+from hathd.engine.api import JobContext, JobSpec
+from hathd.errors import PermanentError, RateLimitedError, RetryableError
+
+if TYPE_CHECKING:
+    from hathd.engine.core import Engine
+
+KIND = "download"
+_PERMANENT_STATUS = frozenset({400, 401, 403, 404, 405, 410, 451})
+
+
+def check_url(url: str) -> str:
+    """The host of ``url`` (lower case).
+
+    :raises ValueError: ``target: …`` when the URL is not http(s) with a host.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ValueError(f"target: invalid URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"target: not an http(s) URL with a host: {url!r}")
+    return parts.hostname.lower()
+
+
+def _check_name(name: str) -> str:
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
+        raise ValueError(f"filename: not a plain file name: {name!r}")
+    return name
+
+
+def default_filename(url: str) -> str:
+    """The last path segment of ``url`` (percent-decoded), or ``"download"``."""
+    segment = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    try:
+        return _check_name(segment)
+    except ValueError:
+        return "download"
+
+
+def resolve_destination(root: Path, params: dict[str, Any], url: str) -> Path:
+    """The file a download job writes (not yet de-duplicated), inside ``root``.
+
+    :raises ValueError: naming the field (``dest``, ``filename``, ``size``, ``sha256``) when a
+        parameter is malformed or the path would escape ``root``.
+    """
+    dest = params.get("dest", "") or ""
+    if not isinstance(dest, str) or "\x00" in dest:
+        raise ValueError("dest: must be a folder path")
+    name = params.get("filename")
+    if name is None:
+        name = default_filename(url)
+    elif not isinstance(name, str):
+        raise ValueError("filename: must be a string")
+    _check_name(name)
+    size = params.get("size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        raise ValueError("size: must be a non-negative integer (bytes)")
+    digest = params.get("sha256")
+    if digest is not None:
+        if not isinstance(digest, str) or len(digest) != 64:
+            raise ValueError("sha256: must be 64 hex digits")
+        try:
+            bytes.fromhex(digest)
+        except ValueError:
+            raise ValueError("sha256: must be 64 hex digits") from None
+    base = root.resolve()
+    folder = (base / dest).resolve()
+    if not folder.is_relative_to(base):
+        raise ValueError(f"dest: {dest!r} escapes the download root")
+    target = (folder / name).resolve()
+    if not target.is_relative_to(base) or target.parent != folder:
+        raise ValueError(f"filename: {name!r} escapes the download root")
+    return target
+
+
+def download_spec(
+    url: str,
+    *,
+    dest: str | None = None,
+    filename: str | None = None,
+    size: int | None = None,
+    sha256: str | None = None,
+    priority: int = 0,
+    source: str = "api",
+) -> JobSpec:
+    """A :class:`JobSpec` of the ``download`` kind (domain = the URL's host).
+
+    :raises ValueError: a bad URL (``target: …``).
+    """
+    host = check_url(url)
+    params: dict[str, Any] = {}
+    if dest:
+        params["dest"] = dest
+    if filename:
+        params["filename"] = filename
+    if size is not None:
+        params["size"] = size
+    if sha256:
+        params["sha256"] = sha256.lower()
+    return JobSpec(
+        kind=KIND, target=url, domain=host, params=params, priority=priority, source=source
+    )
+
+
+def parse_retry_after(headers: httpx.Headers, now: float | None = None) -> float | None:
+    """Seconds to wait from ``Retry-After`` (delta-seconds or HTTP-date) or
+    ``RateLimit-Reset`` (delta-seconds); ``None`` when absent or unreadable."""
+    value = headers.get("retry-after")
+    if value:
+        value = value.strip()
+        if value.isdigit():
+            return float(value)
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            when = None
+        if when is not None:
+            return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    reset = headers.get("ratelimit-reset")
+    if reset and reset.strip().isdigit():
+        return float(reset.strip())
+    return None
+
+
+def _unique(path: Path) -> Path:
+    if not path.exists():
+        return path
+    stem, suffix = path.stem, path.suffix
+    for n in range(1, 10_000):
+        candidate = path.with_name(f"{stem} ({n}){suffix}")
+        if not candidate.exists():
+            return candidate
+    raise PermanentError(f"no free file name for {path}")
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    # building the default context costs ~65 ms of CPU (loading the CA bundle): do it once
+    return httpx.create_ssl_context()
+
+
+def _hash_file(path: Path) -> Any:
+    hasher = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            hasher.update(chunk)
+    return hasher
+
+
+def _finish(part: Path, wanted: Path) -> Path:
+    final = _unique(wanted)
+    os.replace(part, final)
+    fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return final
+
+
+def _content_range_start(value: str | None) -> tuple[int | None, int | None]:
+    # "bytes 100-199/200" → (100, 200); "bytes */200" → (None, 200)
+    if not value or not value.startswith("bytes "):
+        return None, None
+    spec, _, total = value[6:].partition("/")
+    total_n = int(total) if total.strip().isdigit() else None
+    if spec.strip() == "*":
+        return None, total_n
+    first = spec.split("-", 1)[0].strip()
+    return (int(first) if first.isdigit() else None), total_n
+
+
+async def download(ctx: JobContext, root: Path) -> dict[str, Any]:
+    """Run one try of a download job; see the module docstring for params and errors."""
+    job = ctx.job
+    try:
+        check_url(job.target)
+        wanted = await trio.to_thread.run_sync(resolve_destination, root, job.params, job.target)
+    except ValueError as exc:
+        raise PermanentError(str(exc)) from None
+    expected_size: int | None = job.params.get("size")
+    expected_sha: str | None = job.params.get("sha256")
+    part = wanted.with_name(wanted.name + ".part")
+    await trio.to_thread.run_sync(lambda: wanted.parent.mkdir(parents=True, exist_ok=True))
+    if expected_sha is not None and wanted.is_file():
+        # already fetched (e.g. a crash came between the rename and the "done" write)
+        present = await trio.to_thread.run_sync(_hash_file, wanted)
+        if present.hexdigest() == expected_sha.lower():
+            size = wanted.stat().st_size
+            return {
+                "path": str(wanted),
+                "size": size,
+                "sha256": present.hexdigest(),
+                "resumed_from": size,
+                "already_present": True,
+            }
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"Accept-Encoding": "identity"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    timeout = httpx.Timeout(30.0, read=60.0)
+    verify = await trio.to_thread.run_sync(_ssl_context)
+    try:
+        async with (
+            httpx.AsyncClient(follow_redirects=True, timeout=timeout, verify=verify) as client,
+            client.stream("GET", job.target, headers=headers) as resp,
+        ):
+            status = resp.status_code
+            if status == 416 and have:
+                _, full = _content_range_start(resp.headers.get("content-range"))
+                if full == have or (full is None and expected_size == have):
+                    return await _complete(
+                        ctx,
+                        part,
+                        wanted,
+                        have,
+                        have,
+                        expected_size,
+                        expected_sha,
+                        resumed_from=have,
+                    )
+                await trio.to_thread.run_sync(lambda: part.unlink(missing_ok=True))
+                raise RetryableError("server refused the resume range; starting over")
+            if status in (429, 503):
+                raise RateLimitedError(
+                    f"HTTP {status} from {job.domain}", parse_retry_after(resp.headers)
+                )
+            if status in _PERMANENT_STATUS:
+                raise PermanentError(f"HTTP {status} for {job.target}")
+            if status >= 400:
+                raise RetryableError(f"HTTP {status} for {job.target}")
+            offset = 0
+            total: int | None = None
+            if status == 206 and have:
+                start, total = _content_range_start(resp.headers.get("content-range"))
+                if start != have:
+                    raise RetryableError(
+                        f"Content-Range starts at {start}, asked for {have}; starting over"
+                    )
+                offset = have
+            elif status == 200:
+                length = resp.headers.get("content-length")
+                total = int(length) if length and length.isdigit() else None
+            else:
+                raise RetryableError(f"unexpected HTTP {status}")
+            if total is None and expected_size is not None:
+                total = expected_size
+            if expected_size is not None and total is not None and total != expected_size:
+                raise PermanentError(
+                    f"size mismatch: server announces {total} bytes, expected {expected_size}"
+                )
+            hasher = await trio.to_thread.run_sync(_hash_file, part) if offset else hashlib.sha256()
+            done = offset
+            ctx.progress(done, total)
+            async with await trio.open_file(part, "ab" if offset else "wb") as fh:
+                async for chunk in resp.aiter_bytes():
+                    await fh.write(chunk)
+                    hasher.update(chunk)
+                    done += len(chunk)
+                    ctx.progress(done, total)
+                await fh.flush()
+                await trio.to_thread.run_sync(os.fsync, fh.fileno())
+            return await _complete(
+                ctx,
+                part,
+                wanted,
+                done,
+                done,
+                expected_size,
+                expected_sha,
+                resumed_from=offset,
+                hasher=hasher,
+            )
+    except httpx.TransportError as exc:
+        raise RetryableError(f"{type(exc).__name__}: {exc}") from None
+    except httpx.InvalidURL as exc:
+        raise PermanentError(f"target: {exc}") from None
+
+
+async def _complete(
+    ctx: JobContext,
+    part: Path,
+    wanted: Path,
+    done: int,
+    size: int,
+    expected_size: int | None,
+    expected_sha: str | None,
+    *,
+    resumed_from: int,
+    hasher: Any = None,
+) -> dict[str, Any]:
+    if hasher is None:
+        hasher = await trio.to_thread.run_sync(_hash_file, part)
+    digest = hasher.hexdigest()
+    if expected_size is not None and size != expected_size:
+        await trio.to_thread.run_sync(lambda: part.unlink(missing_ok=True))
+        raise PermanentError(f"size mismatch: got {size} bytes, expected {expected_size}")
+    if expected_sha is not None and digest != expected_sha.lower():
+        await trio.to_thread.run_sync(lambda: part.unlink(missing_ok=True))
+        raise PermanentError(f"sha256 mismatch: got {digest}, expected {expected_sha.lower()}")
+    final = await trio.to_thread.run_sync(_finish, part, wanted)
+    ctx.progress(done, done)
+    return {
+        "path": str(final),
+        "size": size,
+        "sha256": digest,
+        "resumed_from": resumed_from,
+        "already_present": False,
+    }
+
+
+def register_download(engine: Engine) -> None:
+    """Register the ``download`` kind on ``engine`` (writing under its ``download_root``)."""
+    root = engine.download_root
+
+    async def handler(ctx: JobContext) -> dict[str, Any]:
+        return await download(ctx, root)
+
+    def validate(spec: JobSpec) -> None:
+        check_url(spec.target)
+        resolve_destination(root, spec.params, spec.target)
+
+    engine.register(KIND, handler, validate=validate)

@@ -1,0 +1,64 @@
+"""Assembly of the engine on a :class:`~hathd.runtime.Runtime`: migrations, construction,
+the built-in ``download`` kind, and an in-process runner for tests and tools."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import trio
+
+from hathd.engine import jobstore
+from hathd.engine.core import Engine
+from hathd.engine.download import register_download
+from hathd.runtime import Runtime
+
+
+def download_root(rt: Runtime) -> Path:
+    """``[engine] download_root``, or ``<state_dir>/download`` when empty."""
+    configured = rt.config.engine.download_root
+    return Path(configured).expanduser() if configured else rt.paths.downloads
+
+
+async def build_engine(rt: Runtime) -> Engine:
+    """Apply the ``engine`` migrations, build the :class:`Engine`, set ``rt.engine`` and
+    register the ``download`` kind. Does not start it (see :meth:`Engine.serve`)."""
+    await rt.store.migrate("engine", jobstore.SCHEMA)
+    root = download_root(rt)
+    await trio.to_thread.run_sync(lambda: root.mkdir(parents=True, exist_ok=True))
+    engine = Engine(
+        rt.store,
+        rt.bus,
+        rt.config.engine,
+        tmp_root=rt.paths.tmp,
+        download_root=root,
+    )
+    register_download(engine)
+    stopping = getattr(rt, "stopping", None)
+    if isinstance(stopping, trio.Event):
+        engine.stopping = stopping
+    rt.engine = engine
+    rt.extras["engine"] = engine
+    return engine
+
+
+@asynccontextmanager
+async def running_engine(rt: Runtime) -> AsyncIterator[Engine]:
+    """Build the engine on ``rt`` (see :func:`build_engine`), run its service in a nursery,
+    yield it; on exit cancel it (running jobs are written back as ``queued``).
+
+    Exceptions of the ``async with`` body propagate unchanged (not wrapped in a group).
+    """
+    engine = await build_engine(rt)
+    body_error: BaseException | None = None
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.serve)
+        try:
+            yield engine
+        except BaseException as exc:
+            body_error = exc
+        finally:
+            nursery.cancel_scope.cancel()
+    if body_error is not None:
+        raise body_error

@@ -1,0 +1,534 @@
+"""The H@H file cache: files at ``cache/<hash[0:2]>/<hash[2:4]>/<fileid>`` plus an SQLite index.
+
+Layout (hath-protocol.md §4.1): one second-level directory per static range. The index lives in
+the daemon's store (component ``hath``):
+
+* ``hath_files(fileid, srange, size, mtime)`` — one row per cached file;
+* ``hath_ranges(srange, count, bytes, oldest)`` — per static range, maintained in the same
+  transaction as every file change, so start-up reads at most 65 536 rows and walks no directory,
+  and a crash forces no rescan (§4.2; the official client loses its state on a crash).
+
+Files enter the cache only through :meth:`Cache.import_file`, which renames a temporary file
+(under ``cache/.tmp/``, the same filesystem) into place after its size and SHA-1 match the
+fileid. The mtime is the LRU clock (touched at most weekly, §4.3) and pruning follows the
+official rule (:mod:`hathd.hath.pruning`, §4.4). ``hathd hath verify`` runs :meth:`Cache.rescan`.
+
+Errors: filesystem failures raise ``OSError`` from the worker thread; store failures raise
+:class:`~hathd.errors.StoreError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import attrs
+import trio
+
+from hathd.hath.protocol import FileId
+from hathd.hath.pruning import (
+    LruTable,
+    RangeStats,
+    bytes_to_free,
+    needs_touch,
+    oldest_range,
+    prune_cutoff,
+    size_with_overhead,
+)
+from hathd.store import Migration, Store
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS: list[Migration] = [
+    """
+    CREATE TABLE hath_files (
+        fileid TEXT PRIMARY KEY,
+        srange TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        mtime INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX hath_files_range_mtime ON hath_files(srange, mtime);
+    CREATE TABLE hath_ranges (
+        srange TEXT PRIMARY KEY,
+        count INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        oldest INTEGER
+    );
+    """,
+]
+"""Schema steps of component ``hath`` (applied through ``store.migrate``)."""
+
+TMP_DIR = ".tmp"
+HASH_CHUNK = 1024 * 1024
+
+
+@attrs.frozen
+class CacheStatistics:
+    """Counters of the cache: files, bytes (fileid sizes), ranges, prunes and deletions."""
+
+    count: int
+    bytes: int
+    ranges: int
+    pruned_files: int
+    pruned_bytes: int
+    blacklisted: int
+    corrupt_deleted: int
+
+
+@attrs.frozen
+class RescanResult:
+    """Outcome of a full rescan: files kept, removed (bad name/size/hash) and moved."""
+
+    kept: int
+    removed: int
+    moved: int
+    bytes: int
+
+
+def sha1_file(path: Path) -> str:
+    """Hex SHA-1 of a file (blocking; call through ``trio.to_thread.run_sync``)."""
+    h = hashlib.sha1()
+    with path.open("rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- SQL helpers
+
+
+def _add_row(conn: sqlite3.Connection, fid: FileId, mtime: int) -> tuple[str, RangeStats]:
+    name = str(fid)
+    srange = fid.static_range
+    cur = conn.execute(
+        "INSERT OR IGNORE INTO hath_files(fileid, srange, size, mtime) VALUES (?, ?, ?, ?)",
+        (name, srange, fid.size, mtime),
+    )
+    if cur.rowcount == 1:
+        conn.execute(
+            "INSERT INTO hath_ranges(srange, count, bytes, oldest) VALUES (?, 1, ?, ?) "
+            "ON CONFLICT(srange) DO UPDATE SET count = count + 1, bytes = bytes + excluded.bytes, "
+            "oldest = min(coalesce(oldest, excluded.oldest), excluded.oldest)",
+            (srange, fid.size, mtime),
+        )
+    else:
+        conn.execute("UPDATE hath_files SET mtime = ? WHERE fileid = ?", (mtime, name))
+        _recompute_oldest(conn, srange)
+    return srange, _range_row(conn, srange)
+
+
+def _recompute_oldest(conn: sqlite3.Connection, srange: str) -> None:
+    conn.execute(
+        "UPDATE hath_ranges SET oldest = (SELECT min(mtime) FROM hath_files WHERE srange = ?) "
+        "WHERE srange = ?",
+        (srange, srange),
+    )
+
+
+def _range_row(conn: sqlite3.Connection, srange: str) -> RangeStats:
+    row = conn.execute(
+        "SELECT count, bytes, oldest FROM hath_ranges WHERE srange = ?", (srange,)
+    ).fetchone()
+    if row is None:
+        return RangeStats()
+    return RangeStats(int(row[0]), int(row[1]), None if row[2] is None else int(row[2]))
+
+
+def _remove_rows(conn: sqlite3.Connection, names: Iterable[str]) -> dict[str, RangeStats]:
+    touched: set[str] = set()
+    for name in names:
+        row = conn.execute(
+            "DELETE FROM hath_files WHERE fileid = ? RETURNING srange, size", (name,)
+        ).fetchone()
+        if row is None:
+            continue
+        srange, size = str(row[0]), int(row[1])
+        conn.execute(
+            "UPDATE hath_ranges SET count = count - 1, bytes = bytes - ? WHERE srange = ?",
+            (size, srange),
+        )
+        touched.add(srange)
+    out: dict[str, RangeStats] = {}
+    for srange in touched:
+        _recompute_oldest(conn, srange)
+        conn.execute("DELETE FROM hath_ranges WHERE srange = ? AND count <= 0", (srange,))
+        out[srange] = _range_row(conn, srange)
+    return out
+
+
+def _load_ranges(conn: sqlite3.Connection) -> dict[str, RangeStats]:
+    cur = conn.cursor()
+    cur.row_factory = None  # plain tuples: several times faster than sqlite3.Row here
+    cur.execute("SELECT srange, count, bytes, oldest FROM hath_ranges")
+    return {r[0]: RangeStats(r[1], r[2], r[3]) for r in cur}
+
+
+# ------------------------------------------------------------------------------- the cache
+
+
+class Cache:
+    """The cache directory and its index; see the module docstring.
+
+    Create with :meth:`open` (runs the migrations and loads the per-range counters).
+    """
+
+    def __init__(self, store: Store, root: Path, *, blocksize: int = 4096) -> None:
+        self.store = store
+        self.root = root
+        self.tmp = root / TMP_DIR
+        self.blocksize = blocksize
+        self.ranges: dict[str, RangeStats] = {}
+        self.lru = LruTable()
+        self._verify_cooldown_until = 0.0
+        self._pruned_files = 0
+        self._pruned_bytes = 0
+        self._blacklisted = 0
+        self._corrupt = 0
+
+    @classmethod
+    async def open(cls, store: Store, root: Path) -> Cache:
+        """Migrate the index, create the directories, clear stale temporary files, load the
+        per-range counters (no directory walk)."""
+        await store.migrate("hath", MIGRATIONS)
+        cache = cls(store, root)
+        await trio.to_thread.run_sync(cache._prepare_dirs)
+        await cache.reload()
+        return cache
+
+    def _prepare_dirs(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(exist_ok=True)
+        for stale in self.tmp.iterdir():  # only our own temp dir, never the cache itself
+            if stale.name.startswith("proxyfile_") or stale.name.startswith("import_"):
+                stale.unlink(missing_ok=True)
+
+    async def reload(self) -> None:
+        """Re-read the per-range counters from the index (at most 65 536 rows, built into a
+        dict in the worker thread)."""
+        self.ranges = await self.store.read(_load_ranges)
+
+    # -- accounting ------------------------------------------------------------------------
+
+    @property
+    def count(self) -> int:
+        """Files in the index."""
+        return sum(r.count for r in self.ranges.values())
+
+    @property
+    def total_bytes(self) -> int:
+        """Sum of the fileid sizes in the index (bytes)."""
+        return sum(r.bytes for r in self.ranges.values())
+
+    def used_with_overhead(self) -> int:
+        """Bytes used, counting half a block per file (§4.2)."""
+        return size_with_overhead(self.total_bytes, self.count, self.blocksize)
+
+    def statistics(self) -> CacheStatistics:
+        """Current counters."""
+        return CacheStatistics(
+            count=self.count,
+            bytes=self.total_bytes,
+            ranges=len(self.ranges),
+            pruned_files=self._pruned_files,
+            pruned_bytes=self._pruned_bytes,
+            blacklisted=self._blacklisted,
+            corrupt_deleted=self._corrupt,
+        )
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    def path_of(self, fid: FileId) -> Path:
+        """Where ``fid`` lives: ``<root>/<hash[0:2]>/<hash[2:4]>/<fileid>``."""
+        return self.root / fid.relpath
+
+    def stat_hit(self, fid: FileId) -> os.stat_result | None:
+        """The file's stat if it is a cache hit: it exists and its size equals the fileid's
+        (1.6.4+ rule, §3.3); else ``None``. Blocking (one ``stat``)."""
+        try:
+            st = os.stat(self.path_of(fid))
+        except OSError:
+            return None
+        return st if st.st_size == fid.size else None
+
+    def mark_accessed(self, fid: FileId, now: float) -> tuple[bool, bool]:
+        """Official ``markRecentlyAccessed`` (§4.3): returns ``(newly_marked, verify)``.
+
+        ``verify`` is true when the file is newly marked and verification is not on its 2 s
+        cooldown (J165f ``isFileVerificationOnCooldown``). Touching the mtime happens in
+        :meth:`touch_if_old`, called by the server when ``needs_touch`` holds.
+        """
+        index, bit = fid.lru_slot
+        newly = self.lru.mark(index, bit)
+        verify = False
+        if newly and now >= self._verify_cooldown_until:
+            self._verify_cooldown_until = now + 2.0
+            verify = True
+        return newly, verify
+
+    async def touch_if_old(self, fid: FileId, mtime: float) -> None:
+        """Set the file's mtime (and its index row) to now if ``mtime`` is older than 7 days
+        (the official LRU clock, §4.3)."""
+        now = time.time()
+        if not needs_touch(mtime, now):
+            return
+        path = self.path_of(fid)
+        try:
+            await trio.to_thread.run_sync(os.utime, path)
+        except OSError:
+            return
+        srange, stats = await self.store.write(lambda conn: _add_row(conn, fid, int(now)))
+        self.ranges[srange] = stats
+
+    # -- changes ---------------------------------------------------------------------------
+
+    def new_temp_path(self, prefix: str = "proxyfile_") -> Path:
+        """A fresh temporary path under ``cache/.tmp`` (same filesystem as the cache)."""
+        return self.tmp / f"{prefix}{os.getpid()}_{time.monotonic_ns()}_{id(object())}"
+
+    async def import_verified(self, tmp_path: Path, fid: FileId) -> None:
+        """Move ``tmp_path`` (whose size and SHA-1 the caller has checked against ``fid``) into
+        the cache with one ``rename``, then index it. The temp file is gone afterwards."""
+        final = self.path_of(fid)
+
+        def move() -> int:
+            try:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp_path, final)
+            except OSError:
+                tmp_path.unlink(missing_ok=True)
+                raise
+            return int(os.stat(final).st_mtime)
+
+        mtime = await trio.to_thread.run_sync(move)
+        srange, stats = await self.store.write(lambda conn: _add_row(conn, fid, mtime))
+        self.ranges[srange] = stats
+        index, bit = fid.lru_slot
+        self.lru.mark(index, bit)
+
+    async def import_file(self, src: Path, fid: FileId, *, move: bool = False) -> bool:
+        """Copy (or move) ``src`` into the cache if its size and SHA-1 match ``fid``.
+
+        Returns ``False`` (and changes nothing) on a mismatch. The file is first copied to a
+        temp name in ``cache/.tmp`` and then renamed, so a partial file never appears.
+        """
+
+        def stage() -> Path | None:
+            if src.stat().st_size != fid.size or sha1_file(src) != fid.hash:
+                return None
+            tmp = self.new_temp_path("import_")
+            if move:
+                try:
+                    os.replace(src, tmp)
+                    return tmp
+                except OSError:
+                    pass
+            shutil.copyfile(src, tmp)
+            return tmp
+
+        tmp = await trio.to_thread.run_sync(stage)
+        if tmp is None:
+            return False
+        await self.import_verified(tmp, fid)
+        return True
+
+    async def delete(self, fileids: Iterable[str], *, reason: str = "delete") -> int:
+        """Delete these files from disk and index; unknown or malformed fileids are skipped.
+        Returns how many files were on disk or in the index."""
+        fids = [f for f in (FileId.try_parse(s.strip()) for s in fileids) if f is not None]
+        if not fids:
+            return 0
+
+        def unlink() -> int:
+            gone = 0
+            for fid in fids:
+                try:
+                    self.path_of(fid).unlink()
+                    gone += 1
+                except FileNotFoundError:
+                    pass
+            return gone
+
+        on_disk = await trio.to_thread.run_sync(unlink)
+        names = [str(f) for f in fids]
+        before = self.count
+        changed = await self.store.write(lambda conn: _remove_rows(conn, names))
+        self._apply(changed)
+        removed = max(on_disk, before - self.count)
+        if reason == "blacklist":
+            self._blacklisted += removed
+        elif reason == "corrupt":
+            self._corrupt += removed
+        return removed
+
+    def _apply(self, changed: dict[str, RangeStats]) -> None:
+        for srange, stats in changed.items():
+            if stats.count <= 0:
+                self.ranges.pop(srange, None)
+            else:
+                self.ranges[srange] = stats
+
+    async def drop_outside_ranges(self, allowed: set[str]) -> int:
+        """Delete indexed files whose static range is not in ``allowed`` (start-up cleanup,
+        §4.2). Does nothing when ``allowed`` is empty."""
+        if not allowed:
+            return 0
+        doomed = [r for r in self.ranges if r not in allowed]
+        removed = 0
+        for srange in doomed:
+            rows = await self.store.query(
+                "SELECT fileid FROM hath_files WHERE srange = ?", (srange,)
+            )
+            removed += await self.delete([str(r[0]) for r in rows])
+        return removed
+
+    # -- pruning ---------------------------------------------------------------------------
+
+    def bytes_over(self, limit: int, free_disk: int | None = None, min_free: int = 0) -> int:
+        """Bytes to prune for ``limit`` (and for keeping ``min_free`` bytes free on a disk that
+        has ``free_disk`` free), per §4.4."""
+        need = bytes_to_free(self.used_with_overhead(), limit)
+        if free_disk is not None and free_disk < min_free:
+            need = max(need, min_free - free_disk)
+        return need
+
+    async def prune_once(self, now: int | None = None) -> tuple[int, int]:
+        """One official pruning step: take the range with the oldest file, delete every file in
+        it with mtime below the age-scaled cutoff (§4.4). Returns ``(files, bytes)`` freed."""
+        srange = oldest_range(self.ranges)
+        if srange is None:
+            return 0, 0
+        oldest = self.ranges[srange].oldest
+        assert oldest is not None
+        cutoff = prune_cutoff(oldest, int(time.time()) if now is None else now)
+        rows = await self.store.query(
+            "SELECT fileid, size FROM hath_files WHERE srange = ? AND mtime < ? ORDER BY mtime",
+            (srange, cutoff),
+        )
+        if not rows:  # index says older than cutoff but rows moved; recompute
+            rows = await self.store.query(
+                "SELECT fileid, size FROM hath_files WHERE srange = ? ORDER BY mtime LIMIT 1",
+                (srange,),
+            )
+        names = [str(r[0]) for r in rows]
+        freed = sum(int(r[1]) for r in rows)
+        await self.delete(names, reason="prune")
+        await trio.to_thread.run_sync(self._remove_empty_range_dir, srange)
+        self._pruned_files += len(names)
+        self._pruned_bytes += freed
+        return len(names), freed
+
+    async def prune(
+        self, limit: int, *, free_disk: int | None = None, min_free: int = 0
+    ) -> tuple[int, int]:
+        """Prune until :meth:`bytes_over` is satisfied or the cache is empty.
+        Returns ``(files, bytes)`` freed in total."""
+        need = self.bytes_over(limit, free_disk, min_free)
+        files = freed = 0
+        while need > 0 and self.ranges:
+            f, b = await self.prune_once()
+            if f == 0:
+                break
+            files += f
+            freed += b
+            need -= b
+        return files, freed
+
+    def _remove_empty_range_dir(self, srange: str) -> None:
+        d = self.root / srange[:2] / srange[2:4]
+        for folder in (d, d.parent):
+            try:
+                folder.rmdir()
+            except OSError:
+                return
+
+    # -- full rescan -----------------------------------------------------------------------
+
+    async def rescan(
+        self, *, verify: bool, progress: Callable[[int, int], None] | None = None
+    ) -> RescanResult:
+        """Walk the whole cache directory and rebuild the index (``hathd hath verify``).
+
+        Every file must be named by a fileid and have its size (and, with ``verify``, its
+        SHA-1); others are deleted. Files found at the wrong level are moved into place. Empty
+        directories are removed. ``progress(done, total)`` is called from a worker thread.
+        """
+        result = await trio.to_thread.run_sync(self._scan_blocking, verify, progress)
+        kept, summary = result
+        rows = [(str(f), f.static_range, f.size, m) for f, m in kept]
+
+        def rebuild(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM hath_files")
+            conn.execute("DELETE FROM hath_ranges")
+            conn.executemany(
+                "INSERT OR REPLACE INTO hath_files(fileid, srange, size, mtime) VALUES (?,?,?,?)",
+                rows,
+            )
+            conn.execute(
+                "INSERT INTO hath_ranges(srange, count, bytes, oldest) "
+                "SELECT srange, count(*), sum(size), min(mtime) FROM hath_files GROUP BY srange"
+            )
+
+        await self.store.write(rebuild)
+        await self.reload()
+        return summary
+
+    def _scan_blocking(
+        self, verify: bool, progress: Callable[[int, int], None] | None
+    ) -> tuple[list[tuple[FileId, int]], RescanResult]:
+        candidates: list[Path] = []
+        for top in sorted(self.root.iterdir()):
+            if top.name == TMP_DIR:
+                continue
+            if top.is_file():
+                candidates.append(top)
+                continue
+            for sub in sorted(top.iterdir()):
+                if sub.is_file():
+                    candidates.append(sub)
+                    continue
+                candidates.extend(sorted(p for p in sub.iterdir()))
+        total = len(candidates)
+        kept: list[tuple[FileId, int]] = []
+        removed = moved = size = 0
+        for done, path in enumerate(candidates, start=1):
+            fid = FileId.try_parse(path.name)
+            ok = fid is not None and path.is_file()
+            if ok and fid is not None:
+                st = path.stat()
+                ok = st.st_size == fid.size and (not verify or sha1_file(path) == fid.hash)
+            if ok and fid is not None:
+                want = self.path_of(fid)
+                if path != want:
+                    want.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(path, want)
+                    moved += 1
+                kept.append((fid, int(want.stat().st_mtime)))
+                size += fid.size
+            else:
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+                removed += 1
+            if progress is not None:
+                progress(done, total)
+        for top in self.root.iterdir():
+            if top.name == TMP_DIR or not top.is_dir():
+                continue
+            for sub in top.iterdir():
+                if sub.is_dir():
+                    try:
+                        sub.rmdir()
+                    except OSError:
+                        pass
+            try:
+                top.rmdir()
+            except OSError:
+                pass
+        return kept, RescanResult(kept=len(kept), removed=removed, moved=moved, bytes=size)

@@ -1,0 +1,721 @@
+"""The H@H image server: HTTPS on Trio with one request per connection.
+
+Why not hypercorn: the H@H network expects the official client's bytes — a garbage request line
+gets ``An error has occurred. (400)`` with the official headers, a blocked IP is refused before
+the TLS handshake, and every connection carries exactly one request (hath-protocol.md §3.1,
+§7). A small Trio shell around the sans-IO :mod:`hathd.hath.wire` does all three. It also does
+less work per request than hypercorn's Trio worker: ~0.4× nginx on this load
+(docs/perf-hath.md), against 0.12–0.19× for hypercorn in trio-stack.md §2.
+
+Connection life:
+
+1. accept; admission (§7): during start-up only RPC-server IPs; then, unless the source is
+   exempt (RPC IPs and local addresses), flood control and the connection cap (over the cap:
+   reset; over 0.8 × cap: ``overload`` notice at most every 30 s);
+2. TLS handshake and request head within ``request_timeout`` seconds, on the live
+   ``SSLContext`` of :class:`~hathd.hath.tls.CertHolder`;
+3. route: ``/h/``, ``/servercmd/``, ``/t/``, ``/robots.txt``, ``/favicon.ico``, else 404;
+4. write the response through the global throttle (non-exempt sources only) and close.
+
+Per-connection errors are logged and contained; they never reach the accept loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import re
+import socket
+import ssl
+import struct
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import httpx
+import trio
+
+from hathd.hath import protocol as p
+from hathd.hath import wire
+from hathd.hath.cache import Cache
+from hathd.hath.limits import FloodControl, OverloadNotice, TokenBucket, is_local
+from hathd.hath.proxy import FlightFailed, SrfetchProxy
+from hathd.hath.pruning import needs_touch
+
+log = logging.getLogger(__name__)
+
+WHOLE_READ_LIMIT = 2 * 1024 * 1024
+"""Bodies up to this size (bytes) are read in one worker-thread trip (trio-stack.md §2);
+larger ones stream in :data:`CHUNK` pieces, bounding memory per connection."""
+CHUNK = 1024 * 1024
+LIFETIME = 180.0
+SERVERCMD_LIFETIME = 1800.0
+STILL_ALIVE_TEXT = b"I feel FANTASTIC and I'm still alive"
+FAVICON = "https://e-hentai.org/favicon.ico"
+ROBOTS = b"User-agent: *\nDisallow: /"
+_SAFE_NAME = re.compile(r"^[\w.\- ()\[\]]{1,255}$")
+
+
+@attrs.define
+class ServerPolicy:
+    """What the keeper decides and the server enforces (updated live)."""
+
+    rpc_ips: set[str] = attrs.field(factory=set)
+    own_host: str | None = None
+    ip_origin_check: bool = True
+    flood_control: bool = True
+    local_exempt: bool = True
+    """Local sources skip caps, flood control and the throttle (official); tests turn it off."""
+    max_connections: int = 20
+    verify_on_serve: bool = True
+    request_timeout: float = 10.0
+    startup_only: bool = True
+    """Until ``client_start`` succeeds only RPC-server IPs may connect (§5)."""
+
+
+@attrs.define
+class ServerHooks:
+    """Callbacks into the keeper (all optional)."""
+
+    refresh_settings: Callable[[], Awaitable[None]] | None = None
+    refresh_certs: Callable[[], None] | None = None
+    start_downloader: Callable[[str], None] | None = None
+    overload: Callable[[], None] | None = None
+
+
+@attrs.frozen
+class ServerStatistics:
+    """Counters of the image server; ``statuses`` maps HTTP status → responses."""
+
+    open_connections: int
+    accepted: int
+    refused: int
+    hits: int
+    misses: int
+    bytes_sent: int
+    statuses: dict[int, int]
+    overload_notices: int
+    flood_blocked: int
+
+
+class ImageServer:
+    """Serves the cache over HTTPS; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        creds: p.Credentials,
+        clock: p.ServerClock,
+        cache: Cache,
+        proxy: SrfetchProxy,
+        tls: ssl.SSLContext,
+        policy: ServerPolicy | None = None,
+        hooks: ServerHooks | None = None,
+        throttle: TokenBucket | None = None,
+    ) -> None:
+        self.creds = creds
+        self.clock = clock
+        self.cache = cache
+        self.proxy = proxy
+        self.tls = tls
+        self.policy = policy or ServerPolicy()
+        self.hooks = hooks or ServerHooks()
+        self.throttle = throttle or TokenBucket(0)
+        self.flood = FloodControl()
+        self.overload = OverloadNotice()
+        self.port = 0
+        self.open = 0
+        self._accepted = 0
+        self._refused = 0
+        self._hits = 0
+        self._misses = 0
+        self._sent = 0
+        self._statuses: Counter[int] = Counter()
+        self._random_block = os.urandom(64 * 1024)
+        self._nursery: trio.Nursery | None = None
+
+    def statistics(self) -> ServerStatistics:
+        """Current counters."""
+        return ServerStatistics(
+            open_connections=self.open,
+            accepted=self._accepted,
+            refused=self._refused,
+            hits=self._hits,
+            misses=self._misses,
+            bytes_sent=self._sent,
+            statuses=dict(self._statuses),
+            overload_notices=self.overload.sent,
+            flood_blocked=self.flood.blocked_total,
+        )
+
+    def server_time(self) -> int:
+        return self.clock.server_time(time.time())
+
+    # -- accept & admission ------------------------------------------------------------------
+
+    async def serve(
+        self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Listen on ``host:port`` (0 = any free port) and serve until cancelled; reports the
+        bound port through ``task_status``.
+
+        :raises OSError: the port cannot be bound.
+        """
+        listeners = await trio.open_tcp_listeners(port, host=host, backlog=512)
+        self.port = listeners[0].socket.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for listener in listeners:
+                nursery.start_soon(self._accept_loop, listener, nursery)
+            task_status.started(self.port)
+
+    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        async with listener:
+            while True:
+                try:
+                    tcp = await listener.accept()
+                except OSError as exc:  # EMFILE and friends: back off, keep the listener
+                    log.warning("accept failed: %s", exc)
+                    await trio.sleep(0.1)
+                    continue
+                try:
+                    ip = str(tcp.socket.getpeername()[0])
+                except OSError:
+                    await trio.aclose_forcefully(tcp)
+                    continue
+                if ip.startswith("::ffff:"):
+                    ip = ip[7:]
+                verdict = self.admit(ip, trio.current_time())
+                if verdict is None:
+                    self._refused += 1
+                    _reset(tcp)
+                    await trio.aclose_forcefully(tcp)
+                    continue
+                self._accepted += 1
+                self.open += 1
+                nursery.start_soon(self._connection, tcp, ip, verdict)
+
+    def admit(self, ip: str, now: float) -> bool | None:
+        """Admission decision for a new connection from ``ip`` at ``now`` (seconds):
+        ``None`` = refuse, else whether the connection is metered (not exempt)."""
+        pol = self.policy
+        rpc = ip in pol.rpc_ips
+        if pol.startup_only:
+            return False if rpc else None
+        exempt = rpc or (pol.local_exempt and is_local(ip, pol.own_host))
+        if exempt:
+            return False
+        if pol.flood_control and not self.flood.admit(ip, now):
+            return None
+        if self.open >= pol.max_connections:
+            return None
+        notify = self.overload.should_notify(self.open + 1, pol.max_connections, now)
+        if notify and self.hooks.overload is not None:
+            self.hooks.overload()
+        return True
+
+    # -- one connection ----------------------------------------------------------------------
+
+    async def _connection(self, tcp: trio.SocketStream, ip: str, metered: bool) -> None:
+        stream = trio.SSLStream(tcp, self.tls, server_side=True, https_compatible=True)
+        try:
+            head: wire.RequestHead | None = None
+            error: wire.HttpError | None = None
+            with trio.move_on_after(self.policy.request_timeout):
+                await stream.do_handshake()
+                try:
+                    head = await _read_head(stream)
+                except wire.HttpError as exc:
+                    error = exc
+            if error is not None:
+                await self._send_error(stream, error.status, error.extra, metered)
+            elif head is not None:
+                # the reaper: 180 s per connection, 1800 s for servercmd (J162 doTimeoutCheck)
+                limit = SERVERCMD_LIFETIME if head.path.startswith("/servercmd/") else LIFETIME
+                with trio.move_on_after(limit):
+                    await self._dispatch(stream, head, ip, metered)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, FlightFailed):
+            pass
+        except Exception:
+            log.exception("connection from %s failed", ip)
+        finally:
+            self.open -= 1
+            await trio.aclose_forcefully(stream)
+
+    async def _send(
+        self, stream: trio.SSLStream[trio.SocketStream], data: bytes, metered: bool
+    ) -> None:
+        view = memoryview(data)
+        step = 64 * 1024 if metered and self.throttle.rate > 0 else len(data) or 1
+        for start in range(0, len(data), step):
+            piece = view[start : start + step]
+            if metered:
+                delay = self.throttle.delay(len(piece), trio.current_time())
+                if delay > 0:
+                    await trio.sleep(delay)
+            await stream.send_all(piece)
+            self._sent += len(piece)
+
+    async def _send_error(
+        self,
+        stream: trio.SSLStream[trio.SocketStream],
+        status: int,
+        extra: tuple[tuple[str, str], ...] = (),
+        metered: bool = False,
+        head_only: bool = False,
+    ) -> None:
+        self._statuses[status] += 1
+        await self._send(
+            stream, wire.error_response(status, time.time(), extra, head_only=head_only), metered
+        )
+
+    async def _dispatch(
+        self,
+        stream: trio.SSLStream[trio.SocketStream],
+        head: wire.RequestHead,
+        ip: str,
+        metered: bool,
+    ) -> None:
+        parts = head.parts
+        first = parts[1] if len(parts) > 1 else ""
+        if first == "h":
+            await self._h(stream, head, metered)
+        elif first == "servercmd":
+            await self._servercmd(stream, head, ip, metered)
+        elif first == "t":
+            await self._speedtest(stream, head, metered)
+        elif head.path == "/robots.txt":
+            await self._text(stream, head, 200, ROBOTS, wire.ROBOTS_TYPE, metered)
+        elif head.path == "/favicon.ico":
+            self._statuses[301] += 1
+            await self._send(
+                stream,
+                wire.response_head(
+                    301,
+                    content_type=wire.TEXT_TYPE,
+                    length=0,
+                    now=time.time(),
+                    extra=(("Location", FAVICON),),
+                ),
+                metered,
+            )
+        else:
+            await self._send_error(stream, 404, metered=metered, head_only=head.head_only)
+
+    async def _text(
+        self,
+        stream: trio.SSLStream[trio.SocketStream],
+        head: wire.RequestHead,
+        status: int,
+        body: bytes,
+        ctype: str,
+        metered: bool,
+    ) -> None:
+        self._statuses[status] += 1
+        data = wire.response_head(status, content_type=ctype, length=len(body), now=time.time())
+        await self._send(stream, data if head.head_only else data + body, metered)
+
+    # -- /h/ --------------------------------------------------------------------------------
+
+    async def _h(
+        self, stream: trio.SSLStream[trio.SocketStream], head: wire.RequestHead, metered: bool
+    ) -> None:
+        parts = head.parts
+        if len(parts) < 4:
+            await self._send_error(stream, 400, metered=metered, head_only=head.head_only)
+            return
+        fid_s, add = parts[2], p.parse_additional(parts[3])
+        if not p.check_keystamp(
+            add.get("keystamp"), fid_s, self.creds.client_key, self.server_time()
+        ):
+            await self._send_error(stream, 403, metered=metered, head_only=head.head_only)
+            return
+        fid = p.FileId.try_parse(fid_s)
+        fileindex = add.get("fileindex", "")
+        xres = add.get("xres", "")
+        if fid is None or not fileindex.isdigit() or not (xres == "org" or xres.isdigit()):
+            await self._send_error(stream, 404, metered=metered, head_only=head.head_only)
+            return
+        filename = parts[4] if len(parts) > 4 else ""
+        extra: list[tuple[str, str]] = [
+            ("ETag", wire.etag_for(fid.hash)),
+            ("Accept-Ranges", "bytes"),
+        ]
+        if filename and _SAFE_NAME.match(filename):
+            extra.append(("Content-Disposition", f'inline; filename="{filename}"'))
+        plain = not head.head_only and not ({"range", "if-none-match"} & head.headers.keys())
+        if plain and fid.size <= WHOLE_READ_LIMIT:
+            if await self._fast_hit(stream, fid, tuple(extra), metered):
+                return
+        else:
+            st = await trio.to_thread.run_sync(self.cache.stat_hit, fid)
+            if st is not None and await self._hit(stream, head, fid, st, tuple(extra), metered):
+                return
+        await self._miss(stream, head, fid, fileindex, xres, tuple(extra), metered)
+
+    async def _fast_hit(
+        self,
+        stream: trio.SSLStream[trio.SocketStream],
+        fid: p.FileId,
+        extra: tuple[tuple[str, str], ...],
+        metered: bool,
+    ) -> bool:
+        """A plain GET of a file up to 2 MiB: stat, read (and verify) in one worker-thread trip.
+        ``False`` if it is not cached or turned out corrupt (deleted)."""
+        now = time.time()
+        _newly, verify = self.cache.mark_accessed(fid, now)
+        verify = verify and self.policy.verify_on_serve
+        path = self.cache.path_of(fid)
+        loaded = await trio.to_thread.run_sync(_load_whole, path, fid.size, verify and fid.hash)
+        if loaded is None:
+            return False
+        mtime, body, intact = loaded
+        if not intact:
+            log.warning("cached %s is corrupt; deleting it", fid)
+            await self.cache.delete([str(fid)], reason="corrupt")
+            return False
+        self._hits += 1
+        self._statuses[200] += 1
+        data = wire.response_head(
+            200, content_type=fid.mime_type, length=fid.size, now=now, extra=extra, immutable=True
+        )
+        await self._send(stream, data + body, metered)
+        if needs_touch(mtime, now) and self._nursery is not None:
+            self._nursery.start_soon(self.cache.touch_if_old, fid, mtime)
+        return True
+
+    async def _hit(
+        self,
+        stream: trio.SSLStream[trio.SocketStream],
+        head: wire.RequestHead,
+        fid: p.FileId,
+        st: os.stat_result,
+        extra: tuple[tuple[str, str], ...],
+        metered: bool,
+    ) -> bool:
+        """Serve a cached file; ``False`` if it turned out corrupt (deleted; serve as a miss)."""
+        etag = wire.etag_for(fid.hash)
+        now = time.time()
+        if wire.etag_matches(head.headers.get("if-none-match"), etag):
+            self._hits += 1
+            self._statuses[304] += 1
+            await self._send(
+                stream,
+                wire.response_head(304, content_type=fid.mime_type, length=0, now=now, extra=extra),
+                metered,
+            )
+            return True
+        if_range = head.headers.get("if-range")
+        range_value = head.headers.get("range") if if_range in (None, etag) else None
+        try:
+            rng = wire.parse_range(range_value, fid.size)
+        except wire.RangeNotSatisfiable:
+            await self._send_error(
+                stream,
+                416,
+                (*extra, ("Content-Range", f"bytes */{fid.size}")),
+                metered,
+                head.head_only,
+            )
+            return True
+        _newly, verify = self.cache.mark_accessed(fid, now)
+        verify = verify and self.policy.verify_on_serve and rng is None
+        path = self.cache.path_of(fid)
+        first, last = rng if rng is not None else (0, fid.size - 1)
+        length = last - first + 1 if fid.size else 0
+        body = b""
+        if (not head.head_only or verify) and length <= WHOLE_READ_LIMIT:
+            try:
+                body = await trio.to_thread.run_sync(_read_range, path, first, length)
+            except OSError:
+                await self._send_error(stream, 500, metered=metered, head_only=head.head_only)
+                return True
+            if len(body) != length:
+                return False
+            if verify and await trio.to_thread.run_sync(_sha1, body) != fid.hash:
+                log.warning("cached %s is corrupt; deleting it", fid)
+                await self.cache.delete([str(fid)], reason="corrupt")
+                return False
+        status = 200
+        if rng is not None:
+            status = 206
+            extra = (*extra, ("Content-Range", f"bytes {first}-{last}/{fid.size}"))
+        self._hits += 1
+        self._statuses[status] += 1
+        data = wire.response_head(
+            status, content_type=fid.mime_type, length=length, now=now, extra=extra, immutable=True
+        )
+        if head.head_only:
+            await self._send(stream, data, metered)
+        elif body or length == 0:
+            await self._send(stream, data + body, metered)
+        else:
+            await self._send(stream, data, metered)
+            digest = await self._stream_file(stream, path, first, length, metered, hash_it=verify)
+            if verify and digest != fid.hash:
+                # too big to check before sending: delete afterwards, as Java does (§3.3)
+                log.warning("cached %s was corrupt; deleting it", fid)
+                await self.cache.delete([str(fid)], reason="corrupt")
+        if needs_touch(st.st_mtime, now) and self._nursery is not None:
+            self._nursery.start_soon(self.cache.touch_if_old, fid, st.st_mtime)
+        return True
+
+    async def _stream_file(
+        self,
+        stream: trio.SSLStream[trio.SocketStream],
+        path: os.PathLike[str],
+        offset: int,
+        length: int,
+        metered: bool,
+        *,
+        hash_it: bool = False,
+    ) -> str | None:
+        """Send ``length`` bytes from ``offset`` in :data:`CHUNK` pieces (one worker-thread
+        read each); with ``hash_it``, return the SHA-1 of what was sent."""
+        hasher = hashlib.sha1() if hash_it else None
+        fd = await trio.to_thread.run_sync(os.open, path, os.O_RDONLY)
+        try:
+            end = offset + length
+            while offset < end:
+                n = min(CHUNK, end - offset)
+                data = await trio.to_thread.run_sync(_pread_hashed, fd, n, offset, hasher)
+                if not data:
+                    raise trio.BrokenResourceError("file shrank while serving")
+                await self._send(stream, data, metered)
+                offset += len(data)
+        finally:
+            os.close(fd)
+        return hasher.hexdigest() if hasher is not None else None
+
+    async def _miss(
+        self,
+        stream: trio.SSLStream[trio.SocketStream],
+        head: wire.RequestHead,
+        fid: p.FileId,
+        fileindex: str,
+        xres: str,
+        extra: tuple[tuple[str, str], ...],
+        metered: bool,
+    ) -> None:
+        self._misses += 1
+        flight = self.proxy.join(fid, fileindex, xres)
+        try:
+            failed = await flight.wait_started()
+            if failed is not None:
+                await self._send_error(stream, failed, metered=metered, head_only=head.head_only)
+                return
+            self._statuses[200] += 1
+            await self._send(
+                stream,
+                wire.response_head(
+                    200,
+                    content_type=fid.mime_type,
+                    length=fid.size,
+                    now=time.time(),
+                    extra=extra,
+                    immutable=True,
+                ),
+                metered,
+            )
+            if head.head_only:
+                return
+            offset = 0
+            while offset < fid.size:
+                available = await flight.wait_beyond(offset)
+                n = min(CHUNK, available - offset)
+                data = await trio.to_thread.run_sync(flight.pread, n, offset)
+                if not data:
+                    raise FlightFailed(str(fid))
+                await self._send(stream, data, metered)
+                offset += len(data)
+        finally:
+            self.proxy.release(flight)
+
+    # -- /servercmd/ ------------------------------------------------------------------------
+
+    async def _servercmd(
+        self,
+        stream: trio.SSLStream[trio.SocketStream],
+        head: wire.RequestHead,
+        ip: str,
+        metered: bool,
+    ) -> None:
+        parts = head.parts
+        pol = self.policy
+        if (pol.ip_origin_check and ip not in pol.rpc_ips) or len(parts) < 6:
+            await self._send_error(stream, 403, metered=metered, head_only=head.head_only)
+            return
+        command, additional, time_s, key = parts[2], parts[3], parts[4], parts[5]
+        if not time_s.isdigit() or not p.check_servercmd(
+            command, additional, int(time_s), key, self.creds, self.server_time()
+        ):
+            await self._send_error(stream, 403, metered=metered, head_only=head.head_only)
+            return
+        cmd = command.lower()
+        body = b""
+        ctype = wire.TEXT_TYPE
+        if cmd == "still_alive":
+            body = STILL_ALIVE_TEXT
+        elif cmd == "threaded_proxy_test":
+            body = (await self._proxy_test(p.parse_additional(additional))).encode("ascii")
+        elif cmd == "speed_test":
+            size_s = p.parse_additional(additional).get("testsize", "1000000")
+            size = int(size_s) if size_s.isdigit() else 1_000_000
+            await self._random_body(stream, head, size, metered)
+            return
+        elif cmd == "refresh_settings":
+            if self.hooks.refresh_settings is not None:
+                await self.hooks.refresh_settings()
+        elif cmd == "start_downloader":
+            if self.hooks.start_downloader is not None:
+                self.hooks.start_downloader(additional)
+        elif cmd == "refresh_certs":
+            if self.hooks.refresh_certs is not None:
+                self.hooks.refresh_certs()
+        else:
+            body = b"INVALID_COMMAND"
+        await self._text(stream, head, 200, body, ctype, metered)
+
+    async def _proxy_test(self, args: dict[str, str]) -> str:
+        """``threaded_proxy_test``: ``testcount`` parallel GETs of the peer's ``/t/`` URL, 10 s
+        each; ``OK:<successes>-<sum of ms from first byte to finish>`` (J162, J165f: a success
+        needs ≥ testsize bytes; §3.5). Peer certificates are not verified (data is discarded)."""
+        try:
+            host = args["hostname"]
+            proto = args.get("protocol") or "http"
+            port = int(args["port"])
+            size = int(args["testsize"])
+            count = min(int(args["testcount"]), 100)
+            ttime = int(args["testtime"])
+            tkey = args["testkey"]
+        except (KeyError, ValueError):
+            return "INVALID_COMMAND"
+        results: list[int] = []
+
+        async def one(client: httpx.AsyncClient) -> None:
+            url = f"{proto}://{host}:{port}/t/{size}/{ttime}/{tkey}/{random.randrange(10**9)}"
+            with trio.move_on_after(10):
+                try:
+                    async with client.stream("GET", url) as r:
+                        got = 0
+                        began: float | None = None
+                        async for chunk in r.aiter_raw():
+                            if began is None:
+                                began = time.monotonic()
+                            got += len(chunk)
+                        if r.status_code == 200 and got >= size and began is not None:
+                            results.append(int((time.monotonic() - began) * 1000))
+                except (httpx.HTTPError, OSError):
+                    pass
+
+        async with httpx.AsyncClient(verify=False, timeout=10) as client, trio.open_nursery() as n:
+            for _ in range(count):
+                n.start_soon(one, client)
+        return f"OK:{len(results)}-{sum(results)}"
+
+    # -- /t/ --------------------------------------------------------------------------------
+
+    async def _speedtest(
+        self, stream: trio.SSLStream[trio.SocketStream], head: wire.RequestHead, metered: bool
+    ) -> None:
+        parts = head.parts
+        if len(parts) < 5 or not parts[2].isdigit() or not parts[3].isdigit():
+            await self._send_error(stream, 403, metered=metered, head_only=head.head_only)
+            return
+        size, ttime, tkey = int(parts[2]), int(parts[3]), parts[4]
+        if not p.check_speedtest(size, ttime, tkey, self.creds, self.server_time()):
+            await self._send_error(stream, 403, metered=metered, head_only=head.head_only)
+            return
+        await self._random_body(stream, head, size, metered)
+
+    async def _random_body(
+        self,
+        stream: trio.SSLStream[trio.SocketStream],
+        head: wire.RequestHead,
+        size: int,
+        metered: bool,
+    ) -> None:
+        self._statuses[200] += 1
+        await self._send(
+            stream,
+            wire.response_head(200, content_type=wire.SPEEDTEST_TYPE, length=size, now=time.time()),
+            metered,
+        )
+        if head.head_only:
+            return
+        block = self._random_block
+        left = size
+        while left > 0:
+            start = random.randrange(len(block) // 2)
+            piece = block[start : start + min(left, len(block) // 2)]
+            await self._send(stream, piece, metered)
+            left -= len(piece)
+
+
+async def _read_head(stream: trio.SSLStream[trio.SocketStream]) -> wire.RequestHead | None:
+    """Read up to the blank line; ``None`` if the peer closed first.
+
+    :raises wire.HttpError: over the size limits or malformed.
+    """
+    buf = bytearray()
+    while True:
+        end = wire.find_head_end(buf)
+        if end >= 0:
+            return wire.parse_head(bytes(buf[:end]))
+        if len(buf) > wire.MAX_HEAD_BYTES:
+            raise wire.HttpError(400)
+        try:
+            data = await stream.receive_some(16384)
+        except trio.BrokenResourceError:
+            return None
+        if not data:
+            return None
+        buf += data
+
+
+def _pread_hashed(fd: int, n: int, offset: int, hasher: Any) -> bytes:
+    data = os.pread(fd, n, offset)
+    if hasher is not None:
+        hasher.update(data)
+    return data
+
+
+def _sha1(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
+def _load_whole(
+    path: os.PathLike[str], size: int, want_hash: str | bool
+) -> tuple[float, bytes, bool] | None:
+    """``(mtime, body, intact)`` of a cached file whose size is ``size``, else ``None``;
+    ``intact`` is the SHA-1 check when ``want_hash`` is a hash (blocking)."""
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if st.st_size != size:
+                return None
+            body = f.read(size)
+    except OSError:
+        return None
+    if len(body) != size:
+        return None
+    intact = not want_hash or hashlib.sha1(body).hexdigest() == want_hash
+    return st.st_mtime, body, intact
+
+
+def _read_range(path: os.PathLike[str], offset: int, length: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(length)
+
+
+def _reset(tcp: trio.SocketStream) -> None:
+    """Make the close send RST (linger 0), as RS does for refused sources."""
+    try:
+        tcp.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass

@@ -1,0 +1,335 @@
+"""Load and validate recipes: TOML text → :class:`~hathd.recipes.model.Recipe`.
+
+Every problem is reported with its key path, e.g. ``upload.fields.image.type: must be one of
+file, text, value; got 'files'`` or ``login[0].then[1].extract.sess_id: bad CSS selector``.
+Besides the shape, a recipe is checked for placeholders that can never be filled: every
+``{name}`` must be a built-in value (:data:`BUILTIN_NAMES`), a declared credential or option,
+or a value some step extracts.
+
+Built-in recipes ship as package data in ``hathd/recipes/builtin/*.toml``; a recipe in the
+configured directory with the same ``id`` replaces the built-in one.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import re
+import tomllib
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import cattrs
+from cattrs.errors import (
+    AttributeValidationNote,
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+    IterableValidationNote,
+)
+
+from hathd.confutil import FieldError
+from hathd.errors import ConfigError
+from hathd.recipes.config import RecipesConfig, ServiceConfig
+from hathd.recipes.extract import Extractor, parse_extractor
+from hathd.recipes.model import Recipe, Step
+from hathd.recipes.template import TemplateError, placeholders
+
+BUILTIN_NAMES = frozenset(
+    {
+        "base_url",
+        "file",
+        "filename",
+        "stem",
+        "ext",
+        "mime",
+        "size",
+        "service",
+        "gallery_id",
+        "gallery_name",
+        "batch",
+        "index",
+    }
+)
+"""Values every template may use: the recipe's base URL; the job's file path, its name, stem,
+extension (no dot), MIME type and size in bytes; the service id; the batch id, the file's
+index in it; the gallery id and name (empty without a gallery)."""
+
+_converter = cattrs.Converter(forbid_extra_keys=True)
+
+
+def _structure_extractor(value: Any, _type: Any) -> Extractor:
+    if not isinstance(value, str):
+        raise TypeError(f"an extractor must be a string, got {type(value).__name__}")
+    return parse_extractor(value)
+
+
+_converter.register_structure_hook(Extractor, _structure_extractor)
+
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _join(path: str, key: object) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    text = str(key)
+    if re.fullmatch(r"[A-Za-z0-9_-]+", text):
+        return f"{path}.{text}" if path else text
+    return f'{path}."{text}"' if path else f'"{text}"'
+
+
+def problems(exc: BaseException, path: str = "") -> Iterator[tuple[str, str]]:
+    """Flatten a cattrs structuring error into ``(key_path, message)`` pairs."""
+    if isinstance(exc, ClassValidationError | IterableValidationError):
+        for sub in exc.exceptions:
+            sub_path = path
+            for note in getattr(sub, "__notes__", []):
+                if isinstance(note, AttributeValidationNote):
+                    sub_path = _join(path, note.name)
+                elif isinstance(note, IterableValidationNote):
+                    sub_path = _join(path, note.index)
+            yield from problems(sub, sub_path)
+    elif isinstance(exc, ForbiddenExtraKeysError):
+        for key in sorted(exc.extra_fields):
+            yield _join(path, key), "unknown key"
+    elif isinstance(exc, FieldError):
+        yield _join(path, exc.field), exc.message
+    elif isinstance(exc, KeyError):
+        yield path or "(top)", f"missing key {exc}"
+    elif isinstance(exc, TypeError | ValueError):
+        yield path or "(top)", f"invalid value: {exc}"
+    else:
+        yield path or "(top)", f"{type(exc).__name__}: {exc}"
+
+
+def _walk_steps(steps: Iterable[Step], path: str) -> Iterator[tuple[str, Step]]:
+    for i, step in enumerate(steps):
+        here = f"{path}[{i}]"
+        yield here, step
+        yield from _walk_steps(step.then, f"{here}.then")
+
+
+def _extracted_names(recipe: Recipe) -> set[str]:
+    names: set[str] = set()
+    chains = [recipe.login, recipe.prepare]
+    if recipe.gallery is not None:
+        chains += [recipe.gallery.create, recipe.gallery.finalize]
+    for chain in chains:
+        for _path, step in _walk_steps(chain, ""):
+            for name, ex in step.extract.items():
+                names.add(name)
+                if ex.kind == "regex":
+                    names.update(re.compile(ex.arg).groupindex)
+    for name, ex in recipe.upload.response.extract.items():
+        names.add(name)
+        if ex.kind == "regex":
+            names.update(re.compile(ex.arg).groupindex)
+    return names
+
+
+def _template_problems(recipe: Recipe) -> Iterator[tuple[str, str]]:
+    known = (
+        BUILTIN_NAMES
+        | {c.name for c in recipe.credentials}
+        | set(recipe.options)
+        | _extracted_names(recipe)
+    )
+
+    def check(path: str, template: str) -> Iterator[tuple[str, str]]:
+        try:
+            names = placeholders(template)
+        except TemplateError as exc:
+            yield path, str(exc)
+            return
+        unknown = [n for n in dict.fromkeys(names) if n not in known]
+        if unknown:
+            yield path, "unknown placeholder " + ", ".join("{" + n + "}" for n in unknown)
+
+    def check_map(path: str, mapping: Mapping[str, str]) -> Iterator[tuple[str, str]]:
+        for key, value in mapping.items():
+            yield from check(_join(path, key), value)
+
+    chains: list[tuple[str, list[Step]]] = [("login", recipe.login), ("prepare", recipe.prepare)]
+    if recipe.gallery is not None:
+        chains += [
+            ("gallery.create", recipe.gallery.create),
+            ("gallery.finalize", recipe.gallery.finalize),
+        ]
+    for chain_path, chain in chains:
+        for path, step in _walk_steps(chain, chain_path):
+            yield from check(f"{path}.url", step.url)
+            yield from check_map(f"{path}.headers", step.headers)
+            yield from check_map(f"{path}.query", step.query)
+            yield from check_map(f"{path}.form", step.form)
+    up = recipe.upload
+    yield from check("upload.url", up.url)
+    yield from check_map("upload.headers", up.headers)
+    yield from check_map("upload.query", up.query)
+    for name, field in up.fields.items():
+        fpath = _join("upload.fields", name)
+        if field.type == "value":
+            if not field.value:
+                yield f"{fpath}.value", "names the extracted value to send; must not be empty"
+            elif field.value not in known:
+                yield f"{fpath}.value", f"no step extracts a value named {field.value!r}"
+        else:
+            yield from check(f"{fpath}.value", field.value)
+        if field.when and field.when not in known:
+            yield f"{fpath}.when", f"no value named {field.when!r}"
+        if field.type == "file":
+            if field.when:
+                yield f"{fpath}.when", "a file field is always sent"
+            yield from check(f"{fpath}.filename", field.filename)
+            yield from check(f"{fpath}.content_type", field.content_type)
+    if sum(1 for f in up.fields.values() if f.type == "file") != 1:
+        yield "upload.fields", "must have exactly one field of type 'file'"
+    for key in ("url", "thumb", "delete"):
+        yield from check(f"upload.response.{key}", getattr(up.response, key))
+    if recipe.session.relogin_url:
+        try:
+            re.compile(recipe.session.relogin_url)
+        except re.error as exc:
+            yield "session.relogin_url", f"bad regular expression: {exc}"
+    if recipe.gallery is not None and not recipe.gallery.create:
+        yield "gallery.create", "a gallery needs at least one create step"
+    if recipe.gallery is not None and recipe.gallery.create:
+        create_names = {n for _p, s in _walk_steps(recipe.gallery.create, "") for n in s.extract}
+        if "gallery_id" not in create_names:
+            yield "gallery.create", "no step extracts 'gallery_id'"
+    names = [c.name for c in recipe.credentials]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        yield "credentials", f"credential {dup!r} declared twice"
+    if not _ID.fullmatch(recipe.id):
+        yield "id", f"{recipe.id!r}: start with a letter or digit; then letters, digits, '.-_'"
+
+
+def parse_recipe(data: Mapping[str, Any], *, source: str = "<recipe>") -> Recipe:
+    """Validate plain data (a parsed TOML document) into a :class:`Recipe`.
+
+    :raises ConfigError: every problem, each key path prefixed with ``source:``.
+    """
+    try:
+        recipe = _converter.structure(dict(data), Recipe)
+    except (ClassValidationError, ForbiddenExtraKeysError, FieldError) as exc:
+        raise ConfigError([(f"{source}: {p}", m) for p, m in problems(exc)]) from None
+    found = list(_template_problems(recipe))
+    if found:
+        raise ConfigError([(f"{source}: {p}", m) for p, m in found])
+    return recipe
+
+
+def parse_recipe_text(text: str, *, source: str = "<recipe>") -> Recipe:
+    """Parse TOML ``text`` and validate it; see :func:`parse_recipe`.
+
+    :raises ConfigError: a TOML syntax error or invalid content.
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([(source, f"TOML syntax error: {exc}")]) from None
+    return parse_recipe(data, source=source)
+
+
+def load_recipe_file(path: Path) -> Recipe:
+    """Read and validate one recipe file.
+
+    :raises ConfigError: unreadable, not TOML, or invalid (key paths prefixed with the name).
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([(str(path), f"cannot read: {exc}")]) from None
+    return parse_recipe_text(text, source=path.name)
+
+
+def builtin_recipes() -> dict[str, Recipe]:
+    """The recipes shipped in ``hathd/recipes/builtin`` by id.
+
+    :raises ConfigError: a built-in recipe is invalid (a packaging bug).
+    """
+    found: dict[str, Recipe] = {}
+    folder = importlib.resources.files("hathd.recipes") / "builtin"
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".toml"):
+            recipe = parse_recipe_text(entry.read_text(encoding="utf-8"), source=entry.name)
+            found[recipe.id] = recipe
+    return found
+
+
+def load_recipes(directory: str | Path | None) -> dict[str, Recipe]:
+    """Built-in recipes plus every ``*.toml`` in ``directory`` (which win on the same id).
+
+    :raises ConfigError: the directory is unreadable or any recipe in it is invalid (all
+        problems of all files are reported together).
+    """
+    recipes = builtin_recipes()
+    if directory is None:
+        return recipes
+    folder = Path(directory)
+    try:
+        files = sorted(p for p in folder.iterdir() if p.suffix == ".toml" and p.is_file())
+    except OSError as exc:
+        raise ConfigError([("recipes.directory", f"cannot list {folder}: {exc}")]) from None
+    problems_all: list[tuple[str, str]] = []
+    for path in files:
+        try:
+            recipe = load_recipe_file(path)
+        except ConfigError as exc:
+            problems_all.extend(exc.problems)
+            continue
+        recipes[recipe.id] = recipe
+    if problems_all:
+        raise ConfigError(problems_all)
+    return recipes
+
+
+def configure(recipe: Recipe, service: ServiceConfig | None) -> Recipe:
+    """Apply a service's ``[recipes.services."<id>"]`` overrides (base URL, options, limits).
+
+    :raises ConfigError: an option the recipe does not declare.
+    """
+    if service is None:
+        return recipe
+    unknown = sorted(set(service.options) - set(recipe.options))
+    if unknown:
+        raise ConfigError(
+            [
+                (f'recipes.services."{recipe.id}".options.{k}', "the recipe has no such option")
+                for k in unknown
+            ]
+        )
+    limits = attrs.evolve(
+        recipe.limits,
+        rate=recipe.limits.rate if service.rate is None else service.rate,
+        burst=recipe.limits.burst if service.burst is None else service.burst,
+        concurrency=(
+            recipe.limits.concurrency if service.concurrency is None else service.concurrency
+        ),
+    )
+    return attrs.evolve(
+        recipe,
+        base_url=service.base_url or recipe.base_url,
+        options={**recipe.options, **service.options},
+        limits=limits,
+    )
+
+
+def configured_recipes(config: RecipesConfig) -> dict[str, Recipe]:
+    """Every enabled recipe with its service overrides applied.
+
+    :raises ConfigError: an invalid recipe, or settings for a service no recipe defines.
+    """
+    recipes = load_recipes(config.directory)
+    unknown = sorted(set(config.services) - set(recipes))
+    if unknown:
+        raise ConfigError(
+            [(f'recipes.services."{name}"', "no recipe with this id") for name in unknown]
+        )
+    out: dict[str, Recipe] = {}
+    for rid, recipe in recipes.items():
+        service = config.services.get(rid)
+        if service is not None and not service.enabled:
+            continue
+        out[rid] = configure(recipe, service)
+    return out

@@ -1,0 +1,194 @@
+"""The recipe format: attrs classes for one image host's declarative HTTP flow.
+
+A recipe is one TOML file per service (see ``docs/recipes.md`` and the built-ins in
+``hathd/recipes/builtin/``). Its parts follow ConniesUploader's ``HttpRequestSpec``
+(docs/guides/PLUGIN_CREATION_GUIDE.md, ARCHITECTURE.md v2.2–v2.4): a login chain of
+pre-requests (``follow_up_request`` becomes ``then``, to any depth, sharing one cookie jar),
+per-file ``prepare`` requests, the multipart ``upload`` with ``file``/``text``/``value`` fields,
+and a ``response`` parser; plus ShareX's result names (``url``, ``thumb``, ``delete``) and
+ConniesUploader's rate-limit (2 req/s, burst 5) and retry (3 tries, 1 s ×2 up to 30 s, ±20 %,
+408/429/5xx) defaults (uploader.go at c0bf072).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from hathd.confutil import FieldError, in_range, one_of
+from hathd.recipes.extract import Extractor
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
+DEFAULT_RETRYABLE = (408, 429, 500, 502, 503, 504)
+
+
+def _codes(_inst: object, attr: attrs.Attribute[list[int]], value: list[int]) -> None:
+    for code in value:
+        if not 100 <= code <= 599:
+            raise FieldError(attr.name, f"{code} is not an HTTP status code")
+
+
+def _nonempty(_inst: object, attr: attrs.Attribute[str], value: str) -> None:
+    if not value.strip():
+        raise FieldError(attr.name, "must not be empty")
+
+
+@attrs.frozen
+class Credential:
+    """A credential the recipe needs, filled from ``[recipes.services."<id>"].credentials``.
+
+    ``secret`` values are redacted from every error and log line.
+    """
+
+    name: str = attrs.field(default="", validator=_nonempty)
+    secret: bool = True
+    required: bool = True
+    description: str = ""
+
+
+@attrs.frozen
+class Limits:
+    """Politeness: ``rate`` requests/s and ``burst`` for this service's token bucket;
+    ``concurrency`` upload jobs at once (the engine lane)."""
+
+    rate: float = attrs.field(default=2.0, validator=in_range(0.0, 10_000))
+    burst: int = attrs.field(default=5, validator=in_range(1, 10_000))
+    concurrency: int = attrs.field(default=2, validator=in_range(1, 1000))
+
+
+@attrs.frozen
+class RetryPolicy:
+    """Retries inside one job try: up to ``max_retries`` more requests after a retryable
+    status (``retryable_codes``) or a network error, waiting ``initial_backoff`` ×
+    ``multiplier``^n seconds (capped at ``max_backoff``, ±``jitter`` fraction), or the
+    server's ``Retry-After`` when that is longer. A ``Retry-After`` above ``max_retry_after``
+    seconds ends the try at once with ``RateLimitedError`` so the engine waits instead."""
+
+    max_retries: int = attrs.field(default=3, validator=in_range(0, 100))
+    initial_backoff: float = attrs.field(default=1.0, validator=in_range(0.0, 3600))
+    max_backoff: float = attrs.field(default=30.0, validator=in_range(0.0, 86_400))
+    multiplier: float = attrs.field(default=2.0, validator=in_range(1.0, 100))
+    jitter: float = attrs.field(default=0.2, validator=in_range(0.0, 1.0))
+    retryable_codes: list[int] = attrs.field(
+        factory=lambda: list(DEFAULT_RETRYABLE), validator=_codes
+    )
+    max_retry_after: float = attrs.field(default=60.0, validator=in_range(0.0, 86_400))
+
+
+@attrs.frozen
+class SessionSpec:
+    """How long a login lasts (``ttl`` seconds) and how an expired one shows: a status in
+    ``relogin_status`` or a final URL matching the regex ``relogin_url``."""
+
+    ttl: float = attrs.field(default=3600.0, validator=in_range(1.0, 10 * 86_400))
+    relogin_status: list[int] = attrs.field(factory=lambda: [401], validator=_codes)
+    relogin_url: str = ""
+
+
+@attrs.frozen
+class Step:
+    """One request of a chain (login, prepare, gallery).
+
+    ``url``, ``headers``, ``query`` and ``form`` values are templates. ``cookies = false``
+    sends the request without the service's cookie jar (and keeps its cookies out of it).
+    ``expect`` lists the acceptable statuses (empty: any 2xx or 3xx). ``extract`` maps value
+    names to extractors; ``then`` holds child requests, which see this step's values.
+    """
+
+    name: str = attrs.field(default="", validator=_nonempty)
+    url: str = attrs.field(default="", validator=_nonempty)
+    method: str = attrs.field(default="GET", validator=one_of(*METHODS))
+    headers: dict[str, str] = attrs.field(factory=dict)
+    query: dict[str, str] = attrs.field(factory=dict)
+    form: dict[str, str] = attrs.field(factory=dict)
+    cookies: bool = True
+    follow_redirects: bool = True
+    expect: list[int] = attrs.field(factory=list, validator=_codes)
+    extract: dict[str, Extractor] = attrs.field(factory=dict)
+    then: list[Step] = attrs.field(factory=list)
+
+
+@attrs.frozen
+class Field:
+    """A multipart field of the upload.
+
+    ``type = "file"``: the job's file; ``value`` (default ``{file}``) must name that file and
+    nothing else. ``type = "text"``: ``value`` is a template. ``type = "value"``: ``value`` is
+    the name of an extracted value (ConniesUploader's ``dynamic``). ``filename`` and
+    ``content_type`` (templates) apply to file fields. ``when`` names a value: the field is
+    sent only when that value is non-empty (e.g. ``when = "gallery_id"``).
+    """
+
+    type: str = attrs.field(default="text", validator=one_of("file", "text", "value"))
+    value: str = ""
+    when: str = ""
+    filename: str = "{filename}"
+    content_type: str = "{mime}"
+
+
+@attrs.frozen
+class ResponseSpec:
+    """How the upload reply becomes a result.
+
+    ``extract`` runs first (all optional: a value that is not found is simply absent); then
+    ``url``, ``thumb`` and ``delete`` are templates over every known value. Success means a
+    2xx status, a non-empty ``url`` and, when ``success`` names an extractor, its value equal
+    to ``success_value``. ``error`` extracts the host's own message for a failed upload.
+    """
+
+    url: str = attrs.field(default="", validator=_nonempty)
+    thumb: str = ""
+    delete: str = ""
+    extract: dict[str, Extractor] = attrs.field(factory=dict)
+    success: Extractor | None = None
+    success_value: str = "true"
+    error: Extractor | None = None
+
+
+@attrs.frozen
+class UploadSpec:
+    """The upload request: a multipart POST (by default) of ``fields`` to ``url``."""
+
+    url: str = attrs.field(default="", validator=_nonempty)
+    method: str = attrs.field(default="POST", validator=one_of(*METHODS))
+    headers: dict[str, str] = attrs.field(factory=dict)
+    query: dict[str, str] = attrs.field(factory=dict)
+    fields: dict[str, Field] = attrs.field(factory=dict)
+    cookies: bool = True
+    response: ResponseSpec = attrs.field(factory=ResponseSpec)
+
+
+@attrs.frozen
+class GallerySpec:
+    """Optional gallery steps: ``create`` runs once per batch (``{gallery_name}`` known) and
+    must extract ``gallery_id`` (every value it extracts is kept for the batch's uploads and
+    for ``finalize``); ``finalize`` runs once every upload of the batch has ended. Without a
+    gallery those values are empty strings."""
+
+    create: list[Step] = attrs.field(factory=list)
+    finalize: list[Step] = attrs.field(factory=list)
+
+
+@attrs.frozen
+class Recipe:
+    """One image host. ``id`` is the service name (``--to``) and the engine lane's domain."""
+
+    id: str = attrs.field(default="", validator=_nonempty)
+    base_url: str = attrs.field(default="", validator=_nonempty)
+    upload: UploadSpec = attrs.field(factory=UploadSpec)
+    name: str = ""
+    description: str = ""
+    credentials: list[Credential] = attrs.field(factory=list)
+    options: dict[str, str] = attrs.field(factory=dict)
+    limits: Limits = attrs.field(factory=Limits)
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
+    session: SessionSpec = attrs.field(factory=SessionSpec)
+    login: list[Step] = attrs.field(factory=list)
+    prepare: list[Step] = attrs.field(factory=list)
+    gallery: GallerySpec | None = None
+    max_file_size: int | None = attrs.field(default=None, validator=in_range(1))
+    extensions: list[str] = attrs.field(factory=list)
+
+    @property
+    def secrets(self) -> frozenset[str]:
+        """Names of the secret credentials."""
+        return frozenset(c.name for c in self.credentials if c.secret)

@@ -1,0 +1,101 @@
+"""The set of configured recipes and their live sessions (one per service, created lazily).
+
+All sessions share one global token bucket (``[recipes] global_rate``/``global_burst``,
+requests/s), on top of each service's own bucket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from hathd.recipes.config import RecipesConfig
+from hathd.recipes.model import Recipe
+from hathd.recipes.ratelimit import TokenBucket, new_bucket
+from hathd.recipes.runner import ServiceSession
+
+
+class UnknownServiceError(LookupError):
+    """No enabled recipe has this id."""
+
+
+class Uploader:
+    """Recipes by id and their sessions. ``transport`` (tests) goes to every httpx client."""
+
+    def __init__(
+        self,
+        recipes: Mapping[str, Recipe],
+        config: RecipesConfig,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 180.0,
+    ) -> None:
+        self.recipes = dict(recipes)
+        self.config = config
+        self._transport = transport
+        self._timeout = timeout
+        self._sessions: dict[str, ServiceSession] = {}
+        self._global: TokenBucket | None = None
+
+    def recipe(self, service: str) -> Recipe:
+        """The recipe of ``service``.
+
+        :raises UnknownServiceError: with the list of known services.
+        """
+        try:
+            return self.recipes[service]
+        except KeyError:
+            known = ", ".join(sorted(self.recipes)) or "none"
+            raise UnknownServiceError(f"unknown service {service!r} (known: {known})") from None
+
+    def session(self, service: str) -> ServiceSession:
+        """The session of ``service``, created on first use (inside ``trio.run``).
+
+        :raises UnknownServiceError: no such recipe.
+        """
+        recipe = self.recipe(service)
+        found = self._sessions.get(service)
+        if found is None:
+            if self._global is None:
+                self._global = new_bucket(self.config.global_rate, self.config.global_burst)
+            settings = self.config.services.get(service)
+            found = ServiceSession(
+                recipe,
+                settings.credentials if settings is not None else {},
+                global_bucket=self._global,
+                transport=self._transport,
+                timeout=self._timeout,
+            )
+            self._sessions[service] = found
+        return found
+
+    async def aclose(self) -> None:
+        """Close every session's HTTP clients."""
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.aclose()
+
+    async def close_when_idle(self) -> None:
+        """Ask every session to close once its running operations end (shutdown)."""
+        for session in list(self._sessions.values()):
+            await session.close_when_idle()
+
+    def statistics(self) -> dict[str, Any]:
+        """Per-service counters: requests, logins, retries, uploads, failures, bytes sent, and
+        the limiter's admitted requests and total wait (seconds)."""
+        out: dict[str, Any] = {}
+        for name, session in sorted(self._sessions.items()):
+            stats = session.stats
+            limiter = session.limiter.statistics()
+            out[name] = {
+                "requests": stats.requests,
+                "logins": stats.logins,
+                "retries": stats.retries,
+                "uploads": stats.uploads,
+                "failures": stats.failures,
+                "bytes_sent": stats.bytes_sent,
+                "limiter_wait": limiter.waited,
+            }
+        return out

@@ -1,0 +1,36 @@
+"""Credentials, sample files and a ``[recipes]`` section for tests against the fake hosts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hathd.recipes.config import RecipesConfig, ServiceConfig
+
+IMX_KEY = "imx-key-7f3a9c"
+VIPR_USER, VIPR_PASS = "viprfan", "vipr-pass-55e1"
+BAM_EMAIL, BAM_PASS = "bam@example.org", "bam-pass-0c4d"
+
+
+def make_image(folder: Path, name: str, size: int = 3000, seed: int = 0) -> Path:
+    """A file of ``size`` bytes whose content depends on ``name`` and ``seed``."""
+    block = (name.encode() + bytes([seed % 256])) * (size // (len(name) + 1) + 1)
+    path = folder / name
+    path.write_bytes(block[:size])
+    return path
+
+
+def services_config(**base_urls: str) -> RecipesConfig:
+    """A ``[recipes]`` section pointing the built-ins at fakes, with the test credentials;
+    keyword names use ``_`` for ``.`` (``imx_to`` → ``imx.to``)."""
+    creds = {
+        "imx.to": {"api_key": IMX_KEY},
+        "vipr.im": {"username": VIPR_USER, "password": VIPR_PASS},
+        "imagebam": {"email": BAM_EMAIL, "password": BAM_PASS},
+    }
+    services = {}
+    for key, url in base_urls.items():
+        sid = {"imx_to": "imx.to", "pixhost_to": "pixhost.to", "vipr_im": "vipr.im"}.get(key, key)
+        services[sid] = ServiceConfig(
+            base_url=url, credentials=creds.get(sid, {}), rate=50.0, burst=50
+        )
+    return RecipesConfig(services=services, global_rate=0.0)

@@ -1,0 +1,77 @@
+"""An in-process daemon slice for upload tests: runtime, real engine, the recipes plugin and
+its API routes served on a unix socket (the admin socket path the CLI uses)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+
+import attrs
+import trio
+from hypercorn.config import Config as HyperConfig
+from hypercorn.trio import serve
+from quart_trio import QuartTrio
+
+from hathd.clictx import CliContext
+from hathd.config import Config
+from hathd.engine import running_engine
+from hathd.engine.config import EngineConfig, RetryPresetConfig
+from hathd.recipes.config import RecipesConfig
+from hathd.recipes.plugin import EXTRA_KEY, PLUGIN
+from hathd.recipes.uploads import Uploads
+from hathd.runtime import Runtime, open_runtime
+
+
+@attrs.frozen
+class Stack:
+    """The assembled parts: runtime, the uploads pipeline, the CLI context."""
+
+    rt: Runtime
+    uploads: Uploads
+    cli: CliContext
+
+
+@asynccontextmanager
+async def upload_stack(
+    recipes: RecipesConfig, *, retry_delays: tuple[float, ...] = (0.2,), workers: int = 4
+) -> AsyncIterator[Stack]:
+    """Run the engine and the recipes plugin in-process; serve the plugin's routes on
+    ``<state_dir>/admin.sock`` (a short temporary path: unix socket paths are limited)."""
+    state = Path(tempfile.mkdtemp(prefix="hr", dir="/tmp"))
+    config = Config(
+        recipes=recipes,
+        engine=EngineConfig(
+            workers=workers,
+            retry={"default": RetryPresetConfig(delays=list(retry_delays), final_wait=None)},
+        ),
+    )
+    try:
+        async with open_runtime(config, state) as rt, running_engine(rt):
+            await PLUGIN.setup(rt)
+            uploads: Uploads = rt.extras[EXTRA_KEY]
+            blueprint = PLUGIN.blueprint(rt)
+            assert blueprint is not None
+            app = QuartTrio("hathd-test-admin")
+            app.register_blueprint(blueprint)
+            hyper = HyperConfig()
+            hyper.bind = [f"unix:{rt.paths.socket}"]
+            hyper.accesslog = None
+            hyper.graceful_timeout = 1.0
+            stop = trio.Event()
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(partial(serve, app, hyper, shutdown_trigger=stop.wait))
+                    try:
+                        yield Stack(rt, uploads, CliContext(state))
+                    finally:
+                        stop.set()
+                        nursery.cancel_scope.deadline = trio.current_time() + 5
+            finally:
+                with trio.CancelScope(shield=True):
+                    await uploads.uploader.aclose()
+    finally:
+        shutil.rmtree(state, ignore_errors=True)

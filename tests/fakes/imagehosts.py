@@ -1,0 +1,488 @@
+"""Local fake image hosts: real HTTP servers (quart-trio on hypercorn, 127.0.0.1, port 0).
+
+Each fake implements one flow of the built-in recipes the way the real site behaves as far as
+the upload client can see (cookies, CSRF tokens, hidden form inputs, JavaScript-embedded
+endpoints, multipart form parsing, JSON and HTML replies) and records every request it
+received, so tests can assert the exact requests and the URLs the uploads returned.
+
+- :class:`FakeImx` — API key in ``X-API-KEY``, JSON reply.
+- :class:`FakePixhost` — anonymous upload with ``Accept: application/json``, galleries.
+- :class:`FakeVipr` — login form (cookie ``xfss``), hidden ``sess_id`` on the home page,
+  HTML reply; an expired session redirects to ``/login.html``.
+- :class:`FakeTurbo` — the upload endpoint appears only in the home page's JavaScript.
+- :class:`FakeImageBam` — Laravel-style login: ``_token`` form field, session cookie, a
+  ``csrf-token`` meta tag, ``X-CSRF-TOKEN`` header, an upload-session token; 419 on a CSRF
+  mismatch, 403 on wrong credentials.
+
+Links returned by the fakes name the real public hosts with an id derived from the file's
+content (:func:`content_id`), so a test can compute the URL it expects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import attrs
+import trio
+from hypercorn.config import Config as HyperConfig
+from hypercorn.trio import serve
+from quart import Response, redirect, request
+from quart_trio import QuartTrio
+
+
+def content_id(data: bytes) -> str:
+    """The id the fakes give an uploaded file: the first 10 hex digits of its SHA-256."""
+    return hashlib.sha256(data).hexdigest()[:10]
+
+
+@attrs.frozen
+class UploadedFile:
+    """A file part as received: file name, declared content type and the bytes."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@attrs.frozen
+class Recorded:
+    """One request as the fake received it (header names in lower case)."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    form: dict[str, str]
+    files: dict[str, UploadedFile]
+    cookies: dict[str, str]
+
+    @property
+    def line(self) -> str:
+        """``METHOD /path``."""
+        return f"{self.method} {self.path}"
+
+
+@attrs.frozen
+class Injected:
+    """A canned reply served instead of the real one."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+class FakeHost:
+    """Base of the fakes: request log (``requests``, and arrival ``times`` in
+    ``time.monotonic()`` seconds; ``arrived`` is set by the first request), failure
+    injection, a ``gate`` (when set to an Event, replies wait for it), the quart-trio app."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.requests: list[Recorded] = []
+        self.times: list[float] = []
+        self.arrived = trio.Event()
+        self.gate: trio.Event | None = None
+        self.base_url = ""
+        self._inject: dict[str, list[Injected]] = {}
+        self.keep_file_data = True
+        self.app = QuartTrio(f"fake-{self.name}")
+        self.app.config["MAX_CONTENT_LENGTH"] = None
+        self.app.before_request(self._before)
+        self.routes()
+
+    def routes(self) -> None:
+        """Register the host's routes on ``self.app``."""
+
+    def inject(
+        self,
+        path: str,
+        status: int,
+        *,
+        headers: dict[str, str] | None = None,
+        body: bytes = b"",
+        times: int = 1,
+    ) -> None:
+        """Answer the next ``times`` requests to ``path`` with ``status`` (recorded as usual)."""
+        self._inject.setdefault(path, []).extend([Injected(status, headers or {}, body)] * times)
+
+    def lines(self) -> list[str]:
+        """Every recorded request as ``METHOD /path``."""
+        return [r.line for r in self.requests]
+
+    async def _before(self) -> Response | None:
+        self.times.append(time.monotonic())
+        form = await request.form
+        files: dict[str, UploadedFile] = {}
+        for name, storage in (await request.files).items():
+            data = storage.read()
+            files[name] = UploadedFile(
+                storage.filename or "",
+                storage.content_type or "",
+                data if self.keep_file_data else hashlib.sha256(data).digest(),
+            )
+        self.requests.append(
+            Recorded(
+                request.method,
+                request.path,
+                dict(request.args.items()),
+                {k.lower(): v for k, v in request.headers.items()},
+                dict(form.items()),
+                files,
+                dict(request.cookies.items()),
+            )
+        )
+        self.arrived.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        queue = self._inject.get(request.path)
+        if queue:
+            canned = queue.pop(0)
+            return Response(canned.body, status=canned.status, headers=canned.headers)
+        return None
+
+    @property
+    def last(self) -> Recorded:
+        """The most recent request."""
+        return self.requests[-1]
+
+
+def _json_error(http_status: int, /, **body: Any) -> tuple[dict[str, Any], int]:
+    return body, http_status
+
+
+class FakeImx(FakeHost):
+    """IMX.to's API: ``POST /v1/upload.php`` with ``X-API-KEY``."""
+
+    name = "imx"
+
+    def __init__(self, api_key: str) -> None:
+        self.api_key = api_key
+        super().__init__()
+
+    def routes(self) -> None:
+        @self.app.post("/v1/upload.php")
+        async def upload() -> tuple[dict[str, Any], int]:
+            if request.headers.get("X-API-KEY") != self.api_key:
+                return _json_error(401, status="error", message="Invalid API key")
+            rec = self.last
+            image = rec.files.get("image")
+            if image is None:
+                return _json_error(400, status="error", message="no image")
+            ident = content_id(image.data)
+            size = rec.form.get("thumbnail_size", "2")
+            return {
+                "status": "success",
+                "data": {
+                    "image_url": f"https://imx.to/i/{ident}",
+                    "thumbnail_url": f"https://imx.to/u/t/{size}/{ident}.jpg",
+                },
+            }, 200
+
+
+class FakePixhost(FakeHost):
+    """Pixhost.to's API: ``POST /images``, ``POST /galleries``, ``…/finalize``."""
+
+    name = "pixhost"
+
+    def __init__(self) -> None:
+        self.galleries: dict[str, dict[str, Any]] = {}
+        self._ids = itertools.count(1)
+        super().__init__()
+
+    def routes(self) -> None:
+        @self.app.post("/images")
+        async def images() -> tuple[dict[str, Any], int]:
+            rec = self.last
+            if "application/json" not in rec.headers.get("accept", ""):
+                return _json_error(406, error_msg="Accept: application/json required")
+            img = rec.files.get("img")
+            if img is None:
+                return _json_error(400, error_msg="img missing")
+            if rec.form.get("content_type") not in ("0", "1"):
+                return _json_error(400, error_msg="content_type must be 0 or 1")
+            ghash = rec.form.get("gallery_hash")
+            if ghash is not None:
+                gallery = self.galleries.get(ghash)
+                if gallery is None or gallery["upload_hash"] != rec.form.get("gallery_upload_hash"):
+                    return _json_error(400, error_msg="bad gallery")
+                if gallery["finalized"]:
+                    return _json_error(400, error_msg="gallery finalized")
+                gallery["images"].append(img.filename)
+            ident = content_id(img.data)
+            return {
+                "name": img.filename,
+                "show_url": f"https://pixhost.to/show/{ident}/{img.filename}",
+                "th_url": f"https://t0.pixhost.to/thumbs/{ident}/{img.filename}",
+            }, 200
+
+        @self.app.post("/galleries")
+        async def galleries() -> tuple[dict[str, Any], int]:
+            name = self.last.form.get("gallery_name", "")
+            if not name:
+                return _json_error(400, error_msg="gallery_name missing")
+            n = next(self._ids)
+            ghash, uhash = f"g{n:04d}", f"u{n:04d}"
+            self.galleries[ghash] = {
+                "name": name,
+                "upload_hash": uhash,
+                "images": [],
+                "finalized": False,
+            }
+            return {
+                "gallery_name": name,
+                "gallery_hash": ghash,
+                "gallery_upload_hash": uhash,
+                "gallery_url": f"https://pixhost.to/gallery/{ghash}",
+            }, 200
+
+        @self.app.post("/galleries/<ghash>/finalize")
+        async def finalize(ghash: str) -> tuple[dict[str, Any], int]:
+            gallery = self.galleries.get(ghash)
+            if gallery is None or gallery["upload_hash"] != self.last.form.get(
+                "gallery_upload_hash"
+            ):
+                return _json_error(400, error_msg="bad gallery")
+            gallery["finalized"] = True
+            return {}, 200
+
+
+_LOGIN_PAGE = """<html><body>{error}<form method="POST" action="/login.html">
+<input type="hidden" name="op" value="login"><input name="login"><input name="password"
+type="password"></form></body></html>"""
+
+
+class FakeVipr(FakeHost):
+    """Vipr.im (XFileSharing): login form, ``sess_id`` on the home page, HTML links."""
+
+    name = "vipr"
+
+    def __init__(self, username: str, password: str) -> None:
+        self.username = username
+        self.password = password
+        self.sessions: dict[str, str] = {}
+        super().__init__()
+
+    def expire_sessions(self) -> None:
+        """Forget every login (the next upload is redirected to the login page)."""
+        self.sessions.clear()
+
+    def routes(self) -> None:
+        @self.app.post("/login.html")
+        async def login() -> Response | tuple[str, int]:
+            form = self.last.form
+            if (
+                form.get("op") != "login"
+                or form.get("login") != self.username
+                or form.get("password") != self.password
+            ):
+                page = _LOGIN_PAGE.format(
+                    error='<div class="err">Incorrect Login or Password</div>'
+                )
+                return page, 200
+            cookie = secrets.token_hex(8)
+            self.sessions[cookie] = secrets.token_hex(6)
+            reply = redirect("/")
+            reply.set_cookie("xfss", cookie, httponly=True)
+            return reply
+
+        @self.app.get("/login.html")
+        async def login_page() -> tuple[str, int]:
+            return _LOGIN_PAGE.format(error=""), 200
+
+        @self.app.get("/")
+        async def home() -> Response | tuple[str, int]:
+            sess = self.sessions.get(self.last.cookies.get("xfss", ""))
+            if sess is None:
+                return redirect("/login.html")
+            return (
+                f'<html><body><form id="uploadfile" method="POST" enctype="multipart/form-data"'
+                f' action="/cgi-bin/upload.cgi?upload_type=file">'
+                f'<input type="hidden" name="sess_id" value="{sess}">'
+                f'<input type="file" name="file_0"></form></body></html>',
+                200,
+            )
+
+        @self.app.post("/cgi-bin/upload.cgi")
+        async def upload() -> Response | tuple[str, int]:
+            rec = self.last
+            sess = self.sessions.get(rec.cookies.get("xfss", ""))
+            if sess is None or rec.form.get("sess_id") != sess:
+                return redirect("/login.html")
+            file = rec.files.get("file_0")
+            if file is None or rec.form.get("tos") != "1":
+                return '<html><div class="err">No file or terms not accepted</div></html>', 200
+            ident = content_id(file.data)
+            return (
+                "<html><body><h2>Files uploaded</h2>"
+                f'<input name="link_direct" value="https://vipr.im/i/{ident}/{file.filename}">'
+                f'<input name="link_thumb" value="https://vipr.im/th/{ident}/{file.filename}">'
+                f'<input name="link_delete" value="https://vipr.im/del/{ident}?killcode=k{ident}">'
+                "</body></html>",
+                200,
+            )
+
+
+class FakeTurbo(FakeHost):
+    """TurboImageHost: the upload endpoint is only named in the home page's JavaScript."""
+
+    name = "turbo"
+
+    def __init__(self) -> None:
+        self.upload_ids: set[str] = set()
+        super().__init__()
+
+    def routes(self) -> None:
+        @self.app.get("/")
+        async def home() -> tuple[str, int]:
+            upload_id = secrets.token_hex(6)
+            self.upload_ids.add(upload_id)
+            return (
+                "<html><head><script>\nvar uploader = new qq.FineUploader({\n"
+                "  request: {\n"
+                f"    endpoint: '{self.base_url}/upload_file.php?upload_id={upload_id}',\n"
+                "    inputName: 'qqfile'\n  }\n});\n</script></head><body></body></html>",
+                200,
+            )
+
+        @self.app.post("/upload_file.php")
+        async def upload() -> tuple[dict[str, Any], int]:
+            rec = self.last
+            if rec.query.get("upload_id") not in self.upload_ids:
+                return _json_error(403, success=False, error="unknown upload id")
+            file = rec.files.get("qqfile")
+            if file is None:
+                return _json_error(400, success=False, error="qqfile missing")
+            ident = content_id(file.data)
+            return {
+                "success": True,
+                "id": ident,
+                "thumbUrl": f"https://s1.turboimg.net/t1/{ident}_{file.filename}",
+            }, 200
+
+
+class FakeImageBam(FakeHost):
+    """ImageBam: four-step Laravel-style login with CSRF tokens, JSON upload reply."""
+
+    name = "imagebam"
+
+    def __init__(self, email: str, password: str) -> None:
+        self.email = email
+        self.password = password
+        # session cookie → {"token": csrf token, "user": bool, "upload": upload token}
+        self.sessions: dict[str, dict[str, Any]] = {}
+        super().__init__()
+
+    def _session(self) -> tuple[str, dict[str, Any]]:
+        key = self.last.cookies.get("imagebam_session", "")
+        found = self.sessions.get(key)
+        if found is None:
+            key = secrets.token_hex(8)
+            found = {"token": secrets.token_hex(8), "user": False, "upload": None}
+            self.sessions[key] = found
+        return key, found
+
+    def expire_sessions(self) -> None:
+        """Forget every session (the next request is answered 401)."""
+        self.sessions.clear()
+
+    def routes(self) -> None:
+        @self.app.get("/auth/login")
+        async def login_page() -> Response:
+            key, sess = self._session()
+            reply = Response(
+                '<html><form method="POST" action="/auth/login">'
+                f'<input type="hidden" name="_token" value="{sess["token"]}">'
+                '<input name="email"><input name="password" type="password"></form></html>'
+            )
+            reply.set_cookie("imagebam_session", key, httponly=True)
+            return reply
+
+        @self.app.post("/auth/login")
+        async def login() -> Response | tuple[str, int]:
+            key, sess = self._session()
+            form = self.last.form
+            if form.get("_token") != sess["token"]:
+                return "page expired", 419
+            if form.get("email") != self.email or form.get("password") != self.password:
+                return "These credentials do not match our records.", 403
+            sess["user"] = True
+            sess["token"] = secrets.token_hex(8)
+            reply = redirect("/")
+            reply.set_cookie("imagebam_session", key, httponly=True)
+            return reply
+
+        @self.app.get("/")
+        async def home() -> Response | tuple[str, int]:
+            _key, sess = self._session()
+            if not sess["user"]:
+                return redirect("/auth/login")
+            return (
+                f'<html><head><meta name="csrf-token" content="{sess["token"]}"></head>'
+                "<body>upload</body></html>",
+                200,
+            )
+
+        @self.app.post("/upload/session")
+        async def upload_session() -> tuple[dict[str, Any], int] | tuple[str, int]:
+            _key, sess = self._session()
+            if not sess["user"]:
+                return _json_error(401, status="error", message="Unauthenticated.")
+            if self.last.headers.get("x-csrf-token") != sess["token"]:
+                return "CSRF token mismatch", 419
+            sess["upload"] = secrets.token_hex(8)
+            return {"status": "success", "data": sess["upload"]}, 200
+
+        @self.app.post("/upload")
+        async def upload() -> tuple[dict[str, Any], int] | tuple[str, int]:
+            _key, sess = self._session()
+            rec = self.last
+            if not sess["user"]:
+                return _json_error(401, status="error", message="Unauthenticated.")
+            if (
+                rec.headers.get("x-csrf-token") != sess["token"]
+                or rec.form.get("_token") != sess["token"]
+            ):
+                return "CSRF token mismatch", 419
+            if rec.form.get("data") != sess["upload"]:
+                return _json_error(422, status="error", message="invalid upload session")
+            file = rec.files.get("files[0]")
+            if file is None:
+                return _json_error(422, status="error", message="no file")
+            ident = content_id(file.data)
+            return {
+                "status": "success",
+                "data": [
+                    {
+                        "url": f"https://www.imagebam.com/view/{ident}",
+                        "thumb": f"https://thumbs4.imagebam.com/{ident}_t.jpeg",
+                        "delete": f"https://www.imagebam.com/remove/{ident}",
+                    }
+                ],
+            }, 200
+
+
+@asynccontextmanager
+async def running(host: FakeHost) -> AsyncIterator[FakeHost]:
+    """Serve ``host`` on 127.0.0.1 (a free port) until the block ends; sets ``base_url``."""
+    config = HyperConfig()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    config.loglevel = "WARNING"
+    config.graceful_timeout = 1.0
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(partial(serve, host.app, config, shutdown_trigger=stop.wait))
+        host.base_url = str(binds[0]).rstrip("/")
+        try:
+            yield host
+        finally:
+            stop.set()
+            nursery.cancel_scope.deadline = trio.current_time() + 5

@@ -1,0 +1,204 @@
+"""calibredb through :mod:`hathd.fanfic.calibre`: the real calibredb on a local library and
+through a real calibre-server (content server URL, password in calibredb's file form)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from fanfic.support import free_port
+from hathd.errors import PermanentError
+from hathd.fanfic.calibre import (
+    Calibre,
+    CalibreBusy,
+    custom_value,
+    parse_added_ids,
+    parse_search_ids,
+    url_search,
+)
+from hathd.fanfic.config import CalibreConfig
+from hathd.fanfic.fff import prepare_workspace, run_fanficfare
+from hathd.fanfic.outcome import Outcome
+
+FANFICFARE = [sys.executable, "-m", "fanficfare.cli"]
+URL2 = "http://test1.com?sid=2"
+
+
+def test_output_parsers() -> None:
+    assert parse_added_ids("Added book ids: 7\n") == [7]
+    assert parse_added_ids("junk\nAdded book ids: 7, 8, 12\n") == [7, 8, 12]
+    assert parse_added_ids("The following books were not added as they already exist") == []
+    assert parse_search_ids("3,17") == [3, 17]
+    assert parse_search_ids("") == []
+    assert url_search('http://a.b/?q="x"\\y') == 'identifiers:"url:=http://a.b/?q=\\"x\\"\\\\y"'
+    assert custom_value(["a", "b"]) == "a, b"
+    assert custom_value(None) is None
+    assert custom_value([]) is None
+    assert custom_value(3) == "3"
+    assert custom_value(True) == "true"
+
+
+async def test_password_goes_through_a_file_never_argv(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret-value\n")
+    cal = Calibre(
+        CalibreConfig(library="http://127.0.0.1:9/#lib", username="u", password_file=str(secret))
+    )
+    session = cal.session(tmp_path)
+    opts = await session._global_options()
+    assert "s3cret-value" not in " ".join(opts)
+    assert opts[:4] == ["--with-library", "http://127.0.0.1:9/#lib", "--username", "u"]
+    assert opts[4] == "--password"
+    assert opts[5].startswith("<f:")
+    assert opts[5].endswith(">")
+    pw_file = trio.Path(opts[5][3:-1])
+    assert await pw_file.read_text() == "s3cret-value"
+    assert (await pw_file.stat()).st_mode & 0o777 == 0o600
+
+
+async def make_epub(tmp_path: Path, sid: int) -> Path:
+    ws = await prepare_workspace(tmp_path / f"fff-{sid}")
+    run = await run_fanficfare(ws, FANFICFARE, f"http://test1.com?sid={sid}", "update")
+    assert run.classified.outcome is Outcome.SUCCESS
+    assert run.epub is not None
+    return run.epub
+
+
+def calibredb(library: Path, config_dir: Path, *args: str) -> str:
+    return subprocess.run(
+        ["calibredb", *args, "--with-library", str(library)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "CALIBRE_CONFIG_DIRECTORY": str(config_dir)},
+    ).stdout
+
+
+@pytest.mark.slow
+async def test_local_library_and_metadata_modes(tmp_path: Path) -> None:
+    library = tmp_path / "library"
+    config_dir = tmp_path / "calibre-config"
+    epub = await make_epub(tmp_path, 2)
+    await trio.to_thread.run_sync(
+        calibredb, library, config_dir, "add_custom_column", "readcount", "Read count", "int"
+    )
+    cal = Calibre(CalibreConfig(library=str(library)), config_dir=config_dir)
+    work = tmp_path / "work"
+    work.mkdir()
+    session = cal.session(work)
+
+    assert await session.find(URL2) is None  # "No books matching" is not an error
+    first = await session.add(epub, URL2)
+    assert await session.find(URL2) == first
+    assert await session.find("http://test1.com?sid=20") is None
+    await session.set_custom("#readcount", first, "5")
+
+    kept = await session.replace(first, epub, URL2, "add_format")
+    assert kept == first
+
+    restored = await session.replace(first, epub, URL2, "preserve_metadata")
+    assert restored != first
+    meta = await session.metadata(restored)
+    assert meta["*readcount"] == 5
+    assert meta["identifiers"]["url"] == URL2
+
+    plain = await session.replace(restored, epub, URL2, "remove_add")
+    assert plain != restored
+    assert (await session.metadata(plain)).get("*readcount") is None
+    assert cal.statistics().failures == 0
+
+
+@pytest.fixture
+async def content_server(tmp_path: Path) -> AsyncIterator[tuple[Path, str, Path]]:
+    """calibre-server with one user on a fresh library: (library, URL, config dir)."""
+    library = tmp_path / "served"
+    config_dir = tmp_path / "calibre-config"
+    env = {**os.environ, "CALIBRE_CONFIG_DIRECTORY": str(config_dir)}
+    await trio.to_thread.run_sync(lambda: calibredb(library, config_dir, "list"))
+    userdb = tmp_path / "users.sqlite"
+    await trio.run_process(
+        [
+            "calibre-server",
+            "--userdb",
+            str(userdb),
+            "--manage-users",
+            "--",
+            "add",
+            "fanfic",
+            "s3cret",
+        ],
+        env=env,
+        capture_stdout=True,
+        capture_stderr=True,
+    )
+    port = free_port()
+    proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once; stopped below
+        [
+            "calibre-server",
+            "--port",
+            str(port),
+            "--listen-on",
+            "127.0.0.1",
+            "--userdb",
+            str(userdb),
+            "--enable-auth",
+            str(library),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        with trio.fail_after(60):
+            while True:
+                try:
+                    stream = await trio.open_tcp_stream("127.0.0.1", port)
+                except OSError:
+                    assert proc.poll() is None
+                    await trio.sleep(0.1)
+                    continue
+                await stream.aclose()
+                break
+        yield library, f"http://127.0.0.1:{port}/#served", config_dir
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        await trio.to_thread.run_sync(proc.wait)
+
+
+@pytest.mark.slow
+async def test_content_server_and_busy_library(
+    tmp_path: Path, content_server: tuple[Path, str, Path]
+) -> None:
+    library, url, config_dir = content_server
+    epub = await make_epub(tmp_path, 3)
+    work = tmp_path / "work"
+    work.mkdir()
+    (tmp_path / "pw").write_text("s3cret\n")
+    (tmp_path / "bad").write_text("wrong\n")
+
+    # the local path while calibre-server holds the library: retryable, with the fix named
+    local = Calibre(CalibreConfig(library=str(library)), config_dir=config_dir).session(work)
+    with pytest.raises(CalibreBusy, match="content server URL"):
+        await local.find("http://test1.com?sid=3")
+
+    remote = Calibre(
+        CalibreConfig(library=url, username="fanfic", password_file=str(tmp_path / "pw")),
+        config_dir=config_dir,
+    ).session(work)
+    book = await remote.add(epub, "http://test1.com?sid=3")
+    assert await remote.find("http://test1.com?sid=3") == book
+
+    refused = Calibre(
+        CalibreConfig(library=url, username="fanfic", password_file=str(tmp_path / "bad")),
+        config_dir=config_dir,
+    ).session(work)
+    with pytest.raises(PermanentError, match="refused the login"):
+        await refused.find("http://test1.com?sid=3")

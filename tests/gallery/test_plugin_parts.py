@@ -1,0 +1,71 @@
+"""Plugin helpers: credentials, control-server target, download root; per-host gates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from hathd.config import structure
+from hathd.gallery.config import GalleryConfig
+from hathd.gallery.hosts import HostGates
+from hathd.gallery.plugin import NoCredentials, gallery_config, load_credentials, rpc_target
+from hathd.gallery.rpc import RpcTarget
+
+
+def test_credentials_from_config_then_file(tmp_path: Path) -> None:
+    config = structure({"hath": {"client_id": 1234, "client_key": "k" * 20}})
+    creds = load_credentials(config, tmp_path)
+    assert (creds.client_id, creds.client_key) == (1234, "k" * 20)
+    bare = structure({})
+    with pytest.raises(NoCredentials, match="client_login"):
+        load_credentials(bare, tmp_path)
+    (tmp_path / "client_login").write_text("5678-abcdefghij0123456789\n")
+    assert load_credentials(bare, tmp_path).client_id == 5678
+    (tmp_path / "client_login").write_text("garbage")
+    with pytest.raises(NoCredentials, match="unusable"):
+        load_credentials(bare, tmp_path)
+
+
+def test_rpc_target_follows_hath_section() -> None:
+    config = structure({"hath": {"rpc_server": "127.0.0.1:8081", "rpc_path": "16/rpc?"}})
+    assert rpc_target(config) == RpcTarget("127.0.0.1", 8081, "16/rpc?")
+    assert rpc_target(structure({})) == RpcTarget("rpc.hentaiathome.net", 80, "15/rpc?")
+
+
+def test_gallery_config_defaults() -> None:
+    cfg = gallery_config(structure({}))
+    assert cfg == GalleryConfig()
+    assert (cfg.tries_per_file, cfg.max_passes, cfg.success_delay, cfg.failure_delay) == (
+        3,
+        9,
+        1.0,
+        5.0,
+    )
+    assert cfg.free_space_margin == 1000 * 1024 * 1024
+
+
+async def test_host_gates_limit_each_host() -> None:
+    gates = HostGates(2)
+    peak: dict[str, int] = {"a": 0, "b": 0}
+    now: dict[str, int] = {"a": 0, "b": 0}
+    release = trio.Event()
+
+    async def use(host: str) -> None:
+        async with gates.slot(host):
+            now[host] += 1
+            peak[host] = max(peak[host], now[host])
+            await release.wait()
+            now[host] -= 1
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            for host in ["a"] * 5 + ["B"] * 3:
+                nursery.start_soon(use, host.lower())
+            await trio.testing.wait_all_tasks_blocked()
+            assert gates.statistics().busy == {"a": 2, "b": 2}
+            release.set()
+    assert peak == {"a": 2, "b": 2}
+    assert gates.statistics().hosts == 2

@@ -1,0 +1,113 @@
+"""Shared pieces of the hath tests: credentials, a running node against the fake, TLS clients."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from fakes.hath_control import FakeControlServer
+from hathd.events import EventBus
+from hathd.hath.config import HathConfig
+from hathd.hath.node import HathNode
+from hathd.hath.protocol import Credentials
+from hathd.store import open_store
+
+CREDS = Credentials(31337, "Zx9Qw2Er4Ty6Ui8Op0As")
+
+
+def node_config(fake: FakeControlServer, **overrides: Any) -> HathConfig:
+    values: dict[str, Any] = {
+        "enabled": True,
+        "client_id": CREDS.client_id,
+        "client_key": CREDS.client_key,
+        "rpc_server": fake.rpc_host,
+        "listen_host": "127.0.0.1",
+        "prune_interval": 3600.0,
+        "rpc_timeout": 30.0,
+        "upstream_timeout": 20.0,
+        "request_timeout": 30.0,
+    }
+    values.update(overrides)
+    return HathConfig(**values)
+
+
+@asynccontextmanager
+async def run_node(
+    tmp_path: Path, fake: FakeControlServer, *, local_exempt: bool = True, **overrides: Any
+) -> AsyncIterator[HathNode]:
+    """A started :class:`HathNode` (own store under ``tmp_path``), cancelled on exit."""
+    async with open_store(tmp_path / "hathd.sqlite3") as store, trio.open_nursery() as nursery:
+        node = HathNode(
+            node_config(fake, **overrides),
+            CREDS,
+            store=store,
+            bus=EventBus(),
+            data_dir=tmp_path / "data",
+            cache_root=tmp_path / "cache",
+            local_exempt=local_exempt,
+        )
+        await nursery.start(node.serve)
+        try:
+            yield node
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+def base_url(node: HathNode) -> str:
+    assert node.server is not None
+    return f"https://127.0.0.1:{node.server.port}"
+
+
+def client(fake: FakeControlServer, **kw: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(verify=fake.ca_context(), timeout=30, **kw)
+
+
+async def raw_request(fake: FakeControlServer, port: int, data: bytes) -> bytes:
+    """Send raw bytes over a fresh TLS connection; return everything until the server closes."""
+    ctx = fake.ca_context()
+    stream = await trio.open_ssl_over_tcp_stream(
+        "127.0.0.1", port, ssl_context=ctx, https_compatible=True
+    )
+    out = bytearray()
+    async with stream:
+        await stream.send_all(data)
+        while True:
+            try:
+                chunk = await stream.receive_some(65536)
+            except trio.BrokenResourceError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    return bytes(out)
+
+
+async def peer_cert_serial(fake: FakeControlServer, port: int) -> int:
+    """The serial number of the certificate the server presents on a new connection."""
+    from cryptography import x509
+
+    ctx = fake.ca_context()
+    stream = await trio.open_ssl_over_tcp_stream(
+        "127.0.0.1", port, ssl_context=ctx, https_compatible=True
+    )
+    async with stream:
+        await stream.do_handshake()
+        der = stream.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def sha1(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
+def split_response(raw: bytes) -> tuple[str, list[str], bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    return lines[0], lines[1:], body

@@ -1,0 +1,190 @@
+"""The cache store: atomic import, the SQLite index, pruning, rescans (real files, real SQLite)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import trio
+
+from hathd.hath import pruning
+from hathd.hath.cache import Cache
+from hathd.hath.protocol import FileId
+from hathd.store import open_store
+
+from .helpers import sha1
+
+DAY = 86400
+
+
+def _fid(data: bytes, prefix: str | None = None) -> FileId:
+    h = sha1(data)
+    return FileId.parse(f"{h}-{len(data)}-1-1-jpg")
+
+
+async def _put(cache: Cache, tmp_path: Path, data: bytes, mtime: float | None = None) -> FileId:
+    fid = _fid(data)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    assert await cache.import_file(src, fid)
+    if mtime is not None:
+        os.utime(cache.path_of(fid), (mtime, mtime))
+        await cache.rescan(verify=False)
+    return fid
+
+
+async def test_import_rejects_mismatch_and_leaves_nothing(tmp_path: Path) -> None:
+    async with open_store(tmp_path / "db") as store:
+        cache = await Cache.open(store, tmp_path / "cache")
+        data = os.urandom(1000)
+        fid = _fid(data)
+        src = tmp_path / "src.bin"
+        src.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+        assert not await cache.import_file(src, fid)
+        src.write_bytes(data + b"x")
+        assert not await cache.import_file(src, fid)
+        assert cache.count == 0
+        assert not cache.path_of(fid).exists()
+        assert list(cache.tmp.iterdir()) == []
+        src.write_bytes(data)
+        assert await cache.import_file(src, fid)
+        assert cache.path_of(fid).read_bytes() == data
+        assert cache.path_of(fid).parent == tmp_path / "cache" / fid.hash[:2] / fid.hash[2:4]
+        assert src.exists()  # copied, not moved
+        assert await cache.import_file(src, fid)  # again: still one file
+        assert cache.count == 1
+
+
+async def test_index_survives_reopen_and_tracks_ranges(tmp_path: Path) -> None:
+    blobs = [os.urandom(100 + i) for i in range(20)]
+    async with open_store(tmp_path / "db") as store:
+        cache = await Cache.open(store, tmp_path / "cache")
+        fids = [await _put(cache, tmp_path, b) for b in blobs]
+        await cache.delete([str(fids[0]), "not-a-fileid"])
+    async with open_store(tmp_path / "db") as store:
+        cache = await Cache.open(store, tmp_path / "cache")
+        assert cache.count == 19
+        assert cache.total_bytes == sum(len(b) for b in blobs[1:])
+        assert set(cache.ranges) == {f.static_range for f in fids[1:]}
+        rows = await store.query("SELECT count(*) FROM hath_files")
+        assert rows[0][0] == 19
+
+
+async def test_pruning_removes_oldest_range_first(tmp_path: Path) -> None:
+    now = time.time()
+    async with open_store(tmp_path / "db") as store:
+        cache = await Cache.open(store, tmp_path / "cache")
+        old = [os.urandom(50_000) for _ in range(3)]
+        new = [os.urandom(50_000) for _ in range(3)]
+        old_ids = []
+        for b in old:
+            fid = await _put(cache, tmp_path, b)
+            os.utime(cache.path_of(fid), (now - 200 * DAY, now - 200 * DAY))
+            old_ids.append(fid)
+        new_ids = [await _put(cache, tmp_path, b) for b in new]
+        await cache.rescan(verify=True)
+        assert cache.count == 6
+        used = cache.used_with_overhead()
+        # limit slightly under usage: need = 100 MiB + overshoot, so everything prunable goes,
+        # oldest range first
+        first_range = pruning.oldest_range(cache.ranges)
+        assert first_range in {f.static_range for f in old_ids}
+        files, freed = await cache.prune_once(int(now))
+        assert files >= 1
+        assert freed == 50_000 * files
+        assert first_range not in cache.ranges
+        assert not (tmp_path / "cache" / first_range[:2] / first_range[2:]).exists()
+        files, freed = await cache.prune(used + pruning.WANT_FREE * 2)  # nothing to do
+        assert (files, freed) == (0, 0)
+        remaining = cache.count
+        await cache.prune(used - 1)
+        assert cache.count == 0 < remaining
+        assert all(not cache.path_of(f).exists() for f in old_ids + new_ids)
+
+
+async def test_rescan_verifies_moves_and_deletes(tmp_path: Path) -> None:
+    async with open_store(tmp_path / "db") as store:
+        root = tmp_path / "cache"
+        cache = await Cache.open(store, root)
+        good = os.urandom(3000)
+        fid = await _put(cache, tmp_path, good)
+        corrupt = os.urandom(3000)
+        cfid = await _put(cache, tmp_path, corrupt)
+        cache.path_of(cfid).write_bytes(b"\1" * 3000)  # right size, wrong hash
+        stray = os.urandom(10)
+        sfid = _fid(stray)
+        (root / sfid.hash[:2]).mkdir(exist_ok=True)
+        (root / sfid.hash[:2] / str(sfid)).write_bytes(stray)  # level 1: moved into place
+        (root / "aa").mkdir(exist_ok=True)
+        (root / "aa" / "junk.txt").write_bytes(b"x")
+        seen: list[tuple[int, int]] = []
+        result = await cache.rescan(verify=True, progress=lambda d, t: seen.append((d, t)))
+        assert result.kept == 2
+        assert result.removed == 2
+        assert result.moved == 1
+        assert seen[-1] == (4, 4)
+        assert cache.path_of(fid).read_bytes() == good
+        assert cache.path_of(sfid).read_bytes() == stray
+        assert not cache.path_of(cfid).exists()
+        assert not (root / "aa").exists()
+        assert cache.count == 2
+        lazy = await cache.rescan(verify=False)
+        assert lazy.kept == 2
+
+
+async def test_lru_touch_is_weekly(tmp_path: Path) -> None:
+    async with open_store(tmp_path / "db") as store:
+        cache = await Cache.open(store, tmp_path / "cache")
+        fid = await _put(cache, tmp_path, os.urandom(500))
+        path = cache.path_of(fid)
+        old = time.time() - 8 * DAY
+        os.utime(path, (old, old))
+        st = os.stat(path)
+        assert cache.mark_accessed(fid, time.time())[0] is False  # import marked it
+        cache.lru = pruning.LruTable()  # a week later the sweep has cleared the bit
+        newly, verify = cache.mark_accessed(fid, time.time())
+        assert newly
+        assert verify
+        assert cache.mark_accessed(fid, time.time()) == (False, False)
+        await cache.touch_if_old(fid, st.st_mtime)
+        assert time.time() - os.stat(path).st_mtime < 60
+        rows = await store.query("SELECT mtime FROM hath_files")
+        assert time.time() - rows[0][0] < 60
+        fresh = os.stat(path)
+        await cache.touch_if_old(fid, fresh.st_mtime)
+        assert os.stat(path).st_mtime == fresh.st_mtime
+
+
+def test_pruning_rules() -> None:
+    assert pruning.prune_cutoff(0, 181 * DAY) == 30 * DAY
+    assert pruning.prune_cutoff(0, 91 * DAY) == 7 * DAY
+    assert pruning.prune_cutoff(0, 31 * DAY) == 3 * DAY
+    assert pruning.prune_cutoff(0, 30 * DAY) == DAY
+    mib = pruning.MIB
+    assert pruning.bytes_to_free(1000 * mib, 900 * mib) == 200 * mib
+    assert pruning.bytes_to_free(850 * mib, 900 * mib) == 50 * mib
+    assert pruning.bytes_to_free(100 * mib, 900 * mib) == 0
+    assert pruning.size_with_overhead(1000, 10, 4096) == 1000 + 10 * 2048
+    ranges = {
+        "aaaa": pruning.RangeStats(1, 1, 50),
+        "bbbb": pruning.RangeStats(1, 1, 10),
+        "cccc": pruning.RangeStats(0, 0, 1),
+    }
+    assert pruning.oldest_range(ranges) == "bbbb"
+    table = pruning.LruTable()
+    assert table.mark(5, 3)
+    assert not table.mark(5, 3)
+    for _ in range(pruning.LRU_WORDS // pruning.LRU_CLEAR_PER_CYCLE + 1):
+        table.cycle()
+    assert table.mark(5, 3)
+
+
+async def test_stale_temp_files_are_cleared_at_open(tmp_path: Path) -> None:
+    (tmp_path / "cache" / ".tmp").mkdir(parents=True)
+    stale = tmp_path / "cache" / ".tmp" / "proxyfile_123"
+    stale.write_bytes(b"partial")
+    async with open_store(tmp_path / "db") as store:
+        await Cache.open(store, tmp_path / "cache")
+    assert not stale.exists()
+    await trio.lowlevel.checkpoint()

@@ -1,0 +1,244 @@
+"""Upload jobs end to end: real engine in-process, API over a unix socket, CLI, fakes."""
+
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from asyncclick.testing import CliRunner
+
+from fakes.imagehost_setup import BAM_EMAIL, make_image, services_config
+from fakes.imagehost_stack import Stack, upload_stack
+from fakes.imagehosts import FakeImageBam, FakeImx, FakePixhost, FakeVipr, content_id
+from hathd.client import AdminClient, AdminError
+from hathd.engine.api import JobState
+from hathd.events import Event, Subscription
+from hathd.recipes.cli import check_recipes, upload, upload_status
+from hathd.recipes.config import RecipesConfig, ServiceConfig
+
+
+async def wait_batch(stack: Stack, batch: str, *, finalized: bool = False) -> dict[str, Any]:
+    """Wait (up to 60 s) until no job of ``batch`` is active (and, optionally, the batch is
+    finalized); return the summary."""
+    with trio.fail_after(60):
+        while True:
+            summary = await stack.uploads.summary(batch)
+            assert summary is not None
+            if summary["state"] != "active" and (
+                not finalized or (summary["gallery"] or {}).get("finalized_at")
+            ):
+                return summary
+            await trio.sleep(0.05)
+
+
+async def test_folder_upload_through_the_api(vipr: FakeVipr, images: list[Path]) -> None:
+    folder = images[0].parent
+    (folder / "notes.txt").write_text("not an image")
+    (folder / ".hidden.jpg").write_bytes(b"x")
+    events: list[Event] = []
+
+    async def collect(sub: Subscription) -> None:
+        async for event in sub:
+            events.append(event)
+
+    async with (
+        upload_stack(services_config(vipr_im=vipr.base_url)) as stack,
+        stack.rt.bus.subscribe(["progress"]) as sub,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(collect, sub)
+        async with AdminClient(stack.rt.paths.socket) as admin:
+            reply = await admin.post(
+                "/api/v1/uploads", {"paths": [str(folder)], "service": "vipr.im"}
+            )
+        assert [j["path"] for j in reply["jobs"]] == [str(p) for p in images]
+        assert stack.rt.engine is not None
+        for job in reply["jobs"]:
+            final = await stack.rt.engine.wait_final(job["job"], timeout=60)
+            assert final.state is JobState.DONE
+            assert final.kind == "upload"
+            assert final.domain == "vipr.im"
+        summary = await wait_batch(stack, reply["batch"])
+        nursery.cancel_scope.cancel()
+    urls = [f"https://vipr.im/i/{content_id(p.read_bytes())}/{p.name}" for p in images]
+    thumbs = [f"https://vipr.im/th/{content_id(p.read_bytes())}/{p.name}" for p in images]
+    assert summary["state"] == "done"
+    assert summary["counts"] == {"done": 3, "failed": 0, "active": 0, "cancelled": 0}
+    assert [i["url"] for i in summary["items"]] == urls
+    assert summary["output"]["links"] == "\n".join(urls)
+    assert summary["output"]["bbcode"].splitlines() == [
+        f"[url={u}][img]{t}[/img][/url]" for u, t in zip(urls, thumbs, strict=True)
+    ]
+    # one login for the whole batch, then three uploads
+    assert vipr.lines().count("POST /login.html") == 1
+    assert vipr.lines().count("POST /cgi-bin/upload.cgi") == 3
+    assert sorted(r.files["file_0"].filename for r in vipr.requests if r.files) == [
+        p.name for p in images
+    ]
+    progress = [e for e in events if e.room == "progress"]
+    assert progress
+    assert {e.data["id"] for e in progress} <= {j["job"] for j in reply["jobs"]}
+    assert all(e.data["kind"] == "upload" for e in progress)
+
+
+async def test_gallery_created_then_finalized_once(
+    pixhost: FakePixhost, images: list[Path]
+) -> None:
+    async with upload_stack(services_config(pixhost_to=pixhost.base_url)) as stack:
+        sub = await stack.uploads.submit([str(p) for p in images], "pixhost.to", gallery="Trip")
+        summary = await wait_batch(stack, sub.batch, finalized=True)
+    assert sub.gallery is not None
+    assert sub.gallery["gallery_id"] == "g0001"
+    assert summary["state"] == "done"
+    assert summary["gallery"]["name"] == "Trip"
+    assert summary["gallery"]["gallery_url"] == "https://pixhost.to/gallery/g0001"
+    assert summary["gallery"]["finalize_error"] is None
+    lines = pixhost.lines()
+    assert lines[0] == "POST /galleries"
+    assert lines.count("POST /images") == 3
+    assert lines[-1] == "POST /galleries/g0001/finalize"
+    assert lines.count("POST /galleries/g0001/finalize") == 1
+    assert sorted(pixhost.galleries["g0001"]["images"]) == [p.name for p in images]
+    assert pixhost.galleries["g0001"]["finalized"] is True
+
+
+async def test_refused_login_fails_the_job_permanently(
+    imagebam: FakeImageBam, images: list[Path]
+) -> None:
+    recipes = RecipesConfig(
+        services={
+            "imagebam": ServiceConfig(
+                base_url=imagebam.base_url,
+                credentials={"email": BAM_EMAIL, "password": "wrong-pass-9"},
+            )
+        }
+    )
+    async with upload_stack(recipes) as stack:
+        sub = await stack.uploads.submit([str(images[0])], "imagebam")
+        assert stack.rt.engine is not None
+        job = await stack.rt.engine.wait_final(sub.jobs[0]["job"], timeout=60)
+        summary = await wait_batch(stack, sub.batch)
+    assert job.state is JobState.FAILED
+    assert job.attempts == 1
+    assert job.error is not None
+    assert "login refused (HTTP 403)" in job.error
+    assert "wrong-pass-9" not in job.error
+    assert summary["state"] == "failed"
+    assert "login refused" in summary["items"][0]["error"]
+    assert imagebam.lines() == ["GET /auth/login", "POST /auth/login"]
+
+
+async def test_rate_limit_goes_back_to_the_engine_and_retries(
+    imx: FakeImx, images: list[Path], tmp_path: Path
+) -> None:
+    builtin = importlib.resources.files("hathd.recipes") / "builtin" / "imx.to.toml"
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    (folder / "imx.toml").write_text(
+        builtin.read_text(encoding="utf-8") + "\n[retry]\nmax_retries = 0\n", encoding="utf-8"
+    )
+    config = services_config(imx_to=imx.base_url)
+    recipes = RecipesConfig(directory=str(folder), services=config.services, global_rate=0.0)
+    imx.inject("/v1/upload.php", 429, headers={"Retry-After": "0"})
+    async with upload_stack(recipes, retry_delays=(0.1,)) as stack:
+        sub = await stack.uploads.submit([str(images[0])], "imx.to")
+        assert stack.rt.engine is not None
+        job = await stack.rt.engine.wait_final(sub.jobs[0]["job"], timeout=60)
+    assert job.state is JobState.DONE
+    assert job.attempts == 2
+    assert job.result is not None
+    assert job.result["url"] == f"https://imx.to/i/{content_id(images[0].read_bytes())}"
+    assert imx.lines() == ["POST /v1/upload.php", "POST /v1/upload.php"]
+
+
+async def test_api_rejects_bad_submissions(imx: FakeImx, images: list[Path]) -> None:
+    cases: list[tuple[Any, int, str]] = [
+        ({"paths": [str(images[0])], "service": "nope"}, 400, "unknown service 'nope'"),
+        ({"paths": ["pics/a.jpg"], "service": "imx.to"}, 400, "paths must be absolute"),
+        ({"paths": [str(images[0]) + ".gone"], "service": "imx.to"}, 400, "no such file"),
+        (
+            {"paths": [str(images[0])], "service": "imx.to", "gallery": "G"},
+            400,
+            "does not support galleries",
+        ),
+        ({"paths": [], "service": "imx.to"}, 400, "non-empty list"),
+        (
+            {"paths": [str(images[0])], "service": "imx.to", "priority": "high"},
+            400,
+            "'priority' must be an integer",
+        ),
+        ([1, 2], 400, "expected a JSON object"),
+    ]
+    txt = images[0].parent / "readme.txt"
+    txt.write_text("x")
+    cases.append(({"paths": [str(txt)], "service": "imx.to"}, 400, "accepts only"))
+    async with (
+        upload_stack(services_config(imx_to=imx.base_url)) as stack,
+        AdminClient(stack.rt.paths.socket) as admin,
+    ):
+        for body, status, message in cases:
+            with pytest.raises(AdminError) as caught:
+                await admin.post("/api/v1/uploads", body)
+            assert caught.value.status == status, body
+            assert message in caught.value.body["error"], (body, caught.value.body)
+        with pytest.raises(AdminError) as missing:
+            await admin.get("/api/v1/uploads/doesnotexist")
+        assert missing.value.status == 404
+        listing = await admin.get("/api/v1/recipes")
+    assert imx.requests == []
+    by_id = {r["id"]: r for r in listing["recipes"]}
+    assert sorted(by_id) == ["imagebam", "imx.to", "pixhost.to", "turboimagehost", "vipr.im"]
+    assert by_id["imx.to"]["credentials"] == [
+        {"name": "api_key", "required": True, "configured": True}
+    ]
+    assert by_id["imagebam"]["credentials"][1] == {
+        "name": "password",
+        "required": True,
+        "configured": False,
+    }
+    assert by_id["pixhost.to"]["gallery"] is True
+    assert "api_key" not in str(listing).replace('"api_key"', "").replace("'api_key'", "")
+
+
+async def test_cli_upload_wait_and_status(imx: FakeImx, tmp_path: Path) -> None:
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    files = [make_image(folder, f"s{i}.png", 1500 + i) for i in range(2)]
+    async with upload_stack(services_config(imx_to=imx.base_url)) as stack:
+        runner = CliRunner()
+        result = await runner.invoke(
+            upload,
+            [str(folder), "--to", "imx.to", "--wait", "--format", "links", "--timeout", "60"],
+            obj=stack.cli,
+        )
+        assert result.exit_code == 0, result.output
+        urls = [f"https://imx.to/i/{content_id(f.read_bytes())}" for f in files]
+        assert result.stdout.splitlines() == urls
+        batches = await stack.uploads.recent()
+        assert len(batches) == 1
+        status = await runner.invoke(
+            upload_status, [batches[0]["batch"], "--format", "markdown"], obj=stack.cli
+        )
+        assert status.exit_code == 0, status.output
+        thumbs = [f"https://imx.to/u/t/2/{content_id(f.read_bytes())}.jpg" for f in files]
+        assert status.stdout.splitlines() == [
+            f"[![{f.name}]({t})]({u})" for f, t, u in zip(files, thumbs, urls, strict=True)
+        ]
+        bad = await runner.invoke(upload, [str(files[0]), "--to", "nope"], obj=stack.cli)
+        assert bad.exit_code == 1
+        assert "unknown service 'nope'" in bad.output
+
+
+async def test_cli_recipes_check(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    builtin = importlib.resources.files("hathd.recipes") / "builtin" / "vipr.im.toml"
+    good.write_text(builtin.read_text(encoding="utf-8"))
+    bad = tmp_path / "bad.toml"
+    bad.write_text(builtin.read_text(encoding="utf-8").replace('type = "file"', 'type = "path"'))
+    result = await CliRunner().invoke(check_recipes, [str(good), str(bad)])
+    assert result.exit_code == 1
+    assert f"{good}: ok (vipr.im)" in result.stdout
+    assert "bad.toml: upload.fields.file_0.type: must be one of file, text, value" in result.output
