@@ -155,6 +155,14 @@ async def config_show(obj: CliContext) -> None:
     click.echo(json.dumps(config_mod.unstructure_redacted(cfg), indent=2))
 
 
+@config.command("reference")
+async def config_reference() -> None:
+    """Print the Markdown reference of every key: type, default, environment name, meaning."""
+    from hathd.confdoc import page
+
+    click.echo(page(), nl=False)
+
+
 def _add_plugin_commands() -> None:
     for plugin in load_plugins():
         for command in plugin.cli():

@@ -38,11 +38,16 @@ class DaemonConfig:
     """``[daemon]``: where state lives, how long shutdown may take (seconds), log level."""
 
     state_dir: str | None = None
+    """State directory; unset = ``$STATE_DIRECTORY``, else ``$XDG_STATE_HOME/hathd`` (or
+    ``~/.local/state/hathd``); ``--state-dir`` wins over it."""
     shutdown_grace: float = attrs.field(default=20.0, validator=in_range(0.1, 3600))
+    """Seconds the whole orderly shutdown (SIGTERM/SIGINT) may take."""
     log_level: str = attrs.field(
         default="INFO", validator=one_of("DEBUG", "INFO", "WARNING", "ERROR")
     )
+    """Log level: ``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``."""
     restart_backoff_max: float = attrs.field(default=60.0, validator=in_range(0.01, 3600))
+    """Longest wait in seconds between restarts of a crashed service (the backoff doubles)."""
 
 
 @attrs.frozen
@@ -50,9 +55,14 @@ class AdminConfig:
     """``[admin]``: the admin API on a unix socket and on TCP (bearer token required)."""
 
     socket: str | None = None
+    """Path of the admin API's unix socket; unset = ``<state_dir>/admin.sock``."""
     host: str = "127.0.0.1"
+    """Address the admin API's TCP listener binds."""
     port: int = attrs.field(default=8750, validator=in_range(0, 65535))
+    """TCP port of the admin API; 0 = any free port, written to ``<state_dir>/admin.url``."""
     token_file: str | None = None
+    """File holding the bearer token of TCP requests (created, mode 0600, on first run);
+    unset = ``<state_dir>/admin.token``."""
 
 
 @attrs.frozen

@@ -52,7 +52,12 @@ def load_plugins(modules: Sequence[str] = PLUGIN_MODULES) -> list[Plugin]:
 
 
 def ensure_token(path: Path) -> str:
-    """Read the admin bearer token at ``path``, creating it (mode 0600) on first run."""
+    """Read the admin bearer token at ``path`` (``~`` expanded), creating it (mode 0600) on
+    first run.
+
+    :raises OSError: the file cannot be created or read.
+    """
+    path = path.expanduser()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -135,7 +140,12 @@ class Daemon:
         """
         async with open_runtime(self.config, self.state_dir) as rt:
             self.rt = rt
-            token = await trio.to_thread.run_sync(ensure_token, rt.paths.token_file)
+            token_path = (
+                Path(self.config.admin.token_file)
+                if self.config.admin.token_file
+                else rt.paths.token_file
+            )
+            token = await trio.to_thread.run_sync(ensure_token, token_path)
             enabled = [p for p in self.plugins if p.enabled(self.config)]
             for plugin in enabled:
                 await plugin.setup(rt)

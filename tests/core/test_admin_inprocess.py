@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import trio
 from trio_websocket import open_websocket_url
 
@@ -82,4 +83,26 @@ async def test_websocket_without_token_is_refused(tmp_path: Path) -> None:
                             break
                         reply += chunk
             assert reply.startswith(b"HTTP/1.1 401"), reply
+        daemon.request_stop()
+
+
+async def test_configured_token_file_guards_tcp(tmp_path: Path) -> None:
+    token_path = tmp_path / "secrets" / "hathd.token"
+    token_path.parent.mkdir()
+    token_path.write_text("configured-token-0123456789\n")
+    cfg = config_mod.load(
+        None, environ={"HATHD_ADMIN__PORT": "0", "HATHD_ADMIN__TOKEN_FILE": str(token_path)}
+    )
+    daemon = Daemon(cfg, tmp_path / "state", plugins=[], environ={})
+    async with trio.open_nursery() as nursery:
+        await nursery.start(daemon.run)
+        tcp = next(u for u in daemon.admin_urls if not u.startswith("http://unix:"))
+        async with httpx.AsyncClient(base_url=tcp) as client:
+            good = await client.get(
+                "/api/v1/status", headers={"Authorization": "Bearer configured-token-0123456789"}
+            )
+            bad = await client.get("/api/v1/status", headers={"Authorization": "Bearer other"})
+        assert good.status_code == 200
+        assert bad.status_code == 401
+        assert not (tmp_path / "state" / "admin.token").exists()
         daemon.request_stop()

@@ -35,8 +35,11 @@ class LaneConfig:
     """Politeness of one domain pattern: concurrent jobs, token-bucket rate (jobs/s) and burst."""
 
     concurrency: int = attrs.field(default=1, validator=in_range(1, 1000))
+    """Jobs at once per domain matching the pattern (fnmatch)."""
     rate: float = attrs.field(default=0.0, validator=in_range(0))
+    """Token-bucket rate per domain in jobs/s; 0 = unlimited."""
     burst: int = attrs.field(default=1, validator=in_range(1))
+    """Capacity of the per-domain bucket: jobs that may start back to back."""
 
 
 @attrs.frozen
@@ -44,7 +47,9 @@ class GlobalLaneConfig:
     """The lane every job belongs to: a token bucket over all domains (jobs/s, 0 = none)."""
 
     rate: float = attrs.field(default=0.0, validator=in_range(0))
+    """Jobs/s started over all domains together; 0 = unlimited."""
     burst: int = attrs.field(default=1, validator=in_range(1))
+    """Capacity of the global bucket: jobs that may start back to back."""
 
 
 def _check_delays(_inst: object, attr: attrs.Attribute[list[float]], value: list[float]) -> None:
@@ -59,8 +64,11 @@ class RetryPresetConfig:
     (seconds before one last try; ``None``: none)."""
 
     delays: list[float] = attrs.field(factory=lambda: [60.0, 300.0, 900.0], validator=_check_delays)
+    """Seconds to wait after failure 1, 2, …; their count sets the number of normal retries."""
     jitter: float = attrs.field(default=0.2, validator=in_range(0, 1))
+    """Random ± fraction applied to each wait (0.2 = ±20 %)."""
     final_wait: float | None = attrs.field(default=6 * 3600.0, validator=in_range(0))
+    """Seconds before one final try once the delays are spent; omit (``None``) for none."""
 
 
 @attrs.frozen
@@ -68,9 +76,16 @@ class EngineConfig:
     """``[engine]``: worker pool, timeouts, retry presets, lanes by domain pattern."""
 
     workers: int = attrs.field(default=4, validator=in_range(1, 1024))
+    """Jobs running at once, in total."""
     job_timeout: float = attrs.field(default=6 * 3600.0, validator=in_range(0.01))
+    """Seconds one try of a job may take (a job's own ``timeout`` wins)."""
     lanes: dict[str, LaneConfig] = attrs.field(factory=dict)
+    """Politeness lanes by domain pattern (fnmatch, e.g. ``"*.example.org"``); empty = none."""
     global_lane: GlobalLaneConfig = attrs.field(factory=GlobalLaneConfig)
+    """The token bucket over all domains together."""
     retry: dict[str, RetryPresetConfig] = attrs.field(factory=dict)
+    """Backoff presets by name, overriding or adding to the built-in ``default`` and ``fanfic``."""
     retry_preset: str = "default"
+    """Backoff preset of job kinds and jobs that name none."""
     download_root: str = ""
+    """Folder downloads are confined to; empty = ``<state_dir>/download``."""

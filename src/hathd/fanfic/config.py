@@ -46,22 +46,39 @@ class ImapConfig:
     """
 
     host: str = ""
+    """IMAP server; empty = no mailbox watcher."""
     port: int = attrs.field(default=0, validator=in_range(0, 65535))
+    """IMAP port; 0 = 993 for ``tls``, else 143."""
     tls: str = attrs.field(default="tls", validator=one_of(*TLS_MODES))
+    """Transport: ``tls`` (implicit), ``starttls`` or ``none`` (plain text)."""
     ca_file: str = ""
+    """CA bundle for the server certificate; empty = the system's trust store."""
     verify: bool = True
+    """Verify the server certificate and host name."""
     username: str = ""
+    """IMAP login name."""
     password: str | None = secret()
+    """IMAP password (secret); prefer ``password_file``."""
     password_file: str = ""
+    """File holding the password (surrounding whitespace stripped) when ``password`` is unset."""
     mailbox: str = "INBOX"
+    """Folder watched for story URLs."""
     idle: bool = True
+    """Use IDLE when the server offers it; otherwise poll."""
     idle_check: float = attrs.field(default=2.0, validator=in_range(0.1, 30))
+    """Seconds one IDLE wait blocks its worker thread (bounds shutdown time)."""
     idle_renew: float = attrs.field(default=600.0, validator=in_range(1, 1740))
+    """Seconds after which an IDLE is ended and restarted."""
     poll_interval: float = attrs.field(default=60.0, validator=in_range(0.1, 86400))
+    """Seconds between mailbox scans when IDLE is not used."""
     timeout: float = attrs.field(default=30.0, validator=in_range(1, 600))
+    """Socket timeout in seconds of the IMAP connection."""
     reconnect_min: float = attrs.field(default=1.0, validator=in_range(0.01, 3600))
+    """First wait in seconds before reconnecting after an error (doubles each time)."""
     reconnect_max: float = attrs.field(default=300.0, validator=in_range(0.01, 86400))
+    """Longest wait in seconds between reconnect attempts."""
     max_message_bytes: int = attrs.field(default=2 * 1024 * 1024, validator=in_range(1024))
+    """Bytes of each message fetched and scanned for URLs."""
 
     def effective_port(self) -> int:
         """The TCP port to connect to (``port``, else 993 for ``tls`` and 143 otherwise)."""
@@ -92,12 +109,19 @@ class CalibreConfig:
     """
 
     library: str = ""
+    """Library folder or ``http://host:port/#library_id``; empty = download only (no Calibre)."""
     username: str = ""
+    """Content-server user; empty = none."""
     password: str | None = secret()
+    """Content-server password (secret); prefer ``password_file``."""
     password_file: str = ""
+    """File holding the content-server password when ``password`` is unset; empty = none."""
     metadata_mode: str = attrs.field(default="remove_add", validator=one_of(*METADATA_MODES))
+    """How an update replaces the book: ``remove_add``, ``preserve_metadata`` or ``add_format``."""
     calibredb: str = "calibredb"
+    """The calibredb program (name on ``PATH`` or a path)."""
     timeout: float = attrs.field(default=300.0, validator=in_range(1, 86400))
+    """Seconds one calibredb call may take."""
 
     def read_password(self) -> str:
         """The content-server password (``password`` or ``password_file``), or ``""``.
@@ -125,15 +149,25 @@ class FanficConfig:
     """
 
     enabled: bool = False
+    """Turn the fanfiction subsystem on."""
     fanficfare: list[str] = attrs.field(factory=lambda: ["fanficfare"])
+    """FanFicFare command as an argv list."""
     update_method: str = attrs.field(default="update", validator=one_of(*UPDATE_METHODS))
+    """FanFicFare update mode: ``update``, ``update_always``, ``force`` or ``update_no_force``."""
     personal_ini: str = ""
+    """``personal.ini`` file (or a folder holding one) copied into each job; empty = none."""
     defaults_ini: str = ""
+    """``defaults.ini`` file (or a folder holding one) copied into each job; empty = none."""
     disabled_sites: list[str] = attrs.field(factory=list)
+    """Site domains (e.g. ``www.fanfiction.net``) whose URLs are only notified, not fetched."""
     retry_preset: str = "fanfic"
+    """Engine backoff preset of fanfic jobs."""
     timeout: float = attrs.field(default=1800.0, validator=in_range(1, 86400))
+    """Seconds one FanFicFare run may take."""
     priority: int = 0
+    """Engine priority of fanfic jobs (higher starts first)."""
     calibre: CalibreConfig = attrs.field(factory=CalibreConfig)
+    """Where finished books go (``[fanfic.calibre]``)."""
 
 
 @attrs.frozen
@@ -145,7 +179,12 @@ class NotifyConfig:
     (AutomatedFanfic: 3 tries, 10/20 s)."""
 
     urls: list[str] = attrs.field(factory=list)
+    """Apprise URLs notified; empty = no notifications."""
     queue: int = attrs.field(default=256, validator=in_range(1, 100000))
+    """Pending notifications kept; extra ones are dropped and counted."""
     timeout: float = attrs.field(default=30.0, validator=in_range(0.1, 600))
+    """Seconds one send may take."""
     retries: int = attrs.field(default=2, validator=in_range(0, 10))
+    """Extra tries of a failed send; 0 = none."""
     retry_wait: float = attrs.field(default=10.0, validator=in_range(0, 3600))
+    """Seconds × n between retries of a failed send."""

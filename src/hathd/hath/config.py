@@ -25,12 +25,17 @@ class HathConfig:
     """
 
     enabled: bool = False
+    """Run the image node (credentials are still required)."""
     client_id: int | None = attrs.field(default=None, validator=in_range(1, None))
+    """H@H client ID; unset = read ``<state_dir>/data/client_login``."""
     client_key: str | None = secret()
+    """H@H client key (secret); unset = read ``<state_dir>/data/client_login``."""
     rpc_server: str = "rpc.hentaiathome.net"
     """Bootstrap RPC host, optionally ``host:port`` (tests point it at a fake)."""
     rpc_path: str = attrs.field(default="15/rpc?", validator=_rpc_path)
+    """RPC path on the control server; must end with ``?``."""
     listen_host: str = "0.0.0.0"
+    """Address the HTTPS listener binds."""
     port: int = attrs.field(default=0, validator=in_range(0, 65535))
     """HTTPS port; 0 = the ``port`` the control server assigns."""
     cache_dir: str | None = None
@@ -44,15 +49,21 @@ class HathConfig:
     max_connections: int | None = attrs.field(default=None, validator=in_range(1, 100000))
     """Connection cap; default ``20 + min(480, throttle_bytes // 10000)``."""
     max_allowed_filesize: int = attrs.field(default=1024**3, validator=in_range(1, None))
+    """Largest file in bytes the proxy accepts from an upstream."""
     verify_on_serve: bool = True
     """SHA-1 a cached file while it is first served in a week; delete it if it is corrupt."""
     flood_control: bool = True
+    """Per-IP flood control: block an IP that opens connections too fast."""
     ip_origin_check: bool = True
     """Accept ``/servercmd/`` only from the RPC server IPs."""
     still_alive_interval: float = attrs.field(default=110.0, validator=in_range(1, 86400))
+    """Seconds between ``still_alive`` RPCs."""
     blacklist_interval: float = attrs.field(default=21600.0, validator=in_range(1, 10**7))
+    """Seconds between ``get_blacklist`` RPCs."""
     prune_interval: float = attrs.field(default=60.0, validator=in_range(0.1, 86400))
+    """Seconds between cache-pruner checks."""
     rpc_timeout: float = attrs.field(default=600.0, validator=in_range(0.1, 3600))
+    """Read timeout in seconds of RPC calls (the connect timeout is 5 s)."""
     upstream_timeout: float = attrs.field(default=30.0, validator=in_range(0.1, 3600))
     """Seconds without bytes from an srfetch upstream before it counts as failed."""
     request_timeout: float = attrs.field(default=10.0, validator=in_range(0.1, 600))

@@ -35,12 +35,19 @@ class ServiceConfig:
     """
 
     enabled: bool = True
+    """``false`` hides the recipe (no uploads to this service)."""
     base_url: str | None = None
+    """Replaces the recipe's ``base_url`` (mirrors, tests); unset = the recipe's."""
     credentials: dict[str, str] = attrs.field(factory=dict, metadata={"secret": True})
+    """Values of the credentials the recipe declares, by name (secret)."""
     options: dict[str, str] = attrs.field(factory=dict)
+    """Overrides of the recipe's ``[options]``; unknown names are an error."""
     rate: float | None = attrs.field(default=None, validator=in_range(0.0, 10_000))
+    """Requests/s for this service (0 = unlimited); unset = the recipe's ``[limits]``."""
     burst: int | None = attrs.field(default=None, validator=in_range(1, 10_000))
+    """Requests this service may send back to back (bucket size); unset = the recipe's limit."""
     concurrency: int | None = attrs.field(default=None, validator=in_range(1, 1000))
+    """Upload jobs of this service at once; unset = the recipe's ``[limits]``."""
 
 
 @attrs.frozen
@@ -53,7 +60,12 @@ class RecipesConfig:
     """
 
     directory: str | None = None
+    """Folder of extra ``*.toml`` recipes (same id replaces a built-in); unset = none."""
     global_rate: float = attrs.field(default=10.0, validator=in_range(0.0, 100_000))
+    """Requests/s over all services together; 0 = unlimited."""
     global_burst: int = attrs.field(default=20, validator=in_range(1, 100_000))
+    """Requests that may be sent back to back over all services (global bucket size)."""
     services: dict[str, ServiceConfig] = attrs.field(factory=dict)
+    """Per-service settings by recipe id (``[recipes.services."<id>"]``)."""
     output_templates: dict[str, str] = attrs.field(factory=dict, validator=_check_templates)
+    """Extra or replaced output templates, name → template over ``{url}``, ``{thumb}``, …"""
