@@ -25,9 +25,10 @@ async def test_status_lists_every_service_running(start_daemon: StartDaemon) -> 
     assert {s["state"] for s in status["services"]} == {"running"}, status["services"]
     assert status["pid"] == daemon.proc.pid
     subsystems = {s["name"]: s for s in status["subsystems"]}
-    assert set(subsystems) == {"engine", "hath", "q4d", "fanfic", "recipes"}
+    assert set(subsystems) == {"engine", "hath", "gallery", "q4d", "fanfic", "recipes"}
     assert subsystems["hath"]["enabled"] is False  # off until H@H credentials exist
     assert subsystems["hath"]["reason"]
+    assert subsystems["gallery"]["enabled"] is True  # the downloader waits for a start
     table = await run_cli("--state-dir", str(daemon.state_dir), "status")
     assert table.returncode == 0
     assert b"SERVICE" in table.stdout
