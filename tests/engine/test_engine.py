@@ -12,6 +12,7 @@ import trio
 
 from hathd.engine import JobConflict, JobNotFound
 from hathd.engine.api import JobContext, JobSpec, JobState
+from hathd.engine.config import RetryPresetConfig
 from hathd.errors import PermanentError, RateLimitedError, RetryableError
 
 
@@ -146,6 +147,19 @@ async def test_retries_exhaust_after_final_try(make_engine: Any) -> None:
         assert "boom" in (job.error or "")
         assert types.count("waiting") == 3
         assert types[-1] == "failed"
+
+
+async def test_preset_without_final_try_fails_when_the_delays_are_spent(make_engine: Any) -> None:
+    async def always(ctx: JobContext) -> None:
+        raise RuntimeError("boom")
+
+    no_final = RetryPresetConfig(delays=[0.05, 0.05], jitter=0.0, final_wait=0.1, final_try=False)
+    async with make_engine(retry={"quick": no_final}) as (_rt, engine):
+        engine.register("always", always, retry_preset="quick")
+        sub_job = await engine.submit(spec("always"))
+        job = await engine.wait_final(sub_job.job.id, timeout=20)
+    assert job.state == JobState.FAILED
+    assert job.attempts == 3  # the first try and two retries, no final one
 
 
 async def test_timeout_counts_as_retryable(make_engine: Any) -> None:

@@ -120,6 +120,16 @@ def test_import_maps_every_section_and_validates() -> None:
     assert preset.delays == [60.0, 120.0, 180.0, 240.0]
     assert preset.jitter == 0.5
     assert preset.final_wait == 6 * 3600.0
+    assert preset.final_try is True
+    without = convert_text(
+        AUTOMATED_FANFIC_TOML.replace("hail_mary_enabled = true", "hail_mary_enabled = false")
+    )
+    assert (
+        config_mod.structure(tomllib.loads(to_toml(without.sections)))
+        .engine.retry["fanfic"]
+        .final_try
+        is False
+    )
     notes = " ".join(imported.notes)
     assert "phone" in notes
     assert "max_workers" in notes

@@ -20,7 +20,8 @@ Every key has a default, so ``hathd run`` works with no file::
     [engine.retry.default]      # override or add a backoff preset
     delays = [60, 300, 900]     # seconds after failure 1, 2, 3
     jitter = 0.2                # ± fraction
-    final_wait = 21600.0        # seconds before one final try; omit for none
+    final_wait = 21600.0        # seconds before one final try
+    final_try = true            # false = fail as soon as the delays are spent
 """
 
 from __future__ import annotations
@@ -60,15 +61,21 @@ def _check_delays(_inst: object, attr: attrs.Attribute[list[float]], value: list
 
 @attrs.frozen
 class RetryPresetConfig:
-    """A backoff preset: waits after each failure (seconds), jitter (± fraction), final wait
-    (seconds before one last try; ``None``: none)."""
+    """A backoff preset: waits after each failure (seconds), jitter (± fraction), and one final
+    try ``final_wait`` seconds after the delays are spent (unless ``final_try`` is false)."""
 
     delays: list[float] = attrs.field(factory=lambda: [60.0, 300.0, 900.0], validator=_check_delays)
     """Seconds to wait after failure 1, 2, …; their count sets the number of normal retries."""
     jitter: float = attrs.field(default=0.2, validator=in_range(0, 1))
     """Random ± fraction applied to each wait (0.2 = ±20 %)."""
     final_wait: float | None = attrs.field(default=6 * 3600.0, validator=in_range(0))
-    """Seconds before one final try once the delays are spent; omit (``None``) for none."""
+    """Seconds before one final try once the delays are spent."""
+    final_try: bool = True
+    """Make that final try; false = the job fails as soon as the delays are spent."""
+
+    def effective_final_wait(self) -> float | None:
+        """``final_wait`` in seconds, or ``None`` when there is no final try."""
+        return self.final_wait if self.final_try else None
 
 
 @attrs.frozen

@@ -239,7 +239,9 @@ class Engine:
         self._presets: dict[str, RetryPreset] = dict(BUILTIN_PRESETS)
         for name, preset in config.retry.items():
             self._presets[name] = RetryPreset(
-                delays=tuple(preset.delays), jitter=preset.jitter, final_wait=preset.final_wait
+                delays=tuple(preset.delays),
+                jitter=preset.jitter,
+                final_wait=preset.effective_final_wait(),
             )
         self._table = LaneTable()
         for pattern, lane in config.lanes.items():

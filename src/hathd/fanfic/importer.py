@@ -26,7 +26,7 @@ AutomatedFanfic                          hathd
                                          nickname is not resolved: add ``/DEVICE_IDEN``)
 ``[retry] max_normal_retries`` (N)      ``[engine.retry.fanfic] delays`` = N − 1 waits
                                          of ``min(n, 20)`` minutes, ``jitter = 0.5``
-``[retry] hail_mary_enabled``            ``[engine.retry.fanfic] final_wait`` present
+``[retry] hail_mary_enabled``            ``[engine.retry.fanfic] final_try``
 ``[retry] hail_mary_wait_hours``         ``[engine.retry.fanfic] final_wait`` (seconds)
 ``max_workers``, ``[process]``, ``[web]`` no equivalent (the engine's ``[engine] workers``,
                                          the supervisor and the admin API cover them)
@@ -121,10 +121,7 @@ def convert(data: dict[str, Any]) -> Imported:
         if retry.get("hail_mary_enabled", True):
             preset["final_wait"] = float(retry.get("hail_mary_wait_hours", 12.0)) * 3600.0
         else:
-            notes.append(
-                "hail_mary_enabled = false has no equivalent: [engine.retry.fanfic] "
-                "final_wait defaults to 6 hours when omitted"
-            )
+            preset["final_try"] = False
         engine = {"retry": {"fanfic": preset}}
     notify_urls += [u for u in (data.get("apprise") or {}).get("urls") or [] if u]
     pushbullet = dict(data.get("pushbullet") or {})
