@@ -22,7 +22,7 @@ from hathd.admin.app import create_app
 from hathd.clictx import CliContext
 from hathd.client import AdminClient, AdminError
 from hathd.engine.api import JobContext, JobSpec
-from hathd.engine.cli import jobs, parse_position, progress_bar, queue
+from hathd.engine.cli import _Board, jobs, parse_position, progress_bar, queue
 from hathd.engine.plugin import PLUGIN
 
 
@@ -261,3 +261,39 @@ def test_position_parsing_and_bars() -> None:
     bar = progress_bar({"id": "abc", "done": 512, "total": 1024, "rate": 2048.0, "eta": 0.25})
     assert "50.0%" in bar
     assert "2.0 KiB/s" in bar
+
+
+def test_terminal_board_redraws_one_line_per_running_job(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    board = _Board(tty=True)
+    board.progress({"id": "a", "done": 10, "total": 100})
+    board.progress({"id": "b", "done": 20, "total": 100})
+    board.progress({"id": "a", "done": 60, "total": 100})
+    first = capsys.readouterr().out
+    # 1st draw: one line; 2nd: up 1, two lines; 3rd: up 2, the same two lines, a updated
+    frames = first.split("\x1b[")
+    assert first.count("\n") == 1 + 2 + 2
+    assert "1F" in frames
+    assert "2F" in frames
+    last_frame = first.rsplit("\x1b[2F", 1)[1]
+    assert "60.0%" in last_frame.splitlines()[0]
+    assert "20.0%" in last_frame.splitlines()[1]
+    board.finished("a")
+    board.message("a  done  t")
+    out = capsys.readouterr().out
+    # the board is erased (up 2, clear to end), the message printed, then only b redrawn
+    assert out.startswith("\x1b[2F\x1b[J")
+    assert "a  done  t\n" in out
+    assert out.count("%") == 1
+    assert "20.0%" in out
+
+
+def test_plain_board_prints_lines_without_escapes(capsys: pytest.CaptureFixture[str]) -> None:
+    board = _Board(tty=False)
+    board.progress({"id": "a", "done": 50, "total": 100})
+    board.message("a  done  t")
+    out = capsys.readouterr().out
+    assert "\x1b" not in out
+    assert out.splitlines()[1] == "a  done  t"
+    assert "50.0%" in out.splitlines()[0]
