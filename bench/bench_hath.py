@@ -146,6 +146,32 @@ def run_wrk(url: str, lua: Path, duration: int, conns: int) -> dict[str, float]:
     }
 
 
+
+async def start_node(fake: FakeControlServer, state: Path) -> tuple[trio.Process, int]:
+    """Start ``bench/hath_node.py`` against ``fake``; returns the process and its HTTPS port
+    (read from the ``port N`` line it prints once listening)."""
+    node = await trio.lowlevel.open_process(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "hath_node.py"),
+            "--rpc",
+            fake.rpc_host,
+            "--state",
+            str(state),
+            "--cid",
+            str(CREDS.client_id),
+            "--key",
+            CREDS.client_key,
+        ],
+        stdout=subprocess.PIPE,
+    )
+    assert node.stdout is not None
+    line = b""
+    with trio.fail_after(60):
+        while not line.endswith(b"\n"):
+            line += await node.stdout.receive_some(1)
+    return node, int(line.split()[1])
+
 async def bench_throughput(work: Path, quick: bool) -> dict[str, dict[str, float]]:
     rng = random.Random(1)
     state = work / "node"
@@ -155,27 +181,7 @@ async def bench_throughput(work: Path, quick: bool) -> dict[str, dict[str, float
     async with open_fake_control(CREDS) as fake:
         pem = work / "cert.pem"
         fake.leaf.private_key_and_cert_chain_pem.write_to_path(str(pem))
-        node = await trio.lowlevel.open_process(
-            [
-                sys.executable,
-                str(ROOT / "bench" / "hath_node.py"),
-                "--rpc",
-                fake.rpc_host,
-                "--state",
-                str(state),
-                "--cid",
-                str(CREDS.client_id),
-                "--key",
-                CREDS.client_key,
-            ],
-            stdout=subprocess.PIPE,
-        )
-        assert node.stdout is not None
-        line = b""
-        with trio.fail_after(60):
-            while not line.endswith(b"\n"):
-                line += await node.stdout.receive_some(1)
-        node_port = int(line.split()[1])
+        node, node_port = await start_node(fake, state)
         nginx_port = free_port()
         conf = work / "nginx.conf"
         user = "user root;" if os.geteuid() == 0 else ""
@@ -223,27 +229,7 @@ async def bench_throughput(work: Path, quick: bool) -> dict[str, dict[str, float
 async def bench_ttfb(fake: FakeControlServer, quick: bool, work: Path) -> dict[str, float]:
     """Median TTFB (ms) of a proxied miss vs a direct upstream GET of the same file size."""
     state = work / "node2"
-    node = await trio.lowlevel.open_process(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "hath_node.py"),
-            "--rpc",
-            fake.rpc_host,
-            "--state",
-            str(state),
-            "--cid",
-            str(CREDS.client_id),
-            "--key",
-            CREDS.client_key,
-        ],
-        stdout=subprocess.PIPE,
-    )
-    assert node.stdout is not None
-    line = b""
-    with trio.fail_after(60):
-        while not line.endswith(b"\n"):
-            line += await node.stdout.receive_some(1)
-    port = int(line.split()[1])
+    node, port = await start_node(fake, state)
     direct: list[float] = []
     proxied: list[float] = []
     hit: list[float] = []

@@ -16,7 +16,7 @@ from hathd.events import EventBus
 from hathd.hath.config import HathConfig
 from hathd.hath.node import HathNode
 from hathd.hath.protocol import Credentials
-from hathd.store import open_store
+from hathd.store import Store, open_store
 
 CREDS = Credentials(31337, "Zx9Qw2Er4Ty6Ui8Op0As")
 
@@ -37,21 +37,33 @@ def node_config(fake: FakeControlServer, **overrides: Any) -> HathConfig:
     return HathConfig(**values)
 
 
+def new_node(
+    tmp_path: Path,
+    fake: FakeControlServer,
+    store: Store,
+    *,
+    local_exempt: bool = True,
+    **overrides: Any,
+) -> HathNode:
+    """A :class:`HathNode` against ``fake`` on ``store``, data and cache under ``tmp_path``."""
+    return HathNode(
+        node_config(fake, **overrides),
+        CREDS,
+        store=store,
+        bus=EventBus(),
+        data_dir=tmp_path / "data",
+        cache_root=tmp_path / "cache",
+        local_exempt=local_exempt,
+    )
+
+
 @asynccontextmanager
 async def run_node(
     tmp_path: Path, fake: FakeControlServer, *, local_exempt: bool = True, **overrides: Any
 ) -> AsyncIterator[HathNode]:
     """A started :class:`HathNode` (own store under ``tmp_path``), cancelled on exit."""
     async with open_store(tmp_path / "hathd.sqlite3") as store, trio.open_nursery() as nursery:
-        node = HathNode(
-            node_config(fake, **overrides),
-            CREDS,
-            store=store,
-            bus=EventBus(),
-            data_dir=tmp_path / "data",
-            cache_root=tmp_path / "cache",
-            local_exempt=local_exempt,
-        )
+        node = new_node(tmp_path, fake, store, local_exempt=local_exempt, **overrides)
         await nursery.start(node.serve)
         try:
             yield node

@@ -11,12 +11,18 @@ import pytest
 import trio
 
 from fakes.hath_control import open_fake_control
-from hathd.events import EventBus
 from hathd.hath import protocol as p
-from hathd.hath.node import HathNode
 from hathd.store import open_store
 
-from .helpers import CREDS, base_url, client, node_config, peer_cert_serial, run_node, sha1
+from .helpers import (
+    CREDS,
+    base_url,
+    client,
+    new_node,
+    peer_cert_serial,
+    run_node,
+    sha1,
+)
 
 
 async def test_lifecycle_from_login_to_stop(tmp_path: Path) -> None:
@@ -252,14 +258,7 @@ async def test_login_refused_is_a_clear_error(tmp_path: Path) -> None:
         async with open_fake_control(CREDS) as fake:
             fake.script("client_login", "FAIL_BAD_CREDENTIALS")
             async with open_store(tmp_path / "db.sqlite3") as store:
-                node = HathNode(
-                    node_config(fake),
-                    CREDS,
-                    store=store,
-                    bus=EventBus(),
-                    data_dir=tmp_path / "data",
-                    cache_root=tmp_path / "cache",
-                )
+                node = new_node(tmp_path, fake, store)
                 with pytest.raises(NodeError, match="client_login refused: FAIL_BAD_CREDENTIALS"):
                     await node.serve()
             assert fake.count("client_stop") == 0
@@ -361,14 +360,7 @@ async def test_client_start_fail_codes(tmp_path: Path) -> None:
                 assert node.server.admit("203.0.113.9", 0.0) is None  # everyone else: refused
             fake.script("client_start", "FAIL_OTHER_CLIENT_CONNECTED")
             async with open_store(tmp_path / "b.sqlite3") as store:
-                node = HathNode(
-                    node_config(fake),
-                    CREDS,
-                    store=store,
-                    bus=EventBus(),
-                    data_dir=tmp_path / "data",
-                    cache_root=tmp_path / "cache",
-                )
+                node = new_node(tmp_path, fake, store)
                 with pytest.raises(NodeError, match="FAIL_OTHER_CLIENT_CONNECTED"):
                     await node.serve()
             assert fake.calls[-1][0] == "client_start"
