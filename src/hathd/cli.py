@@ -16,7 +16,7 @@ from typing import Any
 import asyncclick as click
 
 from hathd import config as config_mod
-from hathd.clictx import CliContext
+from hathd.clictx import CliContext, table
 from hathd.client import AdminError
 from hathd.daemon import Daemon, configure_logging, load_plugins, resolve_state_dir
 from hathd.errors import ConfigError, DaemonNotRunning
@@ -92,13 +92,6 @@ async def run(ctx: click.Context) -> None:
         raise click.exceptions.Exit(1) from None
 
 
-def _table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(line.rstrip() for line in lines)
-
-
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @click.pass_obj
@@ -117,7 +110,7 @@ async def status(obj: CliContext, as_json: bool) -> None:
         [s["name"], s["state"], str(s["restarts"]), (s["last_error"] or "")[:60]]
         for s in data["services"]
     ]
-    click.echo(_table(rows, ["SERVICE", "STATE", "RESTARTS", "LAST ERROR"]))
+    click.echo(table(rows, ["SERVICE", "STATE", "RESTARTS", "LAST ERROR"]))
     off = [s for s in data.get("subsystems", []) if not s["enabled"]]
     for sub in off:
         click.echo(f"{sub['name']}: off ({sub['reason']})")

@@ -29,3 +29,11 @@ class CliContext:
     def admin(self) -> AdminClient:
         """A client for the daemon's admin API over its unix socket."""
         return AdminClient(self.socket)
+
+
+def table(rows: list[list[str]], headers: list[str]) -> str:
+    """``rows`` under ``headers`` as left-aligned columns two spaces apart (no trailing space)."""
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)

@@ -14,7 +14,7 @@ from typing import Any
 import asyncclick as click
 import trio
 
-from hathd.clictx import CliContext
+from hathd.clictx import CliContext, table
 
 
 def _fmt_bytes(n: float | None) -> str:
@@ -70,13 +70,6 @@ def _job_row(job: dict[str, Any]) -> list[str]:
         pct,
         (job.get("error") or job["target"])[:60],
     ]
-
-
-def _table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(line.rstrip() for line in lines)
 
 
 @click.group()
@@ -149,7 +142,7 @@ async def jobs_ls(
         click.echo(json.dumps(page, indent=2))
         return
     rows = [_job_row(j) for j in page["jobs"]]
-    click.echo(_table(rows, ["ID", "STATE", "PRIO", "KIND", "DOMAIN", "DONE", "TARGET/ERROR"]))
+    click.echo(table(rows, ["ID", "STATE", "PRIO", "KIND", "DOMAIN", "DONE", "TARGET/ERROR"]))
     paused = page.get("queue_paused") or []
     tail = f"  (queue paused: {', '.join(paused)})" if paused else ""
     click.echo(f"{len(rows)} of {page['total']} job(s){tail}")
