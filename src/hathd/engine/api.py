@@ -138,8 +138,11 @@ class EngineAPI(Protocol):
         *,
         retry_preset: str | None = None,
         on_final: FinalHook | None = None,
+        validate: Callable[[JobSpec], None] | None = None,
     ) -> None:
-        """Register the handler of ``kind``; ``on_final`` runs after ``done``/``failed``.
+        """Register the handler of ``kind``; ``on_final`` runs after ``done``/``failed``/
+        ``cancelled``; ``validate(spec)`` checks a submission (raises ``ValueError`` naming
+        the field) before anything is stored.
 
         :raises ValueError: ``kind`` already has a handler.
         """
