@@ -19,7 +19,7 @@ from hathd import config as config_mod
 from hathd.clictx import CliContext, table
 from hathd.client import AdminError
 from hathd.daemon import Daemon, configure_logging, load_plugins, resolve_state_dir
-from hathd.errors import ConfigError, DaemonNotRunning
+from hathd.errors import ConfigError, DaemonNotRunning, HathdError
 from hathd.supervisor import describe_error
 
 log = logging.getLogger("hathd")
@@ -87,7 +87,7 @@ async def run(ctx: click.Context) -> None:
     daemon = Daemon(config, directory, config_path=obj.config_path)
     try:
         await daemon.run()
-    except (OSError, ExceptionGroup) as exc:
+    except (OSError, HathdError, ExceptionGroup) as exc:
         log.error("hathd failed: %s", describe_error(exc))
         raise click.exceptions.Exit(1) from None
 

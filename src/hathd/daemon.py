@@ -136,7 +136,11 @@ class Daemon:
 
         ``task_status.started(rt)`` is called, and READY=1 sent, once every service started.
 
-        :raises OSError: the admin socket or port cannot be bound.
+        :raises StateDirInUse: another hathd uses the state directory.
+        :raises StoreError: the database cannot be opened or migrated.
+        :raises ConfigError: a plugin's ``setup`` found the configuration unusable.
+        :raises ExceptionGroup: wrapping the ``OSError`` when the admin socket or port cannot
+            be bound (it comes out of the root nursery).
         """
         async with open_runtime(self.config, self.state_dir) as rt:
             self.rt = rt

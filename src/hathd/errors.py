@@ -9,7 +9,8 @@
     │   ├── RetryableError     network trouble, 429/5xx, a lock held elsewhere: try again later
     │   │   └── RateLimitedError  the remote asked us to slow down (Retry-After honoured)
     │   └── PermanentError     bad input, story does not exist, login refused: do not retry
-    └── DaemonNotRunning       the CLI found no daemon on the admin socket
+    ├── DaemonNotRunning       the CLI found no daemon on the admin socket
+    └── StateDirInUse          another hathd process holds the state directory's lock
 """
 
 from __future__ import annotations
@@ -61,3 +62,15 @@ class PermanentError(JobError):
 
 class DaemonNotRunning(HathdError):
     """No daemon answers on the admin socket."""
+
+
+class StateDirInUse(HathdError):
+    """Another process holds the state directory's lock (``<state_dir>/hathd.lock``).
+
+    ``pid`` is the holder's process id as written in the lock file, or ``None`` if unreadable.
+    """
+
+    def __init__(self, state_dir: str, pid: int | None) -> None:
+        holder = f"process {pid}" if pid else "another process"
+        super().__init__(f"{state_dir} is in use by {holder} (another hathd?)")
+        self.pid = pid

@@ -7,6 +7,7 @@ engine is set up before the pipelines that register job handlers on it.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ import attrs
 import trio
 
 from hathd.config import Config
+from hathd.errors import StateDirInUse
 from hathd.events import EventBus
 from hathd.store import Store, open_store
 from hathd.supervisor import ServiceSpec, Supervisor
@@ -62,6 +64,11 @@ class Paths:
     def token_file(self) -> Path:
         """The admin bearer token, mode 0600."""
         return self.state_dir / "admin.token"
+
+    @property
+    def lock(self) -> Path:
+        """The lock file one daemon holds (``flock``) while it uses the directory; holds its pid."""
+        return self.state_dir / "hathd.lock"
 
     @property
     def socket(self) -> Path:
@@ -156,16 +163,46 @@ def _make_dirs(paths: Paths) -> None:
         folder.mkdir(parents=True, exist_ok=True)
 
 
+def lock_state_dir(paths: Paths) -> int:
+    """Take the exclusive ``flock`` on ``paths.lock`` and write our pid into it; returns the
+    file descriptor, which holds the lock until it is closed (or the process dies).
+
+    :raises StateDirInUse: another process holds the lock.
+    :raises OSError: the lock file cannot be opened.
+    """
+    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        raise StateDirInUse(str(paths.state_dir), int(text) if text.isdigit() else None) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 @asynccontextmanager
 async def open_runtime(config: Config, state_dir: Path) -> AsyncIterator[Runtime]:
     """Create the state directory (mode 0700), open the store, make the bus and supervisor.
 
-    The engine is attached later by the engine plugin's ``setup``. Tests use this to assemble
-    a daemon's parts in-process.
+    One runtime at a time may use a state directory: the exclusive lock on
+    ``<state_dir>/hathd.lock`` is held until the runtime closes. The engine is attached later by
+    the engine plugin's ``setup``. Tests use this to assemble a daemon's parts in-process.
+
+    :raises StateDirInUse: another process (or runtime) uses the state directory.
+    :raises StoreError: the database cannot be opened or migrated.
     """
     paths = Paths(state_dir)
     await trio.to_thread.run_sync(_make_dirs, paths)
-    bus = EventBus()
-    supervisor = Supervisor(bus, backoff_max=config.daemon.restart_backoff_max)
-    async with open_store(paths.database) as store:
-        yield Runtime(config, paths, store, bus, supervisor)
+    lock_fd = await trio.to_thread.run_sync(lock_state_dir, paths)
+    try:
+        bus = EventBus()
+        supervisor = Supervisor(bus, backoff_max=config.daemon.restart_backoff_max)
+        async with open_store(paths.database) as store:
+            yield Runtime(config, paths, store, bus, supervisor)
+    finally:
+        os.close(lock_fd)

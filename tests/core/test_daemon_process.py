@@ -176,3 +176,16 @@ async def test_busy_admin_port_fails_start_up_clearly(
             code = await daemon.proc.wait()
     assert code == 1
     assert "hathd failed" in daemon.log()
+
+
+async def test_second_daemon_on_the_same_state_dir_is_refused(start_daemon: StartDaemon) -> None:
+    first = await start_daemon()
+    second = await start_daemon(state_dir=first.state_dir, wait=False)
+    with trio.fail_after(30):
+        code = await second.proc.wait()
+    assert code == 1
+    assert f"{first.state_dir} is in use by process {first.proc.pid}" in second.log()
+    async with first.admin() as admin:  # the first daemon's socket and store are untouched
+        status = await admin.get("/api/v1/status")
+    assert status["pid"] == first.proc.pid
+    assert await first.stop() == 0
