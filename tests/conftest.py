@@ -88,7 +88,9 @@ def daemon_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("HATHD_", "NOTIFY_SOCKET", "WATCHDOG_", "STATE_DIRECTORY"))
+        if not k.startswith(
+            ("HATHD_", "NOTIFY_SOCKET", "WATCHDOG_", "STATE_DIRECTORY", "CONFIGURATION_DIRECTORY")
+        )
     }
     env["HATHD_ADMIN__PORT"] = "0"
     env.update(extra or {})

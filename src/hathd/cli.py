@@ -18,7 +18,13 @@ import asyncclick as click
 from hathd import config as config_mod
 from hathd.clictx import CliContext, table
 from hathd.client import AdminError
-from hathd.daemon import Daemon, configure_logging, load_plugins, resolve_state_dir
+from hathd.daemon import (
+    Daemon,
+    configure_logging,
+    default_config_path,
+    load_plugins,
+    resolve_state_dir,
+)
 from hathd.errors import ConfigError, DaemonNotRunning, HathdError
 from hathd.supervisor import describe_error
 
@@ -59,7 +65,8 @@ def _state_dir_for(state_dir: str | None, config_path: str | None) -> str:
     "config_path",
     type=click.Path(dir_okay=False),
     envvar="HATHD_CONFIG",
-    help="Configuration file (TOML); every key has a default.",
+    help="Configuration file (TOML); every key has a default. Under systemd, "
+    "$CONFIGURATION_DIRECTORY/hathd.toml is read when it exists.",
 )
 @click.version_option(package_name="hathd")
 @click.pass_context
@@ -67,6 +74,8 @@ async def cli(ctx: click.Context, state_dir: str | None, config_path: str | None
     """hathd: H@H node, seedbox transfers, fanfiction, download queue, uploads."""
     from pathlib import Path
 
+    if config_path is None:
+        config_path = default_config_path(os.environ)
     ctx.obj = CliContext(Path(_state_dir_for(state_dir, config_path)), config_path)
     ctx.meta["state_dir_option"] = state_dir
 

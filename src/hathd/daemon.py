@@ -83,6 +83,17 @@ def resolve_state_dir(
     return default_state_dir(dict(environ))
 
 
+def default_config_path(environ: Mapping[str, str]) -> str | None:
+    """``$CONFIGURATION_DIRECTORY/hathd.toml`` when systemd set that variable (the unit's
+    ``ConfigurationDirectory=``, first entry) and the file exists; else ``None`` (built-in
+    defaults). ``--config`` / ``$HATHD_CONFIG`` win over it."""
+    directory = environ.get("CONFIGURATION_DIRECTORY", "").split(":")[0]
+    if not directory:
+        return None
+    candidate = Path(directory) / "hathd.toml"
+    return str(candidate) if candidate.is_file() else None
+
+
 def _write_private(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -164,6 +164,23 @@ async def test_config_show_applies_env_and_redacts(tmp_path: Path) -> None:
     assert b"topsecret" not in result.stdout
 
 
+async def test_systemd_configuration_directory_is_read(tmp_path: Path) -> None:
+    etc = tmp_path / "etc-hathd"
+    etc.mkdir()
+    (etc / "hathd.toml").write_text("[daemon]\nshutdown_grace = 7.5\n")
+    env = {"CONFIGURATION_DIRECTORY": str(etc)}
+    shown = json.loads((await run_cli("config", "show", env=env)).stdout)
+    assert shown["daemon"]["shutdown_grace"] == 7.5
+    other = tmp_path / "other.toml"
+    other.write_text("[daemon]\nshutdown_grace = 3.0\n")
+    explicit = await run_cli("--config", str(other), "config", "show", env=env)
+    assert json.loads(explicit.stdout)["daemon"]["shutdown_grace"] == 3.0  # --config wins
+    (etc / "hathd.toml").unlink()  # no file there: the built-in defaults, not an error
+    missing = await run_cli("config", "show", env=env)
+    assert missing.returncode == 0, missing.stderr
+    assert json.loads(missing.stdout)["daemon"]["shutdown_grace"] == 20.0
+
+
 async def test_busy_admin_port_fails_start_up_clearly(
     start_daemon: StartDaemon, tmp_path: Path
 ) -> None:
