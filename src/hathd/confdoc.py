@@ -97,9 +97,13 @@ PREAMBLE = """\
 hathd reads one TOML file, given with `--config FILE` (`hathd --config /etc/hathd/hathd.toml run`).
 Every key has a default, so no file at all is a valid configuration. Each key can also be set in
 the environment as `HATHD_<SECTION>__<KEY>` (nested sections join with `__`, for example
-`HATHD_ENGINE__GLOBAL_LANE__RATE=2`); the environment wins over the file. Values in the
-environment are parsed as TOML values where they parse (`true`, `3`, `[1, 2]`), else taken as
-strings. Keys under a `<name>` table (`[engine.lanes."*.example.org"]`) have no environment name.
+`HATHD_ENGINE__GLOBAL_LANE__RATE=2`); the environment wins over the file. An environment value
+is read by the type of its key: a text key takes it as it is, a boolean accepts
+`true/false/1/0/yes/no/on/off`, numbers and lists are TOML values (`3`, `0.5`, `[60, 300]`).
+Keys under a `<name>` table (`[engine.lanes."*.example.org"]`) have no environment name.
+
+Values are checked by type: `workers = 2.7` or `port = "8750"` is an error, not a conversion
+(a number key that holds seconds or a rate accepts an integer).
 
 `hathd config check FILE` lists every problem with its key path and exits 1;
 `hathd config show` prints the effective configuration with secrets as `***`.

@@ -85,11 +85,58 @@ class Config:
 converter = cattrs.Converter(forbid_extra_keys=True)
 
 
-def _parse_env_value(raw: str) -> Any:
+def _strict_int(value: Any, _tp: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _strict_float(value: Any, _tp: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _strict_bool(value: Any, _tp: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _strict_str(value: Any, _tp: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {value!r}")
+    return str(value)
+
+
+# TOML is typed: a value of the wrong type is an error, never silently converted.
+converter.register_structure_hook(int, _strict_int)
+converter.register_structure_hook(float, _strict_float)
+converter.register_structure_hook(bool, _strict_bool)
+converter.register_structure_hook(str, _strict_str)
+
+
+class EnvText(str):
+    """The raw text of a ``HATHD_*`` variable, converted by the type of the key it sets:
+    text keys take it as it is, booleans accept ``true/false/1/0/yes/no/on/off``, numbers,
+    lists and tables are read as TOML values."""
+
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _from_env(text: EnvText, cls: Any) -> Any:
+    if typing.get_origin(cls) in (types.UnionType, typing.Union):
+        cls = next(a for a in typing.get_args(cls) if a is not type(None))
+    if cls is str:
+        return str(text)
+    if cls is bool and text.strip().lower() in _TRUE | _FALSE:
+        return text.strip().lower() in _TRUE
     try:
-        return tomllib.loads(f"v = {raw}")["v"]
+        return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
-        return raw
+        return str(text)  # the type check names the key and the expected type
 
 
 def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
@@ -105,7 +152,7 @@ def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any
             child = {} if not isinstance(child, dict) else dict(child)
             node[part] = child
             node = child
-        node[parts[-1]] = _parse_env_value(raw)
+        node[parts[-1]] = EnvText(raw)
     return merged
 
 
@@ -159,7 +206,10 @@ def _drop(data: Any, path: KeyPath) -> bool:
 
 
 def _strip_unknown(data: Any, cls: Any, path: KeyPath, problems: list[tuple[KeyPath, str]]) -> Any:
-    """Return a copy of ``data`` without keys ``cls`` does not declare, recording each."""
+    """Return a copy of ``data`` without keys ``cls`` does not declare, recording each, and
+    with every :class:`EnvText` converted by the type of its key."""
+    if isinstance(data, EnvText):
+        return _from_env(data, cls)
     if attrs.has(cls) and isinstance(data, dict):
         hints = typing.get_type_hints(cls)
         known = {f.name: hints.get(f.name) for f in attrs.fields(cls)}
@@ -185,6 +235,21 @@ def _strip_unknown(data: Any, cls: Any, path: KeyPath, problems: list[tuple[KeyP
     return data
 
 
+def _cross_problems(config: Config) -> Iterator[tuple[KeyPath, str]]:
+    """Problems that span sections: a ``retry_preset`` must name a built-in preset or one of
+    ``[engine.retry.<name>]``."""
+    from hathd.engine.retry import BUILTIN_PRESETS
+
+    known = sorted(set(BUILTIN_PRESETS) | set(config.engine.retry))
+    for section, name in (
+        ("engine", config.engine.retry_preset),
+        ("fanfic", config.fanfic.retry_preset),
+        ("q4d", config.q4d.retry_preset),
+    ):
+        if name and name not in known:
+            yield (section, "retry_preset"), f"unknown preset {name!r}; known: {', '.join(known)}"
+
+
 def structure(data: Mapping[str, Any]) -> Config:
     """Build a :class:`Config` from plain data.
 
@@ -204,6 +269,7 @@ def structure(data: Mapping[str, Any]) -> Config:
             if not any(_drop(cleaned, path) for path, _ in found):
                 break
             continue
+        problems.extend(_cross_problems(config))
         if not problems:
             return config
         break

@@ -65,7 +65,11 @@ def test_env_overrides_file_and_parses_toml_values(tmp_path: Path) -> None:
         environ={
             "HATHD_DAEMON__SHUTDOWN_GRACE": "7.5",
             "HATHD_ADMIN__HOST": "127.0.0.2",
-            "HATHD_DAEMON__LOG_LEVEL": '"DEBUG"',
+            "HATHD_DAEMON__LOG_LEVEL": "DEBUG",
+            "HATHD_HATH__CLIENT_KEY": "1e3",  # text keys take the text as it is
+            "HATHD_HATH__RPC_SERVER": "1_0",
+            "HATHD_HATH__FLOOD_CONTROL": "no",
+            "HATHD_ENGINE__RETRY__QUICK__DELAYS": "[1, 2.5]",
             "HATHD_UNRELATED": "ignored",
             "OTHER__THING": "ignored",
         },
@@ -73,6 +77,42 @@ def test_env_overrides_file_and_parses_toml_values(tmp_path: Path) -> None:
     assert cfg.daemon.shutdown_grace == 7.5
     assert cfg.admin.host == "127.0.0.2"
     assert cfg.daemon.log_level == "DEBUG"
+    assert cfg.hath.client_key == "1e3"
+    assert cfg.hath.rpc_server == "1_0"
+    assert cfg.hath.flood_control is False
+    assert cfg.engine.retry["quick"].delays == [1.0, 2.5]
+
+
+def test_wrong_toml_types_are_errors_not_conversions(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        "[engine]\nworkers = 2.7\ndownload_root = ['a']\nretry_preset = 5\n"
+        "[daemon]\nstate_dir = 3\nshutdown_grace = true\n"
+        "[admin]\nport = '8750'\n"
+        "[hath]\nflood_control = 'yes'\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        config_mod.load(path, environ={})
+    problems = dict(info.value.problems)
+    assert set(problems) == {
+        "engine.workers",
+        "engine.download_root",
+        "engine.retry_preset",
+        "daemon.state_dir",
+        "daemon.shutdown_grace",
+        "admin.port",
+        "hath.flood_control",
+    }
+    assert "expected an integer, got 2.7" in problems["engine.workers"]
+    assert "expected a string" in problems["engine.download_root"]
+    assert "expected a number, got True" in problems["daemon.shutdown_grace"]
+    assert "expected true or false" in problems["hath.flood_control"]
+
+
+def test_float_keys_take_integers() -> None:
+    cfg = config_mod.structure({"daemon": {"shutdown_grace": 9}})
+    assert cfg.daemon.shutdown_grace == 9.0
+    assert isinstance(cfg.daemon.shutdown_grace, float)
 
 
 def test_env_override_with_wrong_type_names_the_key() -> None:
@@ -87,3 +127,15 @@ def test_redaction_hides_secrets_only() -> None:
     assert shown["hath"]["client_key"] == "***"
     assert "s3cret" not in repr(shown)
     assert shown["admin"]["host"] == "127.0.0.1"
+
+
+def test_retry_preset_must_exist() -> None:
+    with pytest.raises(ConfigError) as info:
+        config_mod.structure({"engine": {"retry_preset": "nosuch"}, "q4d": {"retry_preset": "x"}})
+    problems = dict(info.value.problems)
+    assert problems["engine.retry_preset"] == "unknown preset 'nosuch'; known: default, fanfic"
+    assert "q4d.retry_preset" in problems
+    cfg = config_mod.structure(
+        {"engine": {"retry": {"slow": {"delays": [600]}}}, "q4d": {"retry_preset": "slow"}}
+    )
+    assert cfg.q4d.retry_preset == "slow"
