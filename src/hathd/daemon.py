@@ -313,14 +313,31 @@ class Daemon:
         sd_notify("READY=1", environ=self.environ)
 
     async def _watchdog(self, rt: Runtime, period: float) -> None:
-        while True:
-            with trio.move_on_after(period) as probe:
-                await rt.store.ping()
-            if probe.cancelled_caught:
-                log.error("watchdog: the store did not answer within %.1f s", period)
-            else:
-                sd_notify("WATCHDOG=1", environ=self.environ)
-            await trio.sleep(period)
+        """Send WATCHDOG=1 every ``period`` seconds while a store round trip (the writer
+        thread and this event loop both alive) answers within ``period``; a hung probe is not
+        repeated until it answers, and no ping goes out meanwhile, so systemd restarts us."""
+        answered = trio.Event()
+        pending = False
+
+        async def probe() -> None:
+            nonlocal pending
+            await rt.store.ping()  # shielded inside the store: runs to its end
+            pending = False
+            answered.set()
+
+        async with trio.open_nursery() as nursery:
+            while True:
+                if not pending:
+                    pending = True
+                    answered = trio.Event()
+                    nursery.start_soon(probe)
+                with trio.move_on_after(period):
+                    await answered.wait()
+                if answered.is_set():
+                    sd_notify("WATCHDOG=1", environ=self.environ)
+                else:
+                    log.error("watchdog: the store did not answer within %.1f s", period)
+                await trio.sleep(period)
 
 
 class _Extras:

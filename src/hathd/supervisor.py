@@ -48,7 +48,7 @@ class ServiceSpec:
     """A service to supervise.
 
     ``statistics`` returns the service's own counters (an attrs instance or a mapping) for the
-    status API; ``critical`` services are also checked by the watchdog liveness probe.
+    status API.
     """
 
     name: str

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 from trio_websocket import open_websocket_url
 
@@ -106,3 +109,44 @@ async def test_configured_token_file_guards_tcp(tmp_path: Path) -> None:
         assert bad.status_code == 401
         assert not (tmp_path / "state" / "admin.token").exists()
         daemon.request_stop()
+
+
+async def test_watchdog_pings_stop_while_the_store_writer_hangs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    notify_path = tmp_path / "notify.sock"
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_DGRAM)
+    await sock.bind(str(notify_path))
+    stamps: list[float] = []
+
+    async def collect() -> None:
+        while True:
+            data = await sock.recv(4096)
+            if b"WATCHDOG=1" in data.split(b"\n"):
+                stamps.append(trio.current_time())
+
+    cfg = config_mod.load(None, environ={"HATHD_ADMIN__PORT": "0"})
+    env = {"NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "200000"}  # a ping every 0.1 s
+    daemon = Daemon(cfg, tmp_path / "state", plugins=[], environ=env)
+    with sock, caplog.at_level(logging.ERROR, logger="hathd.daemon"):
+        async with trio.open_nursery() as outer:
+            outer.start_soon(collect)
+            async with trio.open_nursery() as nursery:
+                rt = await nursery.start(daemon.run)
+                with trio.fail_after(10):
+                    while len(stamps) < 3:
+                        await trio.sleep(0.02)
+                release = threading.Event()
+                hung_at = trio.current_time()
+                nursery.start_soon(rt.store.write, lambda _conn: release.wait(10))
+                await trio.sleep(1.0)  # the writer thread is stuck for this second
+                during = [t for t in stamps if hung_at + 0.25 < t]
+                release.set()
+                resumed_from = len(stamps)
+                with trio.fail_after(10):
+                    while len(stamps) < resumed_from + 2:
+                        await trio.sleep(0.02)
+                daemon.request_stop()
+            outer.cancel_scope.cancel()
+    assert during == []  # no liveness claimed while the store could not answer
+    assert "watchdog: the store did not answer within 0.1 s" in caplog.text
