@@ -54,7 +54,7 @@ def _default(field: attrs.Attribute[Any]) -> Any:
 
 
 def _show(value: Any, secret: bool) -> str:
-    if value is None or value == "":
+    if value is None or value == "" or (secret and value == []):
         return "unset"
     if secret:
         return "(secret)"

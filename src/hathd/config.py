@@ -295,15 +295,24 @@ def load(path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None 
     return structure(apply_env(data, os.environ if environ is None else environ))
 
 
+def _redact_url(url: str) -> str:
+    """``scheme://***``: the scheme tells which service, the rest may hold tokens."""
+    scheme, sep, _rest = url.partition("://")
+    return f"{scheme}://***" if sep else "***"
+
+
 def unstructure_redacted(config: Config) -> dict[str, Any]:
-    """The effective configuration as plain data, secrets replaced by ``"***"``."""
+    """The effective configuration as plain data, secrets replaced by ``"***"`` (a secret
+    list of URLs keeps each URL's scheme: ``["tgram://***"]``)."""
 
     def walk(obj: Any) -> Any:
         if attrs.has(type(obj)):
             out: dict[str, Any] = {}
             for field in attrs.fields(type(obj)):
                 value = getattr(obj, field.name)
-                if field.metadata.get("secret") and value not in (None, ""):
+                if field.metadata.get("secret") and isinstance(value, list):
+                    out[field.name] = [_redact_url(str(v)) for v in value]
+                elif field.metadata.get("secret") and value not in (None, ""):
                     out[field.name] = "***"
                 else:
                     out[field.name] = walk(value)

@@ -129,6 +129,15 @@ def test_redaction_hides_secrets_only() -> None:
     assert shown["admin"]["host"] == "127.0.0.1"
 
 
+def test_notification_urls_are_redacted_but_keep_their_scheme() -> None:
+    cfg = config_mod.structure(
+        {"notify": {"urls": ["tgram://123:SECRETTOKEN/456", "json://127.0.0.1:9/"]}}
+    )
+    shown = config_mod.unstructure_redacted(cfg)
+    assert shown["notify"]["urls"] == ["tgram://***", "json://***"]
+    assert "SECRETTOKEN" not in repr(shown)
+
+
 def test_retry_preset_must_exist() -> None:
     with pytest.raises(ConfigError) as info:
         config_mod.structure({"engine": {"retry_preset": "nosuch"}, "q4d": {"retry_preset": "x"}})

@@ -178,8 +178,8 @@ class NotifyConfig:
     send; a failed send is tried ``retries`` more times, ``retry_wait`` × n seconds apart
     (AutomatedFanfic: 3 tries, 10/20 s)."""
 
-    urls: list[str] = attrs.field(factory=list)
-    """Apprise URLs notified; empty = no notifications."""
+    urls: list[str] = attrs.field(factory=list, metadata={"secret": True})
+    """Apprise URLs notified (secret: they carry tokens); empty = no notifications."""
     queue: int = attrs.field(default=256, validator=in_range(1, 100000))
     """Pending notifications kept; extra ones are dropped and counted."""
     timeout: float = attrs.field(default=30.0, validator=in_range(0.1, 600))
