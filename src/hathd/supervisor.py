@@ -183,6 +183,8 @@ class Supervisor:
                 record.restarts += 1
                 record.last_error = describe_error(exc)
                 record.last_error_at = time.time()
+                if trio.current_time() - began >= self._stable_after:
+                    backoff = self._backoff_min  # it ran long enough: a fresh crash
                 log.error(
                     "service %s crashed (restart %d in %.1f s): %s",
                     record.spec.name,
@@ -191,8 +193,6 @@ class Supervisor:
                     record.last_error,
                     exc_info=exc,
                 )
-                if trio.current_time() - began >= self._stable_after:
-                    backoff = self._backoff_min
                 self._set_state(record, ServiceState.RESTARTING)
                 if not reported:
                     task_status.started()
