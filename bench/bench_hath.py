@@ -146,7 +146,6 @@ def run_wrk(url: str, lua: Path, duration: int, conns: int) -> dict[str, float]:
     }
 
 
-
 async def start_node(fake: FakeControlServer, state: Path) -> tuple[trio.Process, int]:
     """Start ``bench/hath_node.py`` against ``fake``; returns the process and its HTTPS port
     (read from the ``port N`` line it prints once listening)."""
@@ -171,6 +170,7 @@ async def start_node(fake: FakeControlServer, state: Path) -> tuple[trio.Process
         while not line.endswith(b"\n"):
             line += await node.stdout.receive_some(1)
     return node, int(line.split()[1])
+
 
 async def bench_throughput(work: Path, quick: bool) -> dict[str, dict[str, float]]:
     rng = random.Random(1)

@@ -11,7 +11,13 @@ What it speaks, byte for byte per hath-protocol.md:
   A wrong ``actkey`` or an ``acttime`` more than :attr:`FakeControlServer.key_window` seconds off
   the fake's clock gets ``KEY_EXPIRED`` (§1.2).
 * ``GET /image/<fileid>``: an upstream image server for srfetch (§3.4). It records the
-  ``Hath-Request`` header, can corrupt, truncate or hold a body mid-stream, and counts fetches.
+  ``Hath-Request`` header and every request's ``Range`` and status
+  (:attr:`FakeControlServer.upstream_log`), counts fetches, and per file (:class:`Upstream`)
+  can corrupt the body, answer another status, omit ``Content-Length``, hold the body at a gate,
+  *truncate* it (send ``truncate_after`` bytes, then drop the connection, for the first
+  ``truncations`` requests), and answers a single ``Range: bytes=…`` (RFC 9110 §14.1.2:
+  ``N-``, ``N-M``, ``-N``) with 206 and ``Content-Range`` (416 when unsatisfiable; a malformed
+  or multi-range header is ignored: 200), unless ``ranges=False`` (always 200, the whole body).
 * :meth:`FakeControlServer.servercmd` / :meth:`speedtest_url`: the server side calling a client's
   ``/servercmd/…`` and ``/t/…`` with correct keys (§3.5, §3.6).
 
@@ -102,7 +108,15 @@ Handler = Callable[[FakeRequest], Awaitable[FakeReply]]
 
 @attrs.define
 class Upstream:
-    """How the fake image server answers for one fileid."""
+    """How the fake image server answers for one fileid.
+
+    ``corrupt``: flip the first byte. ``status``: answer this instead of 200. ``omit_length``:
+    no ``Content-Length``. ``gate``/``gate_after``: hold the body at byte ``gate_after``
+    (absolute offset) until the event is set. ``chunk``: bytes per body piece; ``delay``:
+    seconds before each. ``truncate_after``: send only that many bytes of the (possibly ranged)
+    body and then drop the connection, for the first ``truncations`` requests. ``ranges``:
+    honour ``Range`` (else always 200 with the whole body).
+    """
 
     data: bytes
     corrupt: bool = False
@@ -112,6 +126,47 @@ class Upstream:
     gate_after: int = 0
     chunk: int = 16384
     delay: float = 0.0
+    truncate_after: int | None = None
+    truncations: int = 1
+    ranges: bool = True
+    truncated: int = 0
+    """Requests truncated so far."""
+
+
+class DropConnection(Exception):
+    """Raised inside a streamed body: hypercorn then closes the connection mid-body."""
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
+    """A single byte range of RFC 9110 §14.1.2 against a body of ``size`` bytes:
+    ``(first, last)`` (inclusive) for ``bytes=N-``, ``bytes=N-M`` and ``bytes=-N``; ``None``
+    when there is no header or it is malformed or multi-range (then ignored); ``"unsatisfiable"``
+    when the range starts at or beyond ``size`` (or asks for a 0-byte suffix)."""
+    if header is None:
+        return None
+    unit, _, spec = header.strip().partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first_s, dash, last_s = spec.strip().partition("-")
+    if not dash:
+        return None
+    first_s, last_s = first_s.strip(), last_s.strip()
+    if not first_s:
+        if not last_s.isdigit():
+            return None
+        suffix = int(last_s)
+        if suffix == 0 or size == 0:
+            return "unsatisfiable"
+        return max(0, size - suffix), size - 1
+    if not first_s.isdigit() or (last_s and not last_s.isdigit()):
+        return None
+    first = int(first_s)
+    if last_s and int(last_s) < first:
+        return None
+    if first >= size:
+        return "unsatisfiable"
+    last = int(last_s) if last_s else size - 1
+    return first, min(last, size - 1)
 
 
 def make_pkcs12(leaf: trustme.LeafCert, password: str) -> bytes:
@@ -159,6 +214,8 @@ class FakeControlServer:
         self.calls: list[tuple[str, str]] = []
         self.requests: list[FakeRequest] = []
         self.upstream_hits: dict[str, int] = defaultdict(int)
+        self.upstream_log: list[tuple[str, str | None, int]] = []
+        """``(fileid, Range header or None, status answered)`` per ``/image/`` request."""
         self.hath_request_headers: list[str] = []
         self._scripts: dict[str, deque[str]] = defaultdict(deque)
         self._routes: dict[str, Handler] = {}
@@ -328,6 +385,12 @@ class FakeControlServer:
         return FakeReply.text("OK", *self.srfetch_extra, f"{self.url}/image/{parts[2]}")
 
     async def _image(self, req: FakeRequest) -> FakeReply:
+        reply = await self._image_reply(req)
+        fid = req.path[len("/image/") :]
+        self.upstream_log.append((fid, req.headers.get("range"), reply.status))
+        return reply
+
+    async def _image_reply(self, req: FakeRequest) -> FakeReply:
         fid = req.path[len("/image/") :]
         self.upstream_hits[fid] += 1
         self.hath_request_headers.append(req.headers.get("hath-request", ""))
@@ -339,26 +402,42 @@ class FakeControlServer:
         data = up.data
         if up.corrupt:
             data = bytes([data[0] ^ 0xFF]) + data[1:]
+        headers = [(b"content-type", b"image/jpeg")]
+        status, start, end = 200, 0, len(data)  # body = data[start:end]
+        wanted = parse_range(req.headers.get("range"), len(data)) if up.ranges else None
+        if wanted == "unsatisfiable":
+            headers.append((b"content-range", f"bytes */{len(data)}".encode()))
+            return FakeReply(416, b"", headers)
+        if isinstance(wanted, tuple):
+            status, start, end = 206, wanted[0], wanted[1] + 1
+            headers.append((b"content-range", f"bytes {start}-{end - 1}/{len(data)}".encode()))
+        cut: int | None = None
+        if up.truncate_after is not None and up.truncated < up.truncations:
+            up.truncated += 1
+            cut = start + up.truncate_after
 
         async def chunks() -> AsyncIterator[bytes]:
-            sent = 0
-            while sent < len(data):
-                if up.gate is not None and sent >= up.gate_after:
+            pos = start
+            while pos < end:
+                if cut is not None and pos >= cut:
+                    raise DropConnection(f"truncated {fid} at byte {pos}")
+                if up.gate is not None and pos >= up.gate_after:
                     await up.gate.wait()
                 if up.delay:
                     await trio.sleep(up.delay)
-                piece = data[sent : sent + up.chunk]
-                if up.gate is not None and sent < up.gate_after:
-                    piece = data[sent : min(sent + up.chunk, up.gate_after)]
-                sent += len(piece)
-                yield piece
+                stop = min(pos + up.chunk, end)
+                if up.gate is not None and pos < up.gate_after:
+                    stop = min(stop, up.gate_after)
+                if cut is not None:
+                    stop = min(stop, cut)
+                yield data[pos:stop]
+                pos = stop
 
-        headers = [(b"content-type", b"image/jpeg")]
         return FakeReply(
-            200,
+            status,
             headers=headers,
             chunks=chunks,
-            content_length=None if up.omit_length else len(data),
+            content_length=None if up.omit_length else end - start,
         )
 
     # ----------------------------------------------------------------------- ASGI app

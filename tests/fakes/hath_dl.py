@@ -11,7 +11,8 @@ hypercorn) with:
   ``NO_PENDING_DOWNLOADS``. :meth:`GalleryQueue.script_raw` queues raw bodies to send instead
   (malformed replies, ``INVALID_REQUEST``).
 * ``dlfetch`` (``add = <gid>;<page>;<fileindex>;<xres>;<n>``) → ``OK`` + the file's URL on
-  ``/gfile/<gid>/<page>``; unknown files get ``OK`` with no URL (a failure, §1.3).
+  ``/gfile/<gid>/<page>`` (or, for try ``n`` listed in the file's ``dlfetch_urls``, that URL
+  instead: malformed-URL tests); unknown files get ``OK`` with no URL (a failure, §1.3).
 * ``dlfails`` → ``OK``; each report's keys are kept in :attr:`GalleryQueue.dlfails`.
 * ``GET /gfile/<gid>/<page>`` — the file's bytes with ``Content-Length``; per file a set of
   1-based request numbers that get a corrupted body, ``always_corrupt``, an HTTP ``status``,
@@ -53,6 +54,8 @@ class FakeGalleryFile:
     always_corrupt: bool = False
     status: int = 200
     gate: trio.Event | None = None
+    dlfetch_urls: dict[int, str] = attrs.field(factory=dict)
+    """URL that ``dlfetch`` try ``n`` (1-based, the last field of ``add``) answers instead."""
     hits: int = 0
 
     @property
@@ -218,6 +221,8 @@ class GalleryQueue:
             return FakeReply.text("OK")
         if len(parts) != 5 or gfile.fileindex != fileindex or parts[3] != gfile.xres:
             return FakeReply.text("OK")
+        if parts[4].isdigit() and int(parts[4]) in gfile.dlfetch_urls:
+            return FakeReply.text("OK", gfile.dlfetch_urls[int(parts[4])])
         return FakeReply.text("OK", self.file_url(gid, page))
 
     async def _dlfails(self, req: FakeRequest) -> FakeReply:

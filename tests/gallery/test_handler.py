@@ -90,7 +90,78 @@ async def test_file_that_always_fails_gives_a_permanent_error(tmp_path: Path) ->
                 assert not [p for p in gdir.iterdir() if p.name.endswith(".part")]
                 row = await run_row(deps.store, 102)
                 assert row["status"] == "incomplete"
-                assert json.loads(row["failures"]) == ["127.0.0.1-102001-org"] * 3
+                # Three failed tries, one key: each key is recorded once (J162 logFailure).
+                assert json.loads(row["failures"]) == ["127.0.0.1-102001-org"]
+
+
+async def test_one_file_gallery_gets_every_try(tmp_path: Path) -> None:
+    # No gallery-wide failure budget (J162 limits passes only): a one-file gallery whose
+    # first two tries fail still gets its third (tries_per_file) and completes.
+    with trio.fail_after(60):
+        async with open_fake_control(CREDS) as fake:
+            queue = GalleryQueue.attach(fake)
+            gallery = queue.add(FakeGallery.build(109, "Third time", [500]))
+            gallery.file(1).corrupt_requests = {1, 2}
+            async with open_deps(tmp_path, fake) as deps:
+                ctx = StubContext(make_job(params_of(gallery)), tmp_path)
+                result = await run_gallery(deps, ctx)
+                row = await run_row(deps.store, 109)
+            assert gallery.file(1).hits == 3
+            assert (result["downloaded"], result["passes"], result["failed_tries"]) == (1, 3, 2)
+            assert row["status"] == "complete"
+            assert json.loads(row["failures"]) == ["127.0.0.1-109001-org"]
+            assert [a.rsplit(";", 1)[1] for a in queue.dlfetch_adds] == ["1", "2", "3"]
+
+
+async def test_malformed_download_url_is_one_failed_try(tmp_path: Path) -> None:
+    # A dlfetch URL that httpx cannot parse fails that try (with a dlfails key), never the
+    # whole job; the next try gets a good URL.
+    with trio.fail_after(60):
+        async with open_fake_control(CREDS) as fake:
+            queue = GalleryQueue.attach(fake)
+            gallery = queue.add(FakeGallery.build(111, "Bad url", [100, 200]))
+            gallery.file(1).dlfetch_urls = {1: "http://[::1/gfile/111/1"}
+            async with open_deps(tmp_path, fake) as deps:
+                ctx = StubContext(make_job(params_of(gallery)), tmp_path)
+                result = await run_gallery(deps, ctx)
+                row = await run_row(deps.store, 111)
+            assert (result["downloaded"], result["failed_tries"]) == (2, 1)
+            assert "111;1;111001;org;2" in queue.dlfetch_adds
+            assert json.loads(row["failures"]) == ["[::1-111001-org"]
+            gdir = tmp_path / "download" / "Bad url [111]"
+            for f in gallery.files:
+                assert sha1_file(gdir / f"{f.filename}.jpg") == f.sha1
+
+
+async def test_long_japanese_names_fit_with_their_temporary_names(tmp_path: Path) -> None:
+    # Every name hathd creates fits 255 bytes: the directory (and so "<dir>.zip" and the
+    # archive's ".<dir>.zip.part"), and each file with its ".<name>.part".
+    title = "(C99) [サークル] " + "あいうえおかきくけこ" * 12
+    with trio.fail_after(60):
+        async with open_fake_control(CREDS) as fake:
+            queue = GalleryQueue.attach(fake)
+            gallery = queue.add(FakeGallery.build(112, title, [300, 400, 500]))
+            gallery.file(1).filename = "あ" * 82  # + ".jpg": 250 bytes, no room for ".part"
+            gallery.file(2).filename = "い" * 81  # + ".jpg": 247 bytes, fits with ".part"
+            config = attrs.evolve(FAST, archive="zip")
+            async with open_deps(tmp_path, fake, config) as deps:
+                ctx = StubContext(make_job(params_of(gallery)), tmp_path)
+                result = await run_gallery(deps, ctx)
+            root = tmp_path / "download"
+            [gdir] = [p for p in root.iterdir() if p.is_dir()]
+            assert gdir.name.startswith("(C99) [サークル] あいうえお")
+            assert gdir.name.endswith("... [112]")
+            assert len(gdir.name.encode()) <= 245
+            assert len(f".{gdir.name}.zip.part".encode()) <= 255
+            assert result["archive"] == str(root / f"{gdir.name}.zip")
+            assert sorted(p.name for p in root.iterdir()) == [gdir.name, f"{gdir.name}.zip"]
+            names = ["0001.jpg", f"{'い' * 81}.jpg", "003.jpg"]
+            assert sorted(p.name for p in gdir.iterdir()) == sorted([*names, "galleryinfo.txt"])
+            members = zip_members(root / f"{gdir.name}.zip")
+            assert members == {
+                **{n: f.sha1 for n, f in zip(names, gallery.files, strict=True)},
+                "galleryinfo.txt": members["galleryinfo.txt"],
+            }
 
 
 async def test_existing_files_are_kept_or_replaced(tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hathd.gallery.naming import (
+    DIR_NAME_MAX_BYTES,
+    FILE_NAME_MAX_BYTES,
     NAME_MAX_BYTES,
     clean_title,
     file_names,
@@ -46,9 +48,11 @@ def test_cap_counts_utf16_units_and_bytes() -> None:
     name = gallery_dir_name("😀" * 100, 1, "", 125)
     assert utf16_len(name) <= 125
     assert name.endswith("... [1]")
-    # Three-byte characters: the 255-byte limit bites before 125 units.
+    # Three-byte characters: the byte limit bites before 125 units. It is 245 bytes, so the
+    # archive ".<name>.zip.part" still fits the 255-byte name limit.
     name = gallery_dir_name("漢" * 120, 1, "", 125)
-    assert len(name.encode()) <= NAME_MAX_BYTES
+    assert len(name.encode()) <= DIR_NAME_MAX_BYTES == 245
+    assert len(f".{name}.zip.part".encode()) <= NAME_MAX_BYTES
     assert name.endswith("... [1]")
 
 
@@ -56,7 +60,7 @@ def test_cap_counts_utf16_units_and_bytes() -> None:
 def test_dir_name_always_fits(title: str, gid: int, xres: str) -> None:
     name = gallery_dir_name(title, gid, xres, 125)
     assert utf16_len(name) <= 125
-    assert len(name.encode("utf-8")) <= NAME_MAX_BYTES
+    assert len(f".{name}.zip.part".encode()) <= NAME_MAX_BYTES
     assert name.endswith(f"{gid}{xres}]") or name == f"{gid}{xres}"
 
 
@@ -68,6 +72,11 @@ def test_safe_file_names() -> None:
     assert safe_file_name("", "png", 3) == "0003.png"
     assert safe_file_name("galleryinfo", "txt", 4) == "0004.txt"
     assert safe_file_name("a" * 300, "jpg", 5) == "0005.jpg"
+    # Room for ".<name>.part": at most 249 bytes.
+    assert FILE_NAME_MAX_BYTES == 249
+    assert safe_file_name("a" * 245, "jpg", 7) == "a" * 245 + ".jpg"
+    assert safe_file_name("a" * 246, "jpg", 7) == "0007.jpg"
+    assert safe_file_name("あ" * 82, "jpg", 8) == "0008.jpg"  # 250 bytes
     assert safe_file_name("..", "", 6) == "0006."
 
 
@@ -99,6 +108,12 @@ def test_symlink_out_of_root_falls_back(tmp_path: Path) -> None:
     (root / "T [5]").symlink_to(tmp_path / "elsewhere")
     made = make_gallery_dir(root, "T [5]", "5")
     assert made == root / "5"
+
+
+def test_too_long_directory_name_falls_back(tmp_path: Path) -> None:
+    root = tmp_path / "download"
+    name = "x" * 246  # a valid entry, but ".<name>.zip.part" would not fit
+    assert make_gallery_dir(root, name, "9") == root / "9"
 
 
 def test_mkdir_failure_falls_back(tmp_path: Path) -> None:

@@ -82,18 +82,34 @@ def test_retry_on_later_pass_and_give_up_after_three_tries() -> None:
     assert not plan.complete
     assert plan.given_up() == [1]
     assert plan.tries == [2, 3]
-    assert plan.failures == ["h-1-org", "h-2-org", "h-2-org", "h-2-org"]
+    assert plan.failed_tries == 4
+    # One key per distinct failure, in order of first failure (J162 logFailure skips repeats).
+    assert plan.failures == ["h-1-org", "h-2-org"]
+
+
+def test_dlfails_add_sends_each_key_once() -> None:
+    assert dlfails_add(["a-1-org", "b-2-org", "a-1-org", "a-1-org"]) == "a-1-org;b-2-org"
 
 
 def test_pass_limit() -> None:
+    # Only the pass limit and the per-file tries stop a gallery: no gallery-wide failure
+    # budget (J162 limits passes only), so a one-file gallery gets every pass.
     plan = GalleryPlan(1, tries_per_file=100, max_passes=4)
     count = 0
     while (batch := plan.next_pass()) is not None:
         count += 1
         plan.begin_try(batch[0])
         plan.record(batch[0], Outcome.FAILED)
-    # The failure budget (2 × count = 2 failures) stops it before the pass limit.
-    assert count == 2
+    assert count == 4
+    assert plan.failed_tries == 4
+    plan = GalleryPlan(1)  # the defaults: 3 tries per file, 9 passes
+    tries = 0
+    while (batch := plan.next_pass()) is not None:
+        tries += 1
+        plan.begin_try(batch[0])
+        plan.record(batch[0], Outcome.FAILED, "h-1-org")
+    assert tries == 3
+    assert plan.failures == ["h-1-org"]
     plan = GalleryPlan(10, tries_per_file=100, max_passes=4)
     count = 0
     while (batch := plan.next_pass()) is not None:

@@ -8,11 +8,23 @@ import pytest
 import trio
 import trio.testing
 
+from fakes.hath_control import open_fake_control
+from fakes.hath_dl import GalleryQueue
+from gallery.helpers import CREDS
 from hathd.config import structure
 from hathd.gallery.config import GalleryConfig
 from hathd.gallery.hosts import HostGates
-from hathd.gallery.plugin import NoCredentials, gallery_config, load_credentials, rpc_target
+from hathd.gallery.plugin import (
+    NoCredentials,
+    gallery_config,
+    load_credentials,
+    rpc_opener,
+    rpc_target,
+)
 from hathd.gallery.rpc import RpcTarget
+from hathd.hath.node import HathNode
+from hathd.hath.protocol import ServerClock
+from hathd.runtime import open_runtime
 
 
 def test_credentials_from_config_then_file(tmp_path: Path) -> None:
@@ -69,3 +81,35 @@ async def test_host_gates_limit_each_host() -> None:
             release.set()
     assert peak == {"a": 2, "b": 2}
     assert gates.statistics().hosts == 2
+
+
+async def test_a_stopped_node_rpc_client_is_not_used(tmp_path: Path) -> None:
+    # A node that stopped (refused, terminated) has closed its RPC client; the downloader must
+    # fall back to a client of its own instead of failing on the closed one.
+    with trio.fail_after(30):
+        async with open_fake_control(CREDS) as fake:
+            GalleryQueue.attach(fake)
+            config = structure(
+                {
+                    "hath": {
+                        "rpc_server": fake.rpc_host,
+                        "client_id": CREDS.client_id,
+                        "client_key": CREDS.client_key,
+                    }
+                }
+            )
+            async with open_runtime(config, tmp_path) as rt:
+                node = HathNode(
+                    config.hath,
+                    CREDS,
+                    store=rt.store,
+                    bus=rt.bus,
+                    data_dir=rt.paths.data,
+                    cache_root=tmp_path / "cache",
+                )
+                await node.rpc.aclose()  # what serve() does when the node stops
+                rt.extras["hath.node"] = node
+                opener = rpc_opener(rt, ServerClock(), gallery_config(config))
+                async with opener() as rpc:
+                    assert rpc.client is not node.rpc
+                    assert await rpc.fetchqueue("") == b"NO_PENDING_DOWNLOADS\n"

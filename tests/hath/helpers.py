@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import httpx
 import trio
+import trio.testing
 
 from fakes.hath_control import FakeControlServer
 from hathd.events import EventBus
@@ -113,6 +115,56 @@ async def peer_cert_serial(fake: FakeControlServer, port: int) -> int:
         der = stream.getpeercert(binary_form=True)
     assert der is not None
     return x509.load_der_x509_certificate(der).serial_number
+
+
+async def context_serial(fake: FakeControlServer, context: ssl.SSLContext) -> int:
+    """The serial number of the certificate that a server-side ``context`` presents, from a
+    handshake over an in-memory stream (no listener involved)."""
+    from cryptography import x509
+
+    server_raw, client_raw = trio.testing.memory_stream_pair()
+    server = trio.SSLStream(server_raw, context, server_side=True)
+    peer = trio.SSLStream(client_raw, fake.ca_context(), server_hostname="127.0.0.1")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.do_handshake)
+        await peer.do_handshake()
+    der = peer.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def weak_pkcs12(password: str) -> bytes:
+    """A PKCS#12 that decodes but that OpenSSL refuses in ``load_cert_chain`` (a 1024-bit RSA
+    key: ``EE_KEY_TOO_SMALL``), i.e. an ``ssl.SSLError`` as from a key/certificate mismatch
+    (which ``cryptography`` refuses to even serialise)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import pkcs12
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "client.hath.network")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(7)
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    return pkcs12.serialize_key_and_certificates(
+        b"hath.network",
+        key,
+        cert,
+        None,
+        serialization.BestAvailableEncryption(password.encode("ascii")),
+    )
 
 
 def sha1(data: bytes) -> str:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from pathlib import Path
 
+import pytest
 import trio
 
 from hathd.hath import pruning
 from hathd.hath.cache import Cache
 from hathd.hath.protocol import FileId
-from hathd.store import open_store
+from hathd.store import Store, open_store
 
 from .helpers import sha1
 
@@ -54,6 +56,66 @@ async def test_import_rejects_mismatch_and_leaves_nothing(tmp_path: Path) -> Non
         assert src.exists()  # copied, not moved
         assert await cache.import_file(src, fid)  # again: still one file
         assert cache.count == 1
+
+
+FAIL_INSERT = (
+    "CREATE TRIGGER fail_insert BEFORE INSERT ON hath_files "
+    "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+)
+FAIL_DELETE = (
+    "CREATE TRIGGER fail_delete BEFORE DELETE ON hath_files "
+    "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+)
+
+
+async def _rows(store: Store) -> list[str]:
+    return [str(r[0]) for r in await store.query("SELECT fileid FROM hath_files")]
+
+
+async def test_no_file_is_ever_in_the_cache_without_its_index_row(tmp_path: Path) -> None:
+    # A hit looks only at the file, so a file without a row would be served but never counted
+    # or pruned. The row is written before the rename and removed after the unlink; an index
+    # write that fails (as a crash between the two steps would) leaves at most a row without
+    # a file, never the reverse.
+    async with open_store(tmp_path / "db") as store:
+        cache = await Cache.open(store, tmp_path / "cache")
+        data = os.urandom(1000)
+        fid = _fid(data)
+        src = tmp_path / "src.bin"
+        src.write_bytes(data)
+
+        await store.execute(FAIL_INSERT)
+        with pytest.raises(sqlite3.DatabaseError, match="disk is full"):
+            await cache.import_file(src, fid)
+        assert not cache.path_of(fid).exists()
+        assert cache.stat_hit(fid) is None
+        assert list(cache.tmp.iterdir()) == []
+        assert (cache.count, await _rows(store)) == (0, [])
+        await store.execute("DROP TRIGGER fail_insert")
+
+        # The rename fails (the range directory is blocked by a file): the row is taken back.
+        blocker = tmp_path / "cache" / fid.hash[:2]
+        blocker.write_bytes(b"in the way")
+        with pytest.raises(OSError):
+            await cache.import_file(src, fid)
+        assert (cache.count, await _rows(store)) == (0, [])
+        assert list(cache.tmp.iterdir()) == []
+        blocker.unlink()
+
+        assert await cache.import_file(src, fid)
+        assert await _rows(store) == [str(fid)]
+
+        await store.execute(FAIL_DELETE)
+        with pytest.raises(sqlite3.DatabaseError, match="disk I/O error"):
+            await cache.delete([str(fid)])
+        assert cache.stat_hit(fid) is None  # gone from disk: never served again
+        assert (cache.count, await _rows(store)) == (1, [str(fid)])  # a row without a file
+        await store.execute("DROP TRIGGER fail_delete")
+        # Repaired by a re-import (the row is kept, the counters stay right) or a delete.
+        assert await cache.import_file(src, fid)
+        assert (cache.count, cache.total_bytes) == (1, len(data))
+        assert await cache.delete([str(fid)]) == 1
+        assert (cache.count, await _rows(store)) == (0, [])
 
 
 async def test_index_survives_reopen_and_tracks_ranges(tmp_path: Path) -> None:

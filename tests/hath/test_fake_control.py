@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 import trio
 from cryptography.hazmat.primitives.serialization import pkcs12
 
@@ -67,3 +68,51 @@ async def test_fake_rpc_roundtrip() -> None:
                 "client_start",
                 "srfetch",
             ]
+
+
+async def test_fake_upstream_ranges_and_truncation() -> None:
+    data = bytes(range(256)) * 100  # 25 600 bytes
+    with trio.fail_after(30):
+        async with open_fake_control(CREDS) as fake, httpx.AsyncClient() as c:
+            fid = fake.add_file(data, chunk=1000)
+            url = f"{fake.url}/image/{fid}"
+            for header, first, last in [
+                ("bytes=100-", 100, len(data) - 1),
+                ("bytes=100-199", 100, 199),
+                ("bytes=-50", len(data) - 50, len(data) - 1),
+                ("bytes=25000-99999", 25000, len(data) - 1),
+            ]:
+                r = await c.get(url, headers={"Range": header})
+                assert r.status_code == 206
+                assert r.headers["content-range"] == f"bytes {first}-{last}/{len(data)}"
+                assert r.headers["content-length"] == str(last - first + 1)
+                assert r.content == data[first : last + 1]
+            r = await c.get(url, headers={"Range": f"bytes={len(data)}-"})
+            assert r.status_code == 416
+            assert r.headers["content-range"] == f"bytes */{len(data)}"
+            for ignored in ("bytes=1-2,5-6", "items=1-2", "bytes=9-3", "bytes=x-"):
+                r = await c.get(url, headers={"Range": ignored})
+                assert (r.status_code, r.content) == (200, data)
+            assert fake.upstream_log[0] == (fid, "bytes=100-", 206)
+            assert fake.upstream_log[4] == (fid, f"bytes={len(data)}-", 416)
+
+            cut = fake.add_file(data[::-1], truncate_after=3000, truncations=2)
+            got = bytearray()
+
+            async def read_all() -> None:
+                async with c.stream("GET", f"{fake.url}/image/{cut}") as r:
+                    assert r.headers["content-length"] == str(len(data))
+                    async for piece in r.aiter_bytes():
+                        got.extend(piece)
+
+            with pytest.raises(httpx.RemoteProtocolError):
+                await read_all()
+            assert bytes(got) == data[::-1][:3000]
+            with pytest.raises(httpx.RemoteProtocolError):  # the second one is cut too
+                await c.get(f"{fake.url}/image/{cut}", headers={"Range": "bytes=3000-"})
+            r = await c.get(f"{fake.url}/image/{cut}", headers={"Range": "bytes=3000-"})
+            assert (r.status_code, r.content) == (206, data[::-1][3000:])
+
+            plain = fake.add_file(data[1:], ranges=False)
+            r = await c.get(f"{fake.url}/image/{plain}", headers={"Range": "bytes=10-"})
+            assert (r.status_code, r.content) == (200, data[1:])

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import trio
 
-from fakes.hath_control import open_fake_control
+from fakes.hath_control import FakeReply, FakeRequest, make_pkcs12, open_fake_control
 from hathd.hath import protocol as p
 from hathd.store import open_store
 
@@ -18,10 +18,12 @@ from .helpers import (
     CREDS,
     base_url,
     client,
+    context_serial,
     new_node,
     peer_cert_serial,
     run_node,
     sha1,
+    weak_pkcs12,
 )
 
 
@@ -133,6 +135,121 @@ async def test_corrupt_upstream_never_enters_the_cache(tmp_path: Path) -> None:
                 await trio.sleep(0.02)
             assert node.proxy is not None
             assert node.proxy.statistics().failed == 1
+
+
+async def test_truncated_upstream_resumes_with_range(tmp_path: Path) -> None:
+    # proxy.py: after a dropped connection the next try asks for the rest only
+    # (Range: bytes=<received>-) and appends the 206 body; nothing is fetched twice.
+    data = os.urandom(300_000)
+    with trio.fail_after(60):
+        async with open_fake_control(CREDS) as fake, run_node(tmp_path, fake) as node:
+            fid = fake.add_file(data, truncate_after=100_000)
+            async with client(fake) as c:
+                r = await c.get(base_url(node) + fake.keystamped_path(fid))
+            assert r.status_code == 200
+            assert r.content == data
+            assert fake.upstream_log == [(fid, None, 200), (fid, "bytes=100000-", 206)]
+            assert node.proxy is not None
+            stats = node.proxy.statistics()
+            assert (stats.upstream_requests, stats.imported, stats.failed) == (2, 1, 0)
+            assert stats.bytes_received == len(data)
+            assert node.cache is not None
+            assert node.cache.path_of(p.FileId.parse(fid)).read_bytes() == data
+
+
+async def test_truncated_upstream_without_range_support_skips_what_it_has(
+    tmp_path: Path,
+) -> None:
+    # A source that ignores Range answers 200 with the whole body: the bytes already written
+    # are skipped, not appended twice.
+    data = os.urandom(200_000)
+    with trio.fail_after(60):
+        async with open_fake_control(CREDS) as fake, run_node(tmp_path, fake) as node:
+            fid = fake.add_file(data, truncate_after=70_000, ranges=False)
+            async with client(fake) as c:
+                r = await c.get(base_url(node) + fake.keystamped_path(fid))
+            assert r.content == data
+            assert fake.upstream_log == [(fid, None, 200), (fid, "bytes=70000-", 200)]
+            assert node.proxy is not None
+            assert node.proxy.statistics().bytes_received == len(data)
+            assert node.cache is not None
+            assert node.cache.stat_hit(p.FileId.parse(fid)) is not None
+
+
+async def test_srfetch_skips_malformed_urls(tmp_path: Path) -> None:
+    # §3.4: each srfetch URL is tried in order; one that httpx cannot even parse is a
+    # rejected source like any other, not the end of the flight.
+    data = os.urandom(10_000)
+    with trio.fail_after(60):
+        async with open_fake_control(CREDS) as fake, run_node(tmp_path, fake) as node:
+            fid = fake.add_file(data)
+            fake.srfetch_extra = ["http://[::1", "http://256.1.1.1/x"]
+            async with client(fake) as c:
+                r = await c.get(base_url(node) + fake.keystamped_path(fid))
+            assert r.status_code == 200
+            assert r.content == data
+            assert fake.upstream_hits[fid] == 1
+            assert node.cache is not None
+            assert node.cache.stat_hit(p.FileId.parse(fid)) is not None
+
+
+async def test_malformed_rpc_server_ip_entries_are_dropped(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with open_fake_control(CREDS) as fake:
+            fake.settings["rpc_server_ip"] = "::ffff:;not-an-ip;127.0.0.1;[::1"
+            async with run_node(tmp_path / "a", fake) as node:
+                assert node.rpc.ips == ["127.0.0.1"]
+                assert node.policy.rpc_ips == {"127.0.0.1"}
+                await node.refresh_settings()
+                assert fake.calls[-1] == ("client_settings", "")
+            # Nothing usable: the RPC client stays on the bootstrap host, whose IP is trusted.
+            fake.settings["rpc_server_ip"] = "::ffff:"
+            async with run_node(tmp_path / "b", fake) as node:
+                assert node.rpc.ips == []
+                assert node.policy.rpc_ips == {"127.0.0.1"}
+                assert node.state == "running"
+
+
+async def test_unusable_certificate_on_refresh_keeps_the_old_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from hathd.hath import node as node_mod
+
+    monkeypatch.setattr(node_mod, "CERT_RETRY", 0.1)
+    weak = weak_pkcs12(CREDS.client_key)
+    serve_weak = True
+    with trio.fail_after(60):
+        async with open_fake_control(CREDS) as fake, run_node(tmp_path, fake) as node:
+
+            async def get_cert(req: FakeRequest) -> FakeReply:
+                blob = weak if serve_weak else make_pkcs12(fake.leaf, CREDS.client_key)
+                return FakeReply(200, blob, [(b"content-type", b"application/x-pkcs12")])
+
+            fake.add_action("get_cert", get_cert)
+            port = node.server.port if node.server else 0
+            old = fake.leaf_serial()
+            old_context = node.certs.context
+            p12 = (tmp_path / "data" / "hathcert.p12").read_bytes()
+            r = await fake.servercmd(base_url(node), "refresh_certs")
+            assert r.status_code == 200
+            while fake.count("get_cert") < 3:  # start-up, then two failed refresh tries
+                await trio.sleep(0.02)
+            # No crash: a clear error, still serving with the old certificate, the saved one
+            # untouched.
+            assert "get_cert PKCS#12 does not load: [SSL: EE_KEY_TOO_SMALL]" in caplog.text
+            assert node.state == "running"
+            assert await peer_cert_serial(fake, port) == old
+            assert node.certs.swaps == 0
+            assert (tmp_path / "data" / "hathcert.p12").read_bytes() == p12
+            fake.rotate_cert()
+            serve_weak = False
+            while node.certs.swaps == 0:
+                await trio.sleep(0.02)
+            assert await peer_cert_serial(fake, port) == fake.leaf_serial() != old
+            # The new certificate came in a new context, swapped in; the old context object
+            # (which connections in flight use) was never changed.
+            assert node.certs.context is not old_context
+            assert await context_serial(fake, old_context) == old
 
 
 @pytest.mark.parametrize(
@@ -251,17 +368,38 @@ async def test_start_downloader_records_and_calls_back(tmp_path: Path) -> None:
             assert fake.calls[-1] == ("client_settings", "")
 
 
-async def test_login_refused_is_a_clear_error(tmp_path: Path) -> None:
-    from hathd.hath.node import NodeError
-
+async def test_login_refused_stops_the_node_for_good(tmp_path: Path) -> None:
+    # hath-protocol.md §1.3: client_login is sent once per process; a refusal (bad
+    # credentials) is terminal: serve() returns normally, state "refused", the reason kept.
     with trio.fail_after(60):
         async with open_fake_control(CREDS) as fake:
             fake.script("client_login", "FAIL_BAD_CREDENTIALS")
+            async with open_store(tmp_path / "db.sqlite3") as store, trio.open_nursery() as n:
+                node = new_node(tmp_path, fake, store)
+                port = await n.start(node.serve)
+            assert port == 0
+            stats = node.statistics()
+            assert stats.state == "refused"
+            assert stats.reason is not None
+            assert stats.reason.startswith("client_login refused: FAIL_BAD_CREDENTIALS")
+            assert node.rpc.closed
+            assert fake.count("client_login") == 1
+            assert fake.count("client_stop") == 0
+
+
+async def test_login_without_a_usable_reply_is_retryable(tmp_path: Path) -> None:
+    from hathd.hath.node import NodeError, NodeRefused
+
+    with trio.fail_after(60):
+        async with open_fake_control(CREDS) as fake:
+            # A null reply on every try: the server never said no, so the supervisor may retry.
+            fake.script("client_login", *["TEMPORARILY_UNAVAILABLE"] * 3)
             async with open_store(tmp_path / "db.sqlite3") as store:
                 node = new_node(tmp_path, fake, store)
-                with pytest.raises(NodeError, match="client_login refused: FAIL_BAD_CREDENTIALS"):
+                with pytest.raises(NodeError, match="no usable reply") as caught:
                     await node.serve()
-            assert fake.count("client_stop") == 0
+            assert not isinstance(caught.value, NodeRefused)
+            assert node.state == "stopped"
 
 
 async def test_restart_serves_from_the_index_without_rescan(
@@ -347,8 +485,6 @@ async def test_pruning_under_a_small_disk_limit(tmp_path: Path) -> None:
 
 
 async def test_client_start_fail_codes(tmp_path: Path) -> None:
-    from hathd.hath.node import NodeError
-
     with trio.fail_after(60):
         async with open_fake_control(CREDS) as fake:
             fake.script("client_start", "FAIL_CONNECT_TEST:port 1234 unreachable")
@@ -358,12 +494,25 @@ async def test_client_start_fail_codes(tmp_path: Path) -> None:
                 assert node.server is not None
                 assert node.server.admit("127.0.0.1", 0.0) is False  # an RPC IP: unmetered
                 assert node.server.admit("203.0.113.9", 0.0) is None  # everyone else: refused
-            fake.script("client_start", "FAIL_OTHER_CLIENT_CONNECTED")
-            async with open_store(tmp_path / "b.sqlite3") as store:
-                node = new_node(tmp_path, fake, store)
-                with pytest.raises(NodeError, match="FAIL_OTHER_CLIENT_CONNECTED"):
-                    await node.serve()
-            assert fake.calls[-1][0] == "client_start"
+            fake.script("client_start", "FAIL_SOMETHING_NEW:details")
+            async with run_node(tmp_path / "c", fake) as node:
+                # Unknown codes: Java's notifyStart returns false and the client idles.
+                assert (node.state, node.reason) == (
+                    "start-failed",
+                    "client_start: FAIL_SOMETHING_NEW:details",
+                )
+                assert node.policy.startup_only
+            for code in ("FAIL_OTHER_CLIENT_CONNECTED", "FAIL_CID_IN_USE:31337"):
+                fake.script("client_start", code)
+                logins = fake.count("client_login")
+                async with open_store(tmp_path / f"{code[:8]}.sqlite3") as store:
+                    node = new_node(tmp_path / code[:8], fake, store)
+                    await node.serve()  # returns: terminal, never a crash to restart
+                assert node.state == "refused"
+                assert node.reason is not None
+                assert node.reason.startswith(f"client_start refused: {code}")
+                assert fake.calls[-1][0] == "client_start"
+                assert fake.count("client_login") == logins + 1
 
 
 async def test_start_downloader_awaitable_callback_runs_in_the_node(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from hathd.hath.cli import hath_group
 from hathd.hath.config import HathConfig
 from hathd.hath.plugin import PLUGIN
 from hathd.runtime import open_runtime
+from hathd.supervisor import ServiceState
 
 from .helpers import CREDS, sha1
 
@@ -88,3 +89,37 @@ async def test_plugin_off_without_credentials_then_runs(tmp_path: Path) -> None:
                 assert "hath.node" in rt.extras
                 n.cancel_scope.cancel()
             assert fake.calls[-1] == ("client_stop", "")
+
+
+async def test_refused_node_stays_stopped_without_another_login(tmp_path: Path) -> None:
+    # hath-protocol.md §1.3: client_login must be sent only once per process, and
+    # FAIL_CID_IN_USE means the client stops. The service ends normally: the supervisor shows
+    # it stopped (no restart, so no second login) and the statistics say why.
+    with trio.fail_after(60):
+        async with open_fake_control(CREDS) as fake:
+            fake.script("client_start", "FAIL_CID_IN_USE")
+            cfg = Config(
+                hath=HathConfig(
+                    enabled=True,
+                    rpc_server=fake.rpc_host,
+                    listen_host="127.0.0.1",
+                    client_id=CREDS.client_id,
+                    client_key=CREDS.client_key,
+                )
+            )
+            async with open_runtime(cfg, tmp_path) as rt, trio.open_nursery() as n:
+                await PLUGIN.setup(rt)
+                [spec] = PLUGIN.services(rt)
+                await rt.supervisor.start(n, spec)
+                record = rt.supervisor.records["hath"]
+                while record.state is not ServiceState.STOPPED:
+                    await trio.sleep(0.02)
+                await trio.sleep(1.5)  # three times the supervisor's first restart backoff
+                shown = record.to_json()
+                n.cancel_scope.cancel()
+            assert fake.count("client_login") == 1
+            assert (shown["state"], shown["restarts"], shown["last_error"]) == ("stopped", 0, None)
+            stats = shown["statistics"]
+            assert stats["state"] == "refused"
+            assert stats["reason"].startswith("client_start refused: FAIL_CID_IN_USE")
+            assert stats["port"] == 0

@@ -146,7 +146,16 @@ def test_reply_parsing() -> None:
     assert p.parse_reply("KEY_EXPIRED\n").key_expired
     urls = p.parse_reply("OK\nhttp://a/1\n\nhttp://b/2\n").nonempty_lines()
     assert urls == ["http://a/1", "http://b/2"]
-    assert p.parse_ip_list("1.2.3.4; ::ffff:5.6.7.8;;") == ["1.2.3.4", "5.6.7.8"]
+    assert p.parse_ip_list("1.2.3.4; ::ffff:5.6.7.8;;") == (["1.2.3.4", "5.6.7.8"], [])
+
+
+def test_ip_list_drops_what_is_not_an_ip() -> None:
+    valid, rejected = p.parse_ip_list(
+        "::ffff:;10.0.0.1;rpc.example;2001:DB8::1;fe80::1%eth0;[::1;10.0.0.1;256.1.1.1"
+    )
+    assert valid == ["10.0.0.1", "2001:db8::1"]  # normalised, duplicates dropped
+    assert rejected == ["::ffff:", "rpc.example", "fe80::1%eth0", "[::1", "256.1.1.1"]
+    assert p.parse_ip_list(" ; ") == ([], [])
 
 
 def test_clock_and_limits() -> None:

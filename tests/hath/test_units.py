@@ -153,6 +153,31 @@ async def test_rpc_failover_to_a_live_host() -> None:
                 await rpc.aclose()
 
 
+async def test_rpc_host_that_makes_no_url_is_unavailable_not_a_crash() -> None:
+    # httpx.InvalidURL is no httpx.HTTPError: it must still end as RpcUnavailable.
+    with trio.fail_after(30):
+        async with open_fake_control(CREDS) as fake:
+            bad = RpcClient(CREDS, bootstrap="[::1", timeout=10)
+            try:
+                with pytest.raises(RpcUnavailable, match="no RPC host answered"):
+                    await bad.server_stat()
+            finally:
+                await bad.aclose()
+            rpc = RpcClient(CREDS, bootstrap=fake.rpc_host, timeout=10)
+            try:
+                await rpc.server_stat()
+                rpc.apply_settings(
+                    {"rpc_server_ip": "127.0.0.1", "rpc_server_port": str(fake.port)}
+                )
+                rpc.ips.insert(0, "[::1")  # a host that got past parsing somehow
+                rpc.current = "[::1"
+                assert (await rpc.call("client_settings")).ok  # failed over to 127.0.0.1
+                assert rpc.failed == "[::1"
+            finally:
+                await rpc.aclose()
+            assert rpc.closed
+
+
 async def test_rpc_reply_without_content_length_is_a_failure() -> None:
     from collections.abc import AsyncIterator
 

@@ -6,8 +6,9 @@ The archive (as the py-hath seed's ``zip_compressor.py`` does per gallery) is
 ``<download root>/<gallery dir name>.zip`` holding the gallery's files and ``galleryinfo.txt``
 flat at its root. It is written to ``.<name>.zip.part`` in the same folder, flushed and fsynced,
 checked (:meth:`zipfile.ZipFile.testzip`), then renamed into place, so a crash never leaves a
-half archive under the final name. Images are already compressed, so members are STORED;
-``galleryinfo.txt`` is DEFLATED.
+half archive under the final name. Both names fit the 255-byte limit because gallery directory
+names are capped at :data:`~hathd.gallery.naming.DIR_NAME_MAX_BYTES` (245) bytes. Images are
+already compressed, so members are STORED; ``galleryinfo.txt`` is DEFLATED.
 """
 
 from __future__ import annotations

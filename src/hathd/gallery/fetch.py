@@ -31,7 +31,8 @@ FLUSH_BYTES = 4 * 1024 * 1024
 
 
 class FetchError(Exception):
-    """The GET failed: network error, timeout, a status other than 200, or a short body."""
+    """The GET failed: a malformed URL, a network error, a timeout, a status other than 200, or
+    a short body."""
 
 
 @attrs.frozen
@@ -45,7 +46,9 @@ class Fetched:
 
 
 def part_path(dest: Path) -> Path:
-    """The temporary name of ``dest`` while it downloads: ``.<name>.part`` beside it."""
+    """The temporary name of ``dest`` while it downloads: ``.<name>.part`` beside it (within 255
+    bytes, as gallery file names are capped at
+    :data:`~hathd.gallery.naming.FILE_NAME_MAX_BYTES`)."""
     return dest.with_name(f".{dest.name}.part")
 
 
@@ -91,8 +94,8 @@ async def fetch_to_file(
 ) -> Fetched:
     """GET ``url``; if ``accept(sha1_hex, size)`` the body ends up at ``dest``.
 
-    :raises FetchError: on any failure (nothing is left on disk then). Cancellation removes
-        the temporary file too and propagates.
+    :raises FetchError: on any failure, a malformed ``url`` included (nothing is left on disk
+        then). Cancellation removes the temporary file too and propagates.
     :raises OSError: the disk refused the accepted body (nothing is left on disk).
     """
     part = part_path(dest)
@@ -126,7 +129,7 @@ async def fetch_to_file(
     except FetchError:
         await trio.to_thread.run_sync(_abort, fh, part)
         raise
-    except (httpx.HTTPError, OSError) as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
         await trio.to_thread.run_sync(_abort, fh, part)
         raise FetchError(f"{type(exc).__name__}: {exc}") from None
     except BaseException:

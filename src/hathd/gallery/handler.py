@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import zipfile
 from collections.abc import Callable
@@ -58,6 +59,8 @@ KIND = "gallery"
 
 DOMAIN = "hath-gallery"
 """The engine lane of gallery jobs: one gallery at a time, as the reference downloads them."""
+
+_HOST_RE = re.compile(r"[A-Za-z0-9._:\[\]-]+")
 
 DISK_CHECK_EVERY = 1.0
 """Seconds a good free-space reading is trusted before the disk is checked again."""
@@ -171,6 +174,24 @@ async def record_run(
     )
 
 
+def url_host(url: str) -> str:
+    """The host of a ``dlfetch`` URL, for its ``dlfails`` key and its host gate (§6). A URL that
+    does not parse (e.g. ``http://[::1/x``) gives its raw authority text (between ``//`` and
+    the next ``/``, ``?`` or ``#``); a host that is empty or holds anything but letters,
+    digits and ``.-_:[]`` (a ``;`` would split the ``dlfails`` list) gives ``unknown``. Never
+    raises."""
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        host = None
+    if not host:
+        authority = url.partition("//")[2]
+        for sep in "/?#":
+            authority = authority.partition(sep)[0]
+        host = authority.rpartition("@")[2]
+    return host if _HOST_RE.fullmatch(host) else "unknown"
+
+
 def _existing_archive(root: Path, names: list[str]) -> Path | None:
     for name in names:
         path = archive.archive_path(root / name)
@@ -243,7 +264,7 @@ class _Run:
             self.plan.record(index, Outcome.FAILED)
             await trio.sleep(self.plan.delay_after(Outcome.FAILED))
             return
-        host = urlsplit(url).hostname or "unknown"
+        host = url_host(url)
         async with self.deps.gates.slot(host):
             reason = ""
             try:

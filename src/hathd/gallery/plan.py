@@ -7,10 +7,12 @@ behaviour:
   is > 0 (:func:`accept_digest`); otherwise it is deleted and downloaded again;
 * a download is one ``dlfetch`` (``add = <gid>;<page>;<fileindex>;<xres>;<n>``, ``n`` the
   file's try number, 1-based, as J163m/RS send it) plus one GET of the returned URL; a failed
-  try is recorded as ``<url host>-<fileindex>-<xres>``;
-* the file list is walked in passes, at most ``max_passes`` (9); a pass retries only the files
-  still missing; hathd gives each file at most ``tries_per_file`` (3) tries in all, and, as
-  the reference, stops once the failures of a gallery reach twice its file count;
+  try is recorded as ``<url host>-<fileindex>-<xres>``, each key once per gallery, in order of
+  first failure (J162 ``logFailure`` skips a key it already holds);
+* the file list is walked in passes, at most ``max_passes`` (9; J162 limits only the passes,
+  ``while(!success && ++galleryretry < 10)``); a pass retries only the files still missing;
+  hathd also gives each file at most ``tries_per_file`` (3) tries in all, as RS does. There
+  is no gallery-wide failure budget: a gallery of one file gets its 3 tries like any other;
 * pacing: 1 s after a download, 5 s after a failure, nothing after a kept file
   (:meth:`GalleryPlan.delay_after`); 300 s while the disk is short (:func:`low_disk`);
 * failures go to the server with ``dlfails`` (``add`` = ``;``-joined keys); Java sends only
@@ -72,11 +74,12 @@ def failure_key(host: str, fileindex: int, xres: str) -> str:
 
 
 def dlfails_add(failures: list[str], rng: random.Random | None = None) -> str | None:
-    """The ``add`` of a ``dlfails`` report: the keys joined by ``;``; ``None`` when there are
-    none; a random 50 of them when there are more than 50 (RS ``dl_fails``; §1.3)."""
+    """The ``add`` of a ``dlfails`` report: the distinct keys (first occurrence kept, in order)
+    joined by ``;``; ``None`` when there are none; a random 50 of them when there are more than
+    50 (RS ``dl_fails``; §1.3)."""
     if not failures:
         return None
-    keys = list(failures)
+    keys = list(dict.fromkeys(failures))
     if len(keys) > MAX_DLFAILS:
         keys = (rng or random.Random()).sample(keys, MAX_DLFAILS)
     return ";".join(keys)
@@ -88,7 +91,8 @@ class GalleryPlan:
 
     Usage: ``while (batch := plan.next_pass()) is not None:`` try each index of ``batch``, call
     :meth:`record` with the outcome, and wait :meth:`delay_after` seconds. Afterwards
-    :attr:`complete` tells success; :attr:`failures` holds the keys for ``dlfails``.
+    :attr:`complete` tells success; :attr:`failures` holds the distinct ``dlfails`` keys in
+    order of first failure; :attr:`failed_tries` counts every failed try.
     """
 
     count: int
@@ -100,6 +104,7 @@ class GalleryPlan:
     states: list[FileState] = attrs.field(init=False)
     tries: list[int] = attrs.field(init=False)
     failures: list[str] = attrs.field(factory=list, init=False)
+    _failure_keys: set[str] = attrs.field(factory=set, init=False, repr=False)
     failed_tries: int = attrs.field(default=0, init=False)
     kept: int = attrs.field(default=0, init=False)
     downloaded: int = attrs.field(default=0, init=False)
@@ -124,10 +129,8 @@ class GalleryPlan:
 
     def next_pass(self) -> list[int] | None:
         """Indices to try in the next pass, or ``None`` when the gallery is finished: every file
-        done, no file with tries left, ``max_passes`` reached, or failures ``>= 2 * count``."""
+        done, no file with tries left, or ``max_passes`` reached."""
         if self.complete or self.passes >= self.max_passes:
-            return None
-        if self.failed_tries >= 2 * self.count:
             return None
         batch = [
             i
@@ -147,10 +150,11 @@ class GalleryPlan:
 
     def record(self, index: int, outcome: Outcome, failure: str | None = None) -> None:
         """Record the outcome of file ``index``; ``failure`` is its ``dlfails`` key, if a URL
-        was obtained."""
+        was obtained. A key already recorded is not added again (J162 ``logFailure``)."""
         if outcome is Outcome.FAILED:
             self.failed_tries += 1
-            if failure is not None:
+            if failure is not None and failure not in self._failure_keys:
+                self._failure_keys.add(failure)
                 self.failures.append(failure)
             if self.tries[index] >= self.tries_per_file:
                 self.states[index] = FileState.GAVE_UP

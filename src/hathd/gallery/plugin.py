@@ -99,8 +99,9 @@ def node_disk_remaining(rt: Runtime) -> int:
 def rpc_opener(rt: Runtime, clock: ServerClock, cfg: GalleryConfig) -> OpenRpc:
     """How the downloader reaches the control server: the running image node's RPC client
     (``rt.extras["hath.node"].rpc``: its clock, its ``rpc_server_ip`` failover) when there is
-    one, else a client of its own on ``rpc_server`` sharing ``clock``. Credentials are read on
-    each use, so ``hathd hath login`` needs no restart.
+    one and it is still open, else a client of its own on ``rpc_server`` sharing ``clock`` (a
+    node that stopped, e.g. refused or terminated, has closed its client). Credentials are
+    read on each use, so ``hathd hath login`` needs no restart.
 
     :raises HathdError: (on entering) no credentials, or a malformed ``rpc_server``.
     """
@@ -110,7 +111,7 @@ def rpc_opener(rt: Runtime, clock: ServerClock, cfg: GalleryConfig) -> OpenRpc:
     async def open_rpc() -> AsyncIterator[DownloaderRpc]:
         nonlocal standalone
         client = getattr(rt.extras.get("hath.node"), "rpc", None)
-        if isinstance(client, RpcClient):
+        if isinstance(client, RpcClient) and not client.closed:
             yield DownloaderRpc(client)
             return
         if standalone is None:

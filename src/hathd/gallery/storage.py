@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-from hathd.gallery.naming import is_safe_entry_name
+from hathd.gallery.naming import DIR_NAME_MAX_BYTES, is_safe_entry_name
 
 log = logging.getLogger(__name__)
 
@@ -20,14 +20,15 @@ HASH_CHUNK = 1024 * 1024
 
 def make_gallery_dir(root: Path, name: str, fallback: str) -> Path:
     """Create (or reuse) ``root/name`` and return it; fall back to ``root/fallback`` when
-    ``name`` is not a single safe entry, would resolve outside ``root`` (a symlink), or its
-    ``mkdir`` fails (§6 traversal guard and fallback).
+    ``name`` is not a single safe entry of at most
+    :data:`~hathd.gallery.naming.DIR_NAME_MAX_BYTES` bytes, would resolve outside ``root`` (a
+    symlink), or its ``mkdir`` fails (§6 traversal guard and fallback).
 
     :raises OSError: the fallback directory cannot be created either.
     """
     root.mkdir(parents=True, exist_ok=True)
     real_root = root.resolve()
-    if is_safe_entry_name(name):
+    if is_safe_entry_name(name, DIR_NAME_MAX_BYTES):
         candidate = root / name
         try:
             candidate.mkdir(exist_ok=True)

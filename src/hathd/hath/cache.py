@@ -8,10 +8,23 @@ the daemon's store (component ``hath``):
   transaction as every file change, so start-up reads at most 65 536 rows and walks no directory,
   and a crash forces no rescan (§4.2; the official client loses its state on a crash).
 
-Files enter the cache only through :meth:`Cache.import_file`, which renames a temporary file
-(under ``cache/.tmp/``, the same filesystem) into place after its size and SHA-1 match the
-fileid. The mtime is the LRU clock (touched at most weekly, §4.3) and pruning follows the
-official rule (:mod:`hathd.hath.pruning`, §4.4). ``hathd hath verify`` runs :meth:`Cache.rescan`.
+Files enter the cache only through :meth:`Cache.import_file` / :meth:`Cache.import_verified`,
+which rename a temporary file (under ``cache/.tmp/``, the same filesystem) into place after its
+size and SHA-1 match the fileid. The mtime is the LRU clock (touched at most weekly, §4.3) and
+pruning follows the official rule (:mod:`hathd.hath.pruning`, §4.4). ``hathd hath verify``
+runs :meth:`Cache.rescan`.
+
+Crash safety. A cache hit looks only at the file (:meth:`Cache.stat_hit`: it exists and has
+the fileid's size); the index feeds the counters, the pruner, the static-range clean-up and
+start-up, which reads ``hath_ranges`` and walks no directory. So a *file without a row* would
+be served but never counted, pruned or dropped with its range, until a rescan; a *row without
+a file* is only a miss (proxied and re-imported, which keeps the row) and overstates the
+counters by that file until it is re-imported, pruned, blacklisted or rescanned. The cache
+keeps the invariant "file on disk ⇒ row in the index": an import commits the row *before* the
+rename (and takes it back if the rename fails), a delete unlinks *before* it removes the row,
+and both hold one lock so a prune cannot slip between the two steps of an import. A crash (or
+a failed store write) can therefore leave at most a row without a file for the few files being
+imported or deleted at that moment, never an untracked file.
 
 Errors: filesystem failures raise ``OSError`` from the worker thread; store failures raise
 :class:`~hathd.errors.StoreError`.
@@ -26,6 +39,7 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 
 import attrs
@@ -190,6 +204,8 @@ class Cache:
         self._pruned_bytes = 0
         self._blacklisted = 0
         self._corrupt = 0
+        self._change_lock = trio.Lock()
+        """Held across the two steps (row, file) of an import and of a delete."""
 
     @classmethod
     async def open(cls, store: Store, root: Path) -> Cache:
@@ -292,22 +308,50 @@ class Cache:
         return self.tmp / f"{prefix}{os.getpid()}_{time.monotonic_ns()}_{id(object())}"
 
     async def import_verified(self, tmp_path: Path, fid: FileId) -> None:
-        """Move ``tmp_path`` (whose size and SHA-1 the caller has checked against ``fid``) into
-        the cache with one ``rename``, then index it. The temp file is gone afterwards."""
+        """Index ``tmp_path`` (whose size and SHA-1 the caller has checked against ``fid``) and
+        then move it into the cache with one ``rename`` (row first: see "Crash safety" in the
+        module docstring). The temp file is gone afterwards, whatever happens.
+
+        :raises OSError: the temp file is unreadable or the rename failed (the row is taken
+            back unless a good copy of the file is in place).
+        :raises sqlite3.Error: the index write failed (nothing enters the cache).
+        :raises StoreError: the store is closed.
+        """
         final = self.path_of(fid)
 
-        def move() -> int:
+        def mtime_of_tmp() -> int:
+            try:
+                return int(os.stat(tmp_path).st_mtime)  # a rename keeps the mtime
+            except OSError:
+                tmp_path.unlink(missing_ok=True)
+                raise
+
+        def move() -> None:
             try:
                 final.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp_path, final)
             except OSError:
                 tmp_path.unlink(missing_ok=True)
                 raise
-            return int(os.stat(final).st_mtime)
 
-        mtime = await trio.to_thread.run_sync(move)
-        srange, stats = await self.store.write(lambda conn: _add_row(conn, fid, mtime))
-        self.ranges[srange] = stats
+        mtime = await trio.to_thread.run_sync(mtime_of_tmp)
+        async with self._change_lock:
+            try:
+                srange, stats = await self.store.write(lambda conn: _add_row(conn, fid, mtime))
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(partial(tmp_path.unlink, missing_ok=True))
+                raise
+            self.ranges[srange] = stats
+            try:
+                await trio.to_thread.run_sync(move)
+            except OSError:
+                with trio.CancelScope(shield=True):
+                    if await trio.to_thread.run_sync(self.stat_hit, fid) is None:
+                        name = str(fid)
+                        changed = await self.store.write(lambda conn: _remove_rows(conn, [name]))
+                        self._apply(changed)
+                raise
         index, bit = fid.lru_slot
         self.lru.mark(index, bit)
 
@@ -338,8 +382,14 @@ class Cache:
         return True
 
     async def delete(self, fileids: Iterable[str], *, reason: str = "delete") -> int:
-        """Delete these files from disk and index; unknown or malformed fileids are skipped.
-        Returns how many files were on disk or in the index."""
+        """Delete these files from disk, then from the index (file first: see "Crash safety" in
+        the module docstring); unknown or malformed fileids are skipped. Returns how many files
+        were on disk or in the index.
+
+        :raises OSError: a file could not be unlinked (its row stays).
+        :raises sqlite3.Error: the index write failed (the files are gone; their rows stay and
+            overstate the counters until a re-import, prune or rescan).
+        """
         fids = [f for f in (FileId.try_parse(s.strip()) for s in fileids) if f is not None]
         if not fids:
             return 0
@@ -354,11 +404,12 @@ class Cache:
                     pass
             return gone
 
-        on_disk = await trio.to_thread.run_sync(unlink)
         names = [str(f) for f in fids]
-        before = self.count
-        changed = await self.store.write(lambda conn: _remove_rows(conn, names))
-        self._apply(changed)
+        async with self._change_lock:
+            on_disk = await trio.to_thread.run_sync(unlink)
+            before = self.count
+            changed = await self.store.write(lambda conn: _remove_rows(conn, names))
+            self._apply(changed)
         removed = max(on_disk, before - self.count)
         if reason == "blacklist":
             self._blacklisted += removed

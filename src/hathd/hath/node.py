@@ -8,17 +8,31 @@ RPC-server IPs only → ``client_start`` → open to everyone → ``client_setti
 (~6 h), the 10 s housekeeping cycle (LRU sweep, flood-control pruning, failed-RPC-host reset
 every ~4 h), the pruner, certificate refreshes. On shutdown ``client_stop`` is sent.
 
-Fail codes are matched by prefix (§1.2): ``client_login`` other than OK → :class:`NodeError`
-(bad credentials; ``FAIL_STARTUP_LOOP`` waits 15 min first, as RS does); ``client_start``
-``FAIL_CONNECT_TEST`` → keep running, RPC IPs only (Java stays idle);
-``FAIL_OTHER_CLIENT_CONNECTED`` / ``FAIL_CID_IN_USE`` → :class:`NodeError`; ``still_alive``
-``TERM_BAD_NETWORK`` / ``FAIL_NOT_LOGGED_IN`` → the node stops.
+Fail codes are matched by prefix (§1.2). ``client_login`` "must be sent only once per process"
+(§1.3), so a reply that a restart cannot cure is terminal, never a crash the supervisor would
+answer with another login:
 
-Errors that end :meth:`HathNode.serve` are contained here as one :class:`NodeError` or
+* terminal (:class:`NodeRefused`; :meth:`HathNode.serve` returns normally, state ``refused``,
+  :attr:`HathNode.reason` says why, no further ``client_login`` until hathd is restarted):
+  ``client_login`` with a status other than OK, ``FAIL_STARTUP_LOOP`` or a null reply (Java:
+  bad credentials); ``client_start`` ``FAIL_OTHER_CLIENT_CONNECTED`` / ``FAIL_CID_IN_USE``
+  (Java and RS: the client terminates); ``server_stat`` naming a minimum build above ours;
+* ``client_login`` ``FAIL_STARTUP_LOOP``: wait 15 min (RS), then :class:`NodeError`, so the
+  supervisor's restart logs in again at most once per 15 min;
+* ``client_login`` or ``client_start`` null reply (empty, ``TEMPORARILY_UNAVAILABLE``, after
+  the RPC client's tries): :class:`NodeError`, restarted with backoff (the server never said
+  no);
+* ``client_start`` ``FAIL_CONNECT_TEST`` or any other fail code: keep running, RPC IPs only
+  (Java's ``notifyStart`` returns false and the client idles); state ``connect-test-failed`` or
+  ``start-failed``;
+* ``still_alive`` ``TERM_BAD_NETWORK`` / ``FAIL_NOT_LOGGED_IN``: the node stops, state
+  ``terminated``.
+
+Other errors that end :meth:`HathNode.serve` are contained here as one :class:`NodeError` or
 :class:`~hathd.hath.rpc.RpcUnavailable` (never an ExceptionGroup); the supervisor restarts it.
 
 Bus room ``hath`` events: ``login``, ``started``, ``settings``, ``cert``, ``blacklist``,
-``prune``, ``overload``, ``start_downloader``, ``stopped``, ``terminated``.
+``prune``, ``overload``, ``start_downloader``, ``stopped``, ``terminated``, ``refused``.
 """
 
 from __future__ import annotations
@@ -57,7 +71,14 @@ CERT_RETRY = 10.0
 
 
 class NodeError(Exception):
-    """The node cannot run: bad credentials, another client active, too old, bad certificate."""
+    """The node cannot run now (bad certificate, no usable reply, startup loop); the supervisor
+    restarts it."""
+
+
+class NodeRefused(NodeError):
+    """The control server refused this client in a way no restart cures (bad credentials,
+    another client on the IP or the client ID, a build below the minimum). :meth:`HathNode.serve`
+    turns it into the terminal state ``refused`` instead of raising it."""
 
 
 @attrs.define
@@ -105,7 +126,13 @@ class NodeStatistics:
     """What ``hathd status`` shows for the node."""
 
     state: str
+    """``starting``, ``running``, ``connect-test-failed``, ``start-failed``, ``stopped``,
+    ``terminated`` (told to stop by ``still_alive``) or ``refused`` (see the module doc)."""
+    reason: str | None
+    """Why the node is in ``refused``, ``terminated``, ``start-failed`` or
+    ``connect-test-failed``; else ``None``."""
     port: int
+    """The HTTPS port while the node serves; 0 before it listens and after it stopped."""
     client_id: int
     clock_offset: int
     rpc_calls: int
@@ -165,6 +192,8 @@ class HathNode:
         self.proxy: SrfetchProxy | None = None
         self.server: ImageServer | None = None
         self.state = "starting"
+        self.reason: str | None = None
+        """Why the node stopped for good or idles (see :class:`NodeStatistics`)."""
         self.still_alive_sent = 0
         self.downloader_requests: list[str] = []
         self.ready = trio.Event()
@@ -200,7 +229,8 @@ class HathNode:
         info = self.certs.info
         return NodeStatistics(
             state=self.state,
-            port=self.server.port if self.server else 0,
+            reason=self.reason,
+            port=self.server.port if self.server and self._nursery is not None else 0,
             client_id=self.creds.client_id,
             clock_offset=self.clock.offset,
             rpc_calls=self.rpc.calls,
@@ -220,12 +250,18 @@ class HathNode:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the node until cancelled (or told to terminate); reports the HTTPS port.
+        """Run the node until cancelled, told to terminate, or refused; reports the HTTPS port.
 
-        :raises NodeError: the node cannot run (see the module docstring).
+        A refusal (:class:`NodeRefused`, see the module docstring) ends it *normally*, before
+        it listens: ``task_status`` gets port 0, :attr:`state` is ``refused`` and
+        :attr:`reason` says why. The supervisor then records the service as stopped and never
+        restarts it, so ``client_login`` is not sent again until hathd restarts.
+
+        :raises NodeError: the node cannot run now (see the module docstring).
         :raises RpcUnavailable: the control server is unreachable.
         """
         started = False
+        refused: NodeRefused | None = None
         try:
             try:
                 async with trio.open_nursery() as nursery:
@@ -242,6 +278,12 @@ class HathNode:
                 if rest is None:
                     raise  # only cancellation: let the enclosing scope handle it
                 raise _first_leaf(rest) from None
+        except NodeRefused as exc:
+            refused = exc
+            self.state = "refused"
+            self.reason = str(exc)
+            log.error("H@H node stopped for good: %s (restart hathd once this is fixed)", exc)
+            self._publish("refused", reason=self.reason)
         finally:
             self._nursery = None
             if started:
@@ -251,23 +293,34 @@ class HathNode:
                     except RpcUnavailable as exc:
                         log.warning("client_stop failed: %s", exc)
                 self._publish("stopped")
-            if self.state != "terminated":
+            if self.state not in ("terminated", "refused"):
                 self.state = "stopped"
             with trio.CancelScope(shield=True):
                 await self.rpc.aclose()
+        if refused is not None and not started:
+            task_status.started(0)
 
     async def _start(self, nursery: trio.Nursery) -> int:
         cfg = self.cfg
         await self.rpc.server_stat()
         if self.rpc.min_client_build > p.CLIENT_BUILD:
-            raise NodeError(f"client build {p.CLIENT_BUILD} is below the server's minimum")
+            raise NodeRefused(
+                f"client build {p.CLIENT_BUILD} is below the server's minimum "
+                f"{self.rpc.min_client_build}"
+            )
         login = await self.rpc.call("client_login")
         if not login.ok:
             self._publish("login", ok=False, status=login.status)
+            if login.is_null:
+                raise NodeError(f"client_login: no usable reply ({login.status or 'empty'})")
             if login.failed_with("FAIL_STARTUP_LOOP"):
                 log.error("client_login: FAIL_STARTUP_LOOP; waiting 15 minutes")
                 await trio.sleep(STARTUP_LOOP_BACKOFF)
-            raise NodeError(f"client_login refused: {login.status or 'empty reply'}")
+                raise NodeError(f"client_login refused: {login.status}")
+            raise NodeRefused(
+                f"client_login refused: {login.status} (check the client ID and key; "
+                "`hathd hath login` stores new ones)"
+            )
         self.apply_settings(login.settings())
         self._publish("login", ok=True)
         self.cache = cache = await Cache.open(self.store, self.cache_root)
@@ -288,7 +341,7 @@ class HathNode:
             clock=self.clock,
             cache=cache,
             proxy=self.proxy,
-            tls=self.certs.context,
+            tls_context=lambda: self.certs.context,
             policy=self.policy,
             throttle=self.throttle,
             hooks=ServerHooks(
@@ -303,11 +356,26 @@ class HathNode:
         start = await self.rpc.call("client_start")
         if start.ok:
             self.policy.startup_only = False
+        elif start.is_null:
+            raise NodeError(f"client_start: no usable reply ({start.status or 'empty'})")
+        elif start.failed_with("FAIL_OTHER_CLIENT_CONNECTED"):
+            raise NodeRefused(
+                f"client_start refused: {start.status} (another client is already connected "
+                "from this public IP; only one may run per IP)"
+            )
+        elif start.failed_with("FAIL_CID_IN_USE"):
+            raise NodeRefused(
+                f"client_start refused: {start.status} (another client is already using "
+                f"client ID {self.creds.client_id})"
+            )
         elif start.failed_with("FAIL_CONNECT_TEST"):
             log.warning("client_start: the server could not reach port %d; idling", port)
             self.state = "connect-test-failed"
+            self.reason = f"client_start: {start.status}"
         else:
-            raise NodeError(f"client_start refused: {start.status or 'empty reply'}")
+            log.error("client_start refused: %s; idling (RPC-server IPs only)", start.status)
+            self.state = "start-failed"
+            self.reason = f"client_start: {start.status}"
         settings = await self.rpc.call("client_settings")
         if settings.ok:
             self.apply_settings(settings.settings())
@@ -324,11 +392,23 @@ class HathNode:
     # -- actions ---------------------------------------------------------------------------
 
     async def _install_cert(self) -> None:
+        """``get_cert``, load it into a new ``SSLContext`` in a worker thread, then swap that in
+        here on the Trio thread (:class:`~hathd.hath.tls.CertHolder`).
+
+        :raises NodeError: the PKCS#12 is unusable (bad blob, key/certificate mismatch,
+            expiring within 24 h) or cannot be saved; the current certificate stays in use.
+        :raises RpcUnavailable: the control server is unreachable.
+        """
         body = await self.rpc.raw("get_cert")
         try:
-            info = await trio.to_thread.run_sync(self.certs.install, body, self.creds.client_key)
+            prepared = await trio.to_thread.run_sync(
+                self.certs.prepare, body, self.creds.client_key
+            )
         except p.ProtocolError as exc:
             raise NodeError(f"get_cert: {exc}") from None
+        except OSError as exc:
+            raise NodeError(f"get_cert: cannot save the certificate: {exc}") from None
+        info = self.certs.swap(prepared)
         self._publish("cert", serial=format(info.serial, "x"), not_after=info.not_after.isoformat())
 
     async def refresh_settings(self) -> None:
@@ -423,6 +503,7 @@ class HathNode:
             if reply.failed_with("TERM_BAD_NETWORK") or reply.failed_with("FAIL_NOT_LOGGED_IN"):
                 log.error("still_alive: %s; stopping the H@H node", reply.status)
                 self.state = "terminated"
+                self.reason = f"still_alive: {reply.status}"
                 self._publish("terminated", status=reply.status)
                 assert self._nursery is not None
                 self._nursery.cancel_scope.cancel()

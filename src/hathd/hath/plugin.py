@@ -7,7 +7,10 @@
   one start-up sequence, so they live in one service). Each (re)start builds a fresh node and
   publishes it as ``rt.extras["hath.node"]`` (the gallery downloader uses ``node.rpc`` and
   ``node.cache``). Without credentials the service idles and its statistics say
-  ``off: no H@H credentials``.
+  ``off: no H@H credentials``. A node the control server refuses for good (bad credentials,
+  another client on the IP or client ID; :class:`~hathd.hath.node.NodeRefused`) returns
+  normally: the supervisor shows the service ``stopped`` and does not restart it (so no
+  second ``client_login``), and its statistics keep ``state: refused`` and the ``reason``.
 * ``blueprint``: ``GET /api/v1/hath/status``, ``POST /api/v1/hath/verify``.
 * ``cli``: ``hathd hath login``, ``hathd hath verify``, ``hathd hath status``.
 """

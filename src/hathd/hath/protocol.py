@@ -24,6 +24,7 @@ Hath-Request       ``"{cid}-" + sha1(key + fileid)``                            
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 from collections.abc import Mapping
 from urllib.parse import quote
@@ -460,17 +461,36 @@ def srfetch_add(fileindex: str, xres: str, fileid: str) -> str:
     return f"{fileindex};{xres};{fileid}"
 
 
-def parse_ip_list(value: str) -> list[str]:
-    """``rpc_server_ip=a;b;c`` → ``["a", "b", "c"]``; IPv4-mapped IPv6 becomes IPv4 (RS; §2)."""
-    out: list[str] = []
+def parse_ip_list(value: str) -> tuple[list[str], list[str]]:
+    """Split ``rpc_server_ip=a;b;c`` (§2) into ``(valid, rejected)``.
+
+    ``valid``: the entries that are IP literals, in order, normalised by :mod:`ipaddress`
+    (``str(ip_address(x))``, so they compare equal to a peer address), IPv4-mapped IPv6 as IPv4
+    (RS), duplicates dropped. ``rejected``: every other non-empty entry as given (not an IP
+    literal, or an IPv6 address with a ``%zone``); these must not become RPC hosts (an
+    unparsable host makes every RPC URL invalid) nor servercmd allow-list entries.
+    """
+    valid: list[str] = []
+    rejected: list[str] = []
     for item in value.split(";"):
-        ip = item.strip()
-        if not ip:
+        text = item.strip()
+        if not text:
             continue
-        if ip.lower().startswith("::ffff:") and "." in ip:
-            ip = ip[7:]
-        out.append(ip)
-    return out
+        try:
+            ip = ipaddress.ip_address(text)
+        except ValueError:
+            rejected.append(text)
+            continue
+        if isinstance(ip, ipaddress.IPv6Address):
+            if ip.scope_id is not None:
+                rejected.append(text)
+                continue
+            if ip.ipv4_mapped is not None:
+                ip = ip.ipv4_mapped
+        normal = str(ip)
+        if normal not in valid:
+            valid.append(normal)
+    return valid, rejected
 
 
 def max_connections(throttle_bytes: int, override: int | None = None) -> int:

@@ -3,11 +3,13 @@
 Flow (hath-protocol.md §3.4; J162 ``ProxyFileDownloader``, RS single-flight):
 
 1. ``srfetch`` with ``<fileindex>;<xres>;<fileid>``; a failed RPC or an empty URL list → 404.
-2. Try each URL (up to 3 tries in all, resuming with ``Range`` from the bytes already
-   received, as RS does) with ``Hath-Request: <cid>-<sha1(key + fileid)>`` and the H@H
-   ``User-Agent``. A source is rejected when its status is not 200/206, or its
-   ``Content-Length`` is missing, above ``max_allowed_filesize`` or not the fileid's size; if no
-   source was ever accepted → 502.
+2. Try each URL in order (``max(3, len(urls))`` tries in all, cycling through the list, each
+   resuming with ``Range: bytes=<received>-`` from the bytes already received, as RS does) with
+   ``Hath-Request: <cid>-<sha1(key + fileid)>`` and the H@H ``User-Agent``. A source is
+   rejected, and the next one tried, when its URL is malformed, its status is not 200/206, or
+   its ``Content-Length`` is missing, above ``max_allowed_filesize`` or not the fileid's size
+   (a 206 must carry the rest of the file, a 200 the whole file, whose first bytes are then
+   skipped); if no source was ever accepted → 502.
 3. Bytes go to ``cache/.tmp/proxyfile_*`` while the SHA-1 is computed inline. Readers
    (:class:`Flight`) follow the progress and ``pread`` the same file descriptor. The **last
    byte is held back** until the SHA-1 and size match, so a corrupt body is never delivered
@@ -265,7 +267,7 @@ class SrfetchProxy:
                 url = urls[attempt % len(urls)]
                 try:
                     await self._download(flight, url, sha)
-                except (httpx.HTTPError, OSError, _Rejected) as exc:
+                except (httpx.HTTPError, httpx.InvalidURL, OSError, _Rejected) as exc:
                     log.info("upstream %s for %s: %s", url, fid, exc)
                     continue
                 if flight.written >= fid.size:

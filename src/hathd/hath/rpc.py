@@ -6,8 +6,9 @@ twice). A reply without ``Content-Length``, an empty body, ``TEMPORARILY_UNAVAIL
 connect error, a timeout or a 5xx marks the host failed and the next try goes to another IP of
 ``rpc_server_ip`` (J162 ``Settings.getRPCServerHost``; RS ``send_action``). 3 tries per action.
 
-Errors: :class:`RpcUnavailable` when every try failed at the network level; fail codes are
-*returned* in the :class:`~hathd.hath.protocol.RpcReply` for the caller to match by prefix.
+Errors: :class:`RpcUnavailable` when every try failed at the network level (a host that makes
+no valid URL counts as such a failure); fail codes are *returned* in the
+:class:`~hathd.hath.protocol.RpcReply` for the caller to match by prefix.
 """
 
 from __future__ import annotations
@@ -72,13 +73,27 @@ class RpcClient:
         """Close the HTTP client."""
         await self._http.aclose()
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` ran (the node has stopped); a closed client sends nothing."""
+        return self._http.is_closed
+
     # -- hosts -----------------------------------------------------------------------------
 
     def apply_settings(self, settings: dict[str, str]) -> None:
         """Take ``rpc_server_ip``, ``rpc_server_port`` and ``rpc_path`` from a settings reply
-        (§2). The current host is kept if it is still listed (1.6.5)."""
+        (§2). The current host is kept if it is still listed (1.6.5). Entries of
+        ``rpc_server_ip`` that are not IP literals are dropped with a warning
+        (:func:`~hathd.hath.protocol.parse_ip_list`); when none is left, requests keep going to
+        the bootstrap host."""
         if "rpc_server_ip" in settings:
-            self.ips = p.parse_ip_list(settings["rpc_server_ip"])
+            self.ips, rejected = p.parse_ip_list(settings["rpc_server_ip"])
+            if rejected:
+                log.warning(
+                    "rpc_server_ip: ignoring %d entries that are not IP addresses: %s",
+                    len(rejected),
+                    ", ".join(repr(x[:64]) for x in rejected[:5]),
+                )
             if self.current not in self.ips:
                 self.current = None
         if settings.get("rpc_server_port", "").isdigit():
@@ -131,7 +146,9 @@ class RpcClient:
             self.calls += 1
             try:
                 status, body = await self._fetch(url)
-            except (httpx.HTTPError, RpcUnavailable, OSError) as exc:
+            except (httpx.HTTPError, httpx.InvalidURL, RpcUnavailable, OSError) as exc:
+                # InvalidURL: a host (bootstrap or listed) that makes no valid URL; like an
+                # unreachable host it is marked failed, and the next try goes elsewhere.
                 last = exc
                 log.warning("RPC %s to %s failed: %s", act, host, exc)
                 self.mark_failed(host)

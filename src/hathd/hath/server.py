@@ -12,8 +12,10 @@ Connection life:
 1. accept; admission (§7): during start-up only RPC-server IPs; then, unless the source is
    exempt (RPC IPs and local addresses), flood control and the connection cap (over the cap:
    reset; over 0.8 × cap: ``overload`` notice at most every 30 s);
-2. TLS handshake and request head within ``request_timeout`` seconds, on the live
-   ``SSLContext`` of :class:`~hathd.hath.tls.CertHolder`;
+2. TLS handshake and request head within ``request_timeout`` seconds, on the ``SSLContext``
+   that ``tls_context()`` returns when the connection is accepted (the node passes
+   :attr:`CertHolder.context <hathd.hath.tls.CertHolder.context>`, so a certificate swap
+   applies to the next connection);
 3. route: ``/h/``, ``/servercmd/``, ``/t/``, ``/robots.txt``, ``/favicon.ico``, else 404;
 4. write the response through the global throttle (non-exempt sources only) and close.
 
@@ -103,7 +105,8 @@ class ServerStatistics:
 
 
 class ImageServer:
-    """Serves the cache over HTTPS; see the module docstring."""
+    """Serves the cache over HTTPS; see the module docstring. ``tls_context()`` gives the
+    ``SSLContext`` for each new connection (called on the Trio thread, once per accept)."""
 
     def __init__(
         self,
@@ -112,7 +115,7 @@ class ImageServer:
         clock: p.ServerClock,
         cache: Cache,
         proxy: SrfetchProxy,
-        tls: ssl.SSLContext,
+        tls_context: Callable[[], ssl.SSLContext],
         policy: ServerPolicy | None = None,
         hooks: ServerHooks | None = None,
         throttle: TokenBucket | None = None,
@@ -121,7 +124,7 @@ class ImageServer:
         self.clock = clock
         self.cache = cache
         self.proxy = proxy
-        self.tls = tls
+        self.tls_context = tls_context
         self.policy = policy or ServerPolicy()
         self.hooks = hooks or ServerHooks()
         self.throttle = throttle or TokenBucket(0)
@@ -221,7 +224,7 @@ class ImageServer:
     # -- one connection ----------------------------------------------------------------------
 
     async def _connection(self, tcp: trio.SocketStream, ip: str, metered: bool) -> None:
-        stream = trio.SSLStream(tcp, self.tls, server_side=True, https_compatible=True)
+        stream = trio.SSLStream(tcp, self.tls_context(), server_side=True, https_compatible=True)
         try:
             head: wire.RequestHead | None = None
             error: wire.HttpError | None = None
