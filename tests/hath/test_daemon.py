@@ -86,7 +86,7 @@ async def test_enabled_without_credentials_says_off(tmp_path: Path, start_daemon
         daemon = await start_daemon(config_toml_text="[hath]\nenabled = true\n")
         async with daemon.admin() as admin:
             stats = await admin.get("/api/v1/hath/status")
-        assert stats == {"state": "off", "reason": "off: no H@H credentials"}
+        assert stats == {"state": "off", "reason": "no H@H credentials"}
         assert await daemon.stop() == 0
 
 

@@ -62,7 +62,7 @@ async def test_verify_command_rebuilds_the_index(tmp_path: Path) -> None:
 
 async def test_plugin_off_without_credentials_then_runs(tmp_path: Path) -> None:
     assert not PLUGIN.enabled(Config())
-    assert PLUGIN.off_reason(Config()) == "off: [hath] enabled = false"
+    assert PLUGIN.off_reason(Config()) == "[hath] enabled = false"
     with trio.fail_after(60):
         async with open_fake_control(CREDS) as fake:
             cfg = Config(
@@ -73,7 +73,7 @@ async def test_plugin_off_without_credentials_then_runs(tmp_path: Path) -> None:
                 await PLUGIN.setup(rt)
                 [spec] = PLUGIN.services(rt)
                 assert spec.statistics is not None
-                assert spec.statistics() == {"state": "off", "reason": "off: no H@H credentials"}
+                assert spec.statistics() == {"state": "off", "reason": "no H@H credentials"}
             cfg = attrs.evolve(
                 cfg,
                 hath=attrs.evolve(cfg.hath, client_id=CREDS.client_id, client_key=CREDS.client_key),

@@ -7,7 +7,7 @@
   one start-up sequence, so they live in one service). Each (re)start builds a fresh node and
   publishes it as ``rt.extras["hath.node"]`` (the gallery downloader uses ``node.rpc`` and
   ``node.cache``). Without credentials the service idles and its statistics say
-  ``off: no H@H credentials``. A node the control server refuses for good (bad credentials,
+  ``no H@H credentials``. A node the control server refuses for good (bad credentials,
   another client on the IP or client ID; :class:`~hathd.hath.node.NodeRefused`) returns
   normally: the supervisor shows the service ``stopped`` and does not restart it (so no
   second ``client_login``), and its statistics keep ``state: refused`` and the ``reason``.
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     import asyncclick as click
     from quart import Blueprint
 
-NO_CREDENTIALS = "off: no H@H credentials"
+NO_CREDENTIALS = "no H@H credentials"
 
 
 def cache_root(rt: Runtime) -> Path:
@@ -56,7 +56,7 @@ class HathPlugin(BasePlugin):
 
     def off_reason(self, config: Config) -> str:
         """Why the subsystem is off."""
-        return "off: [hath] enabled = false"
+        return "[hath] enabled = false"
 
     async def setup(self, rt: Runtime) -> None:
         """Migrate the cache index and load the credentials (config or ``data/client_login``)."""
