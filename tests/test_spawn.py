@@ -79,6 +79,16 @@ async def test_env_overrides_and_unset() -> None:
     assert res.stdout == "set here None\n"
 
 
+async def test_hathd_variables_do_not_reach_children(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HATHD_HATH__CLIENT_KEY", "daemon-secret")
+    monkeypatch.setenv("SPAWN_TEST_KEPT", "kept")
+    code = (
+        "import os; print(os.environ.get('HATHD_HATH__CLIENT_KEY'), os.environ['SPAWN_TEST_KEPT'])"
+    )
+    res = await spawn.run(py(code))
+    assert res.stdout == "None kept\n"
+
+
 async def test_private_workdir_is_created_and_removed(tmp_path: Path) -> None:
     res = await spawn.run(
         py("import os; open('x', 'w').write('1'); print(os.getcwd())"), tmp_root=tmp_path

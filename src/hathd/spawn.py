@@ -164,8 +164,11 @@ def _killpg(pid: int, sig: int) -> None:
 def build_env(
     overrides: Mapping[str, str | None] | None, base: Mapping[str, str] | None = None
 ) -> dict[str, str]:
-    """``base`` (default ``os.environ``) with ``overrides`` applied; a ``None`` value unsets."""
-    env = dict(os.environ if base is None else base)
+    """``base`` (default ``os.environ`` without its ``HATHD_*`` variables, which may carry
+    hathd's own secrets) with ``overrides`` applied; a ``None`` value unsets."""
+    if base is None:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("HATHD_")}
+    env = dict(base)
     for key, value in (overrides or {}).items():
         if value is None:
             env.pop(key, None)
@@ -232,7 +235,8 @@ async def run(
     :param argv: program and arguments; no shell is involved, so nothing needs quoting.
     :param cwd: working directory; ``None`` creates a private temporary directory (under
         ``tmp_root``) that is removed when the call ends, whatever the outcome.
-    :param env: overrides on ``base_env`` (default ``os.environ``); ``None`` values unset.
+    :param env: overrides on ``base_env`` (default ``os.environ`` minus ``HATHD_*``); ``None``
+        values unset.
     :param stdin: bytes written to the child's stdin; without ``hold_stdin`` stdin is closed
         afterwards (``None`` and no ``hold_stdin``: stdin is ``/dev/null``).
     :param hold_stdin: keep stdin open until the child exits; closing it is then the first,
