@@ -100,7 +100,9 @@ the environment as `HATHD_<SECTION>__<KEY>` (nested sections join with `__`, for
 `HATHD_ENGINE__GLOBAL_LANE__RATE=2`); the environment wins over the file. An environment value
 is read by the type of its key: a text key takes it as it is, a boolean accepts
 `true/false/1/0/yes/no/on/off`, numbers and lists are TOML values (`3`, `0.5`, `[60, 300]`).
-Keys under a `<name>` table (`[engine.lanes."*.example.org"]`) have no environment name.
+Keys under a `<name>` table have no fixed environment name; one whose name is a plain
+lowercase word can still be set (`HATHD_RECIPES__SERVICES__IMAGEBAM__CREDENTIALS__PASSWORD`),
+a pattern such as `[engine.lanes."*.example.org"]` cannot.
 
 Values are checked by type: `workers = 2.7` or `port = "8750"` is an error, not a conversion
 (a number key that holds seconds or a rate accepts an integer).

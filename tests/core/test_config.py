@@ -148,3 +148,10 @@ def test_retry_preset_must_exist() -> None:
         {"engine": {"retry": {"slow": {"delays": [600]}}}, "q4d": {"retry_preset": "slow"}}
     )
     assert cfg.q4d.retry_preset == "slow"
+
+
+def test_env_reaches_keys_under_a_named_table() -> None:
+    cfg = config_mod.load(
+        None, environ={"HATHD_RECIPES__SERVICES__IMAGEBAM__CREDENTIALS__PASSWORD": "0123"}
+    )
+    assert cfg.recipes.services["imagebam"].credentials == {"password": "0123"}  # text, as given
