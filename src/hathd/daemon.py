@@ -135,6 +135,7 @@ class Daemon:
         self.stop_requested = trio.Event()
         self.rt: Runtime | None = None
         self.admin_urls: list[str] = []
+        self._enabled: set[str] = set()
 
     def request_stop(self) -> None:
         """Begin the shutdown sequence (what SIGTERM does)."""
@@ -162,6 +163,7 @@ class Daemon:
             )
             token = await trio.to_thread.run_sync(ensure_token, token_path)
             enabled = [p for p in self.plugins if p.enabled(self.config)]
+            self._enabled = {p.name for p in enabled}
             for plugin in enabled:
                 await plugin.setup(rt)
             app = create_app(rt, token, enabled, self.plugins)
@@ -308,6 +310,13 @@ class Daemon:
         else:
             self.config = new
             rt.config = new
+            for plugin in self.plugins:
+                if plugin.name not in self._enabled:
+                    continue
+                try:
+                    plugin.reconfigure(rt, new)
+                except Exception:
+                    log.exception("reload: %s could not apply the new configuration", plugin.name)
             log.info("configuration reloaded from %s", self.config_path or "(defaults)")
             rt.bus.publish("system", "config.reloaded", {"path": self.config_path})
         sd_notify("READY=1", environ=self.environ)

@@ -116,7 +116,8 @@ class Plugin(Protocol):
 
     ``setup`` runs before any service starts (schema migrations, handler registration);
     ``services`` lists what to supervise; ``blueprint`` adds admin API routes;
-    ``cli`` adds commands to the ``hathd`` CLI.
+    ``cli`` adds commands to the ``hathd`` CLI; ``reconfigure`` applies a configuration
+    reloaded on SIGHUP to what is running.
     """
 
     name: str
@@ -130,6 +131,8 @@ class Plugin(Protocol):
     def blueprint(self, rt: Runtime) -> Blueprint | None: ...
 
     def cli(self) -> Sequence[click.Command]: ...
+
+    def reconfigure(self, rt: Runtime, config: Config) -> None: ...
 
 
 class BasePlugin:
@@ -155,6 +158,11 @@ class BasePlugin:
     def cli(self) -> Sequence[click.Command]:
         """CLI commands of the subsystem."""
         return ()
+
+    def reconfigure(self, rt: Runtime, config: Config) -> None:
+        """Apply a reloaded configuration (already checked) to the running subsystem; called
+        on the Trio thread after ``rt.config`` is set. The default changes nothing: the
+        subsystem reads ``rt.config`` where it can and the rest waits for a restart."""
 
 
 def _make_dirs(paths: Paths) -> None:

@@ -116,11 +116,17 @@ async def test_sighup_reloads_the_configuration(start_daemon: StartDaemon) -> No
     daemon = await start_daemon(config_toml_text="[daemon]\nshutdown_grace = 5.0\n")
     async with daemon.admin() as admin:
         assert (await admin.get("/api/v1/config"))["daemon"]["shutdown_grace"] == 5.0
-        daemon.config_path.write_text("[daemon]\nshutdown_grace = 9.0\n")
+        daemon.config_path.write_text(
+            "[daemon]\nshutdown_grace = 9.0\n[engine]\nworkers = 7\n"
+            "[engine.lanes.'*.example.org']\nconcurrency = 2\n"
+        )
         daemon.proc.send_signal(signal.SIGHUP)
         with trio.fail_after(20):
             while (await admin.get("/api/v1/config"))["daemon"]["shutdown_grace"] != 9.0:
                 await trio.sleep(0.05)
+        # The running engine applies the reloaded [engine] section.
+        services = {s["name"]: s for s in (await admin.get("/api/v1/status"))["services"]}
+        assert services["engine"]["statistics"]["workers"] == 7
         # A broken file is refused and the running configuration kept.
         daemon.config_path.write_text("[daemon]\nshutdown_grace = 'x'\n")
         daemon.proc.send_signal(signal.SIGHUP)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -25,9 +25,11 @@ EngineFactory = Callable[..., AbstractAsyncContextManager[tuple[Runtime, Engine]
 
 
 def engine_config(**overrides: Any) -> Config:
-    """A :class:`Config` whose engine retries fast (0.05 s, 0.05 s, final after 0.1 s)."""
-    fields: dict[str, Any] = {"workers": 4, "retry": {"default": FAST_RETRY}}
+    """A :class:`Config` whose engine retries fast (0.05 s, 0.05 s, final after 0.1 s); a
+    ``retry`` override adds presets to (or replaces) that ``default``."""
+    fields: dict[str, Any] = {"workers": 4}
     fields.update(overrides)
+    fields["retry"] = {"default": FAST_RETRY, **overrides.get("retry", {})}
     if "lanes" in fields:
         fields["lanes"] = {k: LaneConfig(**v) for k, v in fields["lanes"].items()}
     return Config(engine=EngineConfig(**fields))
@@ -50,6 +52,8 @@ def make_engine(tmp_path: Path) -> EngineFactory:
 
 
 BODY = os.urandom(3 * 1024 * 1024 + 17)
+OTHER_BODY = os.urandom(2 * 1024 * 1024 + 5)
+"""A second body: what ``localhost`` serves when asked by that name, or a file's new version."""
 
 
 def small_body(path: str) -> bytes:
@@ -57,34 +61,64 @@ def small_body(path: str) -> bytes:
     return (f"{path}\n" * 16).encode()
 
 
+def etag_of(body: bytes) -> str:
+    """The strong ETag the test server sends for ``body``."""
+    return '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+
+
 @attrs.define
 class HttpServer:
     """A minimal HTTP/1.1 file server on raw Trio sockets (RFC 9112 framing, one request per
-    connection, ``Connection: close``), with RFC 9110 ``Range: bytes=N-`` support.
+    connection, ``Connection: close``), with RFC 9110 ``Range: bytes=N-`` and ``If-Range``
+    support and a strong ``ETag`` (:func:`etag_of`) on every body.
 
-    Paths: ``/missing`` → 404; ``/small/<anything>`` → :func:`small_body` after ``delay``
-    seconds; anything else → :data:`BODY`. Paths in ``cut_once`` get half their body and a
-    dropped connection the first time; paths in ``rate_limited_once`` get one 429 with
-    ``Retry-After: 1``. Every request is logged in ``requests`` as ``(path, headers)``.
+    Paths: ``/missing`` and those in ``missing`` → 404; ``/small/<anything>`` →
+    :func:`small_body` after ``delay`` seconds; anything else → ``body``, or
+    ``host_bodies[host]`` when the request's ``Host`` names that host. Paths in ``cut_once``
+    get half their body and a dropped connection the first time (then ``on_cut(path)`` runs);
+    paths in ``rate_limited_once`` get one 429 with ``Retry-After: <retry_after>``. With
+    ``chunk_delay`` a body is sent in 8 pieces that far apart (seconds). With
+    ``ignore_if_range`` a range is served even when ``If-Range`` does not match. Every request
+    is logged in ``requests`` as ``(path, headers)`` and its arrival (``trio.current_time()``)
+    in ``times``.
     """
 
     port: int = 0
     delay: float = 0.0
     requests: list[tuple[str, dict[str, str]]] = attrs.field(factory=list)
+    times: list[float] = attrs.field(factory=list)
     cut_once: set[str] = attrs.field(factory=set)
     rate_limited_once: set[str] = attrs.field(factory=set)
+    retry_after: int = 1
+    missing: set[str] = attrs.field(factory=set)
     body: bytes = BODY
+    other_body: bytes = OTHER_BODY
+    host_bodies: dict[str, bytes] = attrs.field(factory=dict)
+    chunk_delay: float = 0.0
+    ignore_if_range: bool = False
+    on_cut: Callable[[str], None] | None = None
 
-    def body_for(self, path: str) -> bytes:
-        """The body served for ``path`` (without a cut or a range)."""
-        return small_body(path) if path.startswith("/small/") else self.body
+    def body_for(self, path: str, host: str = "127.0.0.1") -> bytes:
+        """The body served for ``path`` asked of ``host`` (without a cut or a range)."""
+        if path.startswith("/small/"):
+            return small_body(path)
+        return self.host_bodies.get(host, self.body)
 
     @property
     def digest(self) -> str:
         return hashlib.sha256(self.body).hexdigest()
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+    @staticmethod
+    def etag(body: bytes) -> str:
+        """The ETag sent with ``body`` (:func:`etag_of`)."""
+        return etag_of(body)
+
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}{path}"
+
+    def request_headers(self, path: str) -> Iterator[dict[str, str]]:
+        """The headers of each request for ``path``, in order."""
+        return (headers for p, headers in self.requests if p == path)
 
     async def handle(self, stream: trio.SocketStream) -> None:
         try:
@@ -102,6 +136,7 @@ class HttpServer:
                 name, _, value = line.partition(":")
                 headers[name.strip().lower()] = value.strip()
             self.requests.append((path, headers))
+            self.times.append(trio.current_time())
             await self.respond(stream, path, headers)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
@@ -113,25 +148,38 @@ class HttpServer:
     ) -> None:
         lines = [f"HTTP/1.1 {status}", *(f"{k}: {v}" for k, v in headers.items())]
         lines.append("Connection: close")
-        await stream.send_all(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        await stream.send_all(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        if not self.chunk_delay:
+            await stream.send_all(body)
+            return
+        step = max(1, -(-len(body) // 8))
+        for start in range(0, len(body), step):
+            await stream.send_all(body[start : start + step])
+            await trio.sleep(self.chunk_delay)
 
     async def respond(self, stream: trio.SocketStream, path: str, headers: dict[str, str]) -> None:
-        if path == "/missing":
+        if path == "/missing" or path in self.missing:
             await self.send(stream, "404 Not Found", {"Content-Length": "0"}, b"")
             return
         if path in self.rate_limited_once:
             self.rate_limited_once.discard(path)
             await self.send(
-                stream, "429 Too Many Requests", {"Retry-After": "1", "Content-Length": "0"}, b""
+                stream,
+                "429 Too Many Requests",
+                {"Retry-After": str(self.retry_after), "Content-Length": "0"},
+                b"",
             )
             return
-        body = self.body
-        if path.startswith("/small/"):
-            body = small_body(path)
-            if self.delay:
-                await trio.sleep(self.delay)
+        host = headers.get("host", "").rsplit(":", 1)[0]
+        body = self.body_for(path, host)
+        if path.startswith("/small/") and self.delay:
+            await trio.sleep(self.delay)
+        etag = etag_of(body)
         start = 0
         rng = headers.get("range")
+        if_range = headers.get("if-range")
+        if rng and if_range is not None and if_range != etag and not self.ignore_if_range:
+            rng = None  # RFC 9110 §13.1.5: the representation changed, send all of it
         if rng:
             assert rng.startswith("bytes=")
             assert rng.endswith("-")
@@ -149,11 +197,13 @@ class HttpServer:
         else:
             status, extra = "200 OK", {}
         part = body[start:]
-        out = {"Content-Length": str(len(part)), "Accept-Ranges": "bytes", **extra}
+        out = {"Content-Length": str(len(part)), "Accept-Ranges": "bytes", "ETag": etag, **extra}
         if path in self.cut_once:
             self.cut_once.discard(path)
             # announce the whole body, send half, then drop the connection
             await self.send(stream, status, out, part[: len(part) // 2])
+            if self.on_cut is not None:
+                self.on_cut(path)
             return
         await self.send(stream, status, out, part)
 

@@ -21,8 +21,8 @@ from hypercorn.trio import serve
 from hathd.admin.app import create_app
 from hathd.clictx import CliContext
 from hathd.client import AdminClient, AdminError
-from hathd.engine.api import JobContext, JobSpec
-from hathd.engine.cli import _Board, jobs, parse_position, progress_bar, queue
+from hathd.engine.api import PRIORITY_MAX, PRIORITY_MIN, JobContext, JobSpec
+from hathd.engine.cli import _Board, check_job_id, jobs, parse_position, progress_bar, queue
 from hathd.engine.plugin import PLUGIN
 
 
@@ -121,6 +121,13 @@ async def test_errors_are_json_and_name_the_field(served: Any) -> None:
             ("POST", "/api/v1/jobs", {"url": "http://x/y", "priority": "high"}, 400, "priority"),
             ("POST", "/api/v1/jobs", {"jobs": [{"url": "http://x/y"}, {}]}, 400, "jobs[1].kind"),
             ("POST", "/api/v1/jobs", {"kind": "nope", "target": "t", "domain": "d"}, 400, "kind"),
+            (
+                "POST",
+                "/api/v1/jobs",
+                {"jobs": [{"kind": "nope", "target": "t", "domain": "d"}]},
+                400,
+                "jobs[0].kind",
+            ),
             ("POST", "/api/v1/jobs", [], 400, "jobs"),
             ("GET", "/api/v1/jobs/0000", None, 404, "id"),
             ("POST", "/api/v1/jobs/0000/pause", None, 404, "id"),
@@ -297,3 +304,119 @@ def test_plain_board_prints_lines_without_escapes(capsys: pytest.CaptureFixture[
     assert "\x1b" not in out
     assert out.splitlines()[1] == "a  done  t"
     assert "50.0%" in out.splitlines()[0]
+
+
+async def raw_post(api: Api, path: str, content: bytes) -> httpx.Response:
+    transport = httpx.AsyncHTTPTransport(uds=str(api.socket))
+    async with httpx.AsyncClient(transport=transport, base_url="http://hathd") as raw:
+        return await raw.post(path, content=content)
+
+
+async def test_non_finite_numbers_are_refused_naming_the_field(served: Any) -> None:
+    async with served() as api:
+        api.engine.register("hold", hold)
+        spec = '"kind": "hold", "target": "t", "domain": "d"'
+        cases = [
+            (f'{{{spec}, "timeout": Infinity}}', "timeout"),
+            (f'{{{spec}, "timeout": -Infinity}}', "timeout"),
+            (f'{{{spec}, "timeout": 1e400}}', "timeout"),
+            (f'{{{spec}, "timeout": 1{"0" * 400}}}', "timeout"),  # an int beyond a float
+            (f'{{{spec}, "params": {{"a": [1, NaN]}}}}', "params.a[1]"),
+            (
+                f'{{"jobs": [{{"url": "http://x/y"}}, {{{spec}, "timeout": NaN}}]}}',
+                "jobs[1].timeout",
+            ),
+            (f'[{{{spec}}}, {{{spec}, "timeout": NaN}}]', "jobs[1].timeout"),
+            ("NaN", "body"),
+        ]
+        for body, field in cases:
+            reply = await raw_post(api, "/api/v1/jobs", body.encode())
+            assert reply.status_code == 400, (body, reply.text)
+            assert reply.json()["field"] == field, (body, reply.json())
+        assert (await api.engine.list_jobs())[1] == 0
+        sub = await api.engine.submit(JobSpec(kind="hold", target="t", domain="d"))
+        await api.engine.pause_job(sub.job.id)
+        reply = await raw_post(api, f"/api/v1/jobs/{sub.job.id}/move", b'{"position": NaN}')
+        assert reply.status_code == 400
+        assert reply.json()["field"] == "position"
+
+
+async def test_priorities_and_positions_out_of_range_are_400_and_change_nothing(
+    served: Any,
+) -> None:
+    async with served() as api, api.admin() as admin:
+        await admin.post("/api/v1/queue/pause")
+        for item, field in (
+            ({"url": "http://x/y", "priority": 10**23}, "priority"),
+            ({"url": "http://x/y", "priority": PRIORITY_MIN - 1}, "priority"),
+            (
+                {"kind": "download", "target": "http://x/y", "domain": "x", "priority": 10**23},
+                "priority",
+            ),
+            (
+                {"jobs": [{"url": "http://x/y"}, {"url": "http://x/z", "priority": -(10**30)}]},
+                "jobs[1].priority",
+            ),
+        ):
+            with pytest.raises(AdminError) as info:
+                await admin.post("/api/v1/jobs", item)
+            assert info.value.status == 400
+            assert info.value.body["field"] == field
+        assert (await admin.get("/api/v1/jobs"))["total"] == 0
+        top = await admin.post("/api/v1/jobs", {"url": "http://x/top", "priority": PRIORITY_MAX})
+        assert top["job"]["priority"] == PRIORITY_MAX
+        await admin.post(f"/api/v1/jobs/{top['job']['id']}/pause")
+        one = (await admin.post("/api/v1/jobs", {"url": "http://x/one"}))["job"]["id"]
+        for body, field in (
+            ({"priority": 10**23}, "priority"),
+            ({"position": 10**23}, "position"),
+            ({"position": -(10**23), "how": "cur"}, "position"),
+            ({"position": -1}, "position"),
+        ):
+            with pytest.raises(AdminError) as info:
+                await admin.post(f"/api/v1/jobs/{one}/move", body)
+            assert info.value.status == 400
+            assert info.value.body["field"] == field
+        moved = await admin.post(f"/api/v1/jobs/{one}/move", {"priority": 7})
+        assert moved == {"id": one, "priority": 7, "position": 1}
+
+
+async def test_internal_value_errors_are_500_not_400(
+    served: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with served() as api, api.admin() as admin:
+
+        async def broken(**_kwargs: Any) -> Any:
+            raise ValueError("a bug, not bad input")
+
+        monkeypatch.setattr(api.engine, "list_jobs", broken)
+        with pytest.raises(AdminError) as info:
+            await admin.get("/api/v1/jobs")
+        assert info.value.status == 500
+
+
+async def test_cli_refuses_anything_but_a_job_id(served: Any) -> None:
+    async with served() as api:
+
+        async def quick(ctx: JobContext) -> None:
+            await trio.lowlevel.checkpoint()
+
+        api.engine.register("quick", quick)
+        sub = await api.engine.submit(JobSpec(kind="quick", target="t", domain="d"))
+        await api.engine.wait_final(sub.job.id, timeout=20)
+        obj = api.obj()
+        for args in (
+            ["rm", "../jobs"],
+            ["rm", sub.job.id, "../jobs"],
+            ["retry", "..%2fjobs"],
+            ["show", "../queue"],
+            ["move", "x/../../queue", "top"],
+            ["pause", ""],
+        ):
+            result = await CliRunner().invoke(jobs, args, obj=obj)
+            assert result.exit_code == 2, (args, result.output)
+            assert "not a job id" in result.output
+        job = await api.engine.get(sub.job.id)
+        assert job is not None  # neither deleted nor cleared with the history
+        assert job.state == "done"
+        assert check_job_id(sub.job.id.upper()) == sub.job.id

@@ -186,25 +186,59 @@ def test_removed_and_rekeyed_jobs(jobs: list[tuple[int, int]], removed: set[int]
     assert len(coord) == 0
 
 
-@given(prios=st.lists(st.sampled_from([0, 5, FORCE_PRIORITY, FORCE_PRIORITY + 1]), max_size=40))
-def test_paused_queue_runs_only_force_jobs(prios: list[int]) -> None:
+@given(
+    prios=st.lists(st.sampled_from([0, 5, FORCE_PRIORITY, FORCE_PRIORITY + 1]), max_size=40),
+    daemon_reason=st.sampled_from(["disk", "shutdown"]),
+)
+def test_paused_queue_runs_only_force_jobs_and_only_under_the_users_pause(
+    prios: list[int], daemon_reason: str
+) -> None:
     table = LaneTable(LaneSettings(concurrency=1000))
     coord = Coordinator(table, global_concurrency=10_000)
     coord.pause("user")
-    coord.pause("disk")
+    coord.pause(daemon_reason)
     for n, prio in enumerate(prios):
         coord.add(f"j{n}", f"d{n % 3}", prio, n, now=0.0)
+    # a daemon's pause (disk full, shutdown) holds even force jobs
+    assert coord.next(0.0) is None
+    coord.resume(daemon_reason, now=0.0)
+    # the user's pause alone: only force jobs, best first
     ran = []
     while (picked := coord.next(0.0)) is not None:
         ran.append(picked.priority)
     assert ran == sorted((p for p in prios if p >= FORCE_PRIORITY), reverse=True)
+    coord.pause(daemon_reason)
     coord.resume("user", now=0.0)
-    assert coord.next(0.0) is None or not [p for p in prios if p < FORCE_PRIORITY]
-    coord.resume("disk", now=0.0)
+    assert coord.next(0.0) is None
+    coord.resume(daemon_reason, now=0.0)
     rest = []
     while (picked := coord.next(0.0)) is not None:
         rest.append(picked.priority)
     assert len(ran) + len(rest) == len(prios)
+
+
+def test_set_table_keeps_running_counts_and_admits_up_to_the_new_limit() -> None:
+    table = LaneTable(LaneSettings(concurrency=1))
+    coord = Coordinator(table, global_concurrency=100)
+    for n in range(6):
+        coord.add(f"a{n}", "a.org", 0, n, now=0.0)
+    assert coord.next(0.0) is not None
+    assert coord.next(0.0) is None  # concurrency 1, one running
+    raised = LaneTable(LaneSettings(concurrency=1))
+    raised.set("a.org", LaneSettings(concurrency=3))
+    coord.set_table(raised, now=0.0)
+    assert [p.id for p in iter(lambda: coord.next(0.0), None)] == ["a1", "a2"]
+    assert coord.lane_running("a.org") == 3
+    coord.set_table(LaneTable(LaneSettings(concurrency=2)), now=0.0)
+    coord.release("a.org", now=0.0)
+    assert coord.next(0.0) is None  # 2 still running: at the new limit
+    coord.release("a.org", now=0.0)
+    picked = coord.next(0.0)
+    assert picked is not None
+    assert picked.id == "a3"
+    coord.set_global(concurrency=2, rate=0.0, burst=1, now=0.0)
+    coord.set_table(LaneTable(LaneSettings(concurrency=10)), now=0.0)
+    assert coord.next(0.0) is None  # the global lane: 2 running, limit 2
 
 
 def test_rate_limited_lane_blocks_then_backs_off() -> None:

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 
 from hathd.engine import JobConflict, JobNotFound
-from hathd.engine.api import JobContext, JobSpec, JobState
-from hathd.engine.config import RetryPresetConfig
-from hathd.errors import PermanentError, RateLimitedError, RetryableError
+from hathd.engine.api import PRIORITY_MAX, InvalidInput, JobContext, JobSpec, JobState
+from hathd.engine.config import LaneConfig, RetryPresetConfig
+from hathd.engine.core import DISK_FULL_FREE_TRIES
+from hathd.errors import PermanentError, RateLimitedError, RetryableError, StoreError
+
+SLOW_RETRY = RetryPresetConfig(delays=[3600.0], jitter=0.0, final_wait=None)
 
 
 async def collect(sub: Any, seconds: float, stop: Any = None) -> list[Any]:
@@ -180,22 +185,35 @@ async def test_timeout_counts_as_retryable(make_engine: Any) -> None:
 
 
 async def test_rate_limited_honours_retry_after_and_blocks_the_lane(make_engine: Any) -> None:
-    started: list[float] = []
+    started: dict[str, list[float]] = {}
+    limited_at: list[float] = []
 
     async def limited(ctx: JobContext) -> None:
-        started.append(trio.current_time())
-        if len(started) == 1:
+        started.setdefault(ctx.job.target, []).append(trio.current_time())
+        if ctx.job.target == "a" and not limited_at:
+            limited_at.append(trio.current_time())
             raise RateLimitedError("429", retry_after=0.6)
 
     async with make_engine() as (_rt, engine):
         engine.register("limited", limited)
         a = await engine.submit(spec("limited", "a"))
-        job = await engine.wait_final(a.job.id, timeout=20)
+        with trio.fail_after(10):
+            while (job := await engine.get(a.job.id)) is not None and job.state != "waiting":
+                await trio.sleep(0.01)
+        # another job of the same domain is held back; another domain is not
+        b = await engine.submit(spec("limited", "b"))
+        c = await engine.submit(spec("limited", "c", domain="elsewhere.org"))
+        job = await engine.wait_final(c.job.id, timeout=20)
         assert job.state == JobState.DONE
-        assert job.attempts == 2
-        assert started[1] - started[0] >= 0.55
-        stats = engine.statistics()
-        assert stats.finished == 1
+        assert started["c"][0] - limited_at[0] < 0.5
+        for sub in (a, b):
+            job = await engine.wait_final(sub.job.id, timeout=20)
+            assert job.state == JobState.DONE
+        assert engine.statistics().finished == 3
+        # the lane is blocked for max(Retry-After 0.6 s, first backoff 1 s)
+        assert started["b"][0] - limited_at[0] >= 0.95
+        assert started["a"][1] - started["a"][0] >= 0.95
+        assert len(started["a"]) == 2
 
 
 async def test_unexpected_exception_group_is_contained(make_engine: Any) -> None:
@@ -265,16 +283,40 @@ async def test_queue_pause_keeps_user_and_daemon_reasons_apart(make_engine: Any)
         await engine.pause_queue(by="disk")
         normal = await engine.submit(spec("rec", "normal"))
         forced = await engine.submit(spec("rec", "forced", priority=900))
+        await trio.sleep(0.2)
+        assert ran == []  # force beats the user's pause, never the daemon's (disk full)
+        await engine.resume_queue(by="disk")
+        assert engine.queue_paused == {"user"}
         job = await engine.wait_final(forced.job.id, timeout=20)
         assert job.state == JobState.DONE
-        await engine.resume_queue()  # the user's pause only
-        assert engine.queue_paused == {"disk"}
         await trio.sleep(0.2)
         assert ran == ["forced"]
-        await engine.resume_queue(by="disk")
+        await engine.resume_queue()  # the user's pause
         job = await engine.wait_final(normal.job.id, timeout=20)
         assert job.state == JobState.DONE
         assert ran == ["forced", "normal"]
+
+
+async def test_force_priority_starts_no_job_during_shutdown(make_engine: Any) -> None:
+    ran: list[str] = []
+
+    async def record(ctx: JobContext) -> None:
+        ran.append(ctx.job.target)
+
+    async with make_engine() as (rt, engine):
+        engine.register("rec", record)
+        await engine.pause_queue()
+        rt.stopping.set()
+        with trio.fail_after(10):
+            while "shutdown" not in engine.queue_paused:
+                await trio.sleep(0.01)
+        sub = await engine.submit(spec("rec", "forced", priority=900))
+        await engine.resume_queue()  # only the user's pause is lifted
+        await trio.sleep(0.3)
+        assert ran == []
+        job = await engine.get(sub.job.id)
+        assert job is not None
+        assert job.state == JobState.QUEUED
 
 
 async def test_priority_then_position_and_moves(make_engine: Any) -> None:
@@ -441,6 +483,23 @@ async def test_tmp_dir_is_private_and_removed(make_engine: Any) -> None:
         assert not seen[0].exists()
 
 
+async def test_job_dirs_left_by_a_killed_daemon_are_swept_at_start(
+    make_engine: Any, tmp_path: Path
+) -> None:
+    """A per-try directory a SIGKILL left behind (it may hold a password file) is gone once
+    the engine is built again; other entries of the temporary folder stay."""
+    tmp_root = tmp_path / "state" / "tmp"
+    left = tmp_root / "job-0123456789abcdef-1"
+    left.mkdir(parents=True)
+    (left / "password").write_text("secret")
+    other = tmp_root / "keep-me"
+    other.mkdir()
+    async with make_engine() as (rt, _engine):
+        assert rt.paths.tmp == tmp_root
+        assert not left.exists()
+        assert other.is_dir()
+
+
 async def test_final_hook_runs_once(make_engine: Any) -> None:
     finals: list[str] = []
 
@@ -461,6 +520,45 @@ async def test_final_hook_runs_once(make_engine: Any) -> None:
             while len(finals) < 2:
                 await trio.sleep(0.01)
         assert sorted(finals) == ["bad:failed", "good:done"]
+
+
+async def test_retry_waits_for_the_final_hook_of_the_try_that_ended(make_engine: Any) -> None:
+    """A retry that arrives while the final hook (a download deleting its part file) still
+    runs starts the new try only after the hook returned, so the two never overlap."""
+    hook_entered = trio.Event()
+    release = trio.Event()
+    events: list[str] = []
+
+    async def on_final(job: Any) -> None:
+        events.append(f"hook:{job.state}")
+        hook_entered.set()
+        await release.wait()
+        events.append("hook-end")
+
+    async def fails_first(ctx: JobContext) -> None:
+        events.append("try")
+        if events.count("try") == 1:
+            raise PermanentError("no")
+
+    async with make_engine() as (_rt, engine):
+        engine.register("m", fails_first, on_final=on_final)
+        sub = await engine.submit(spec("m"))
+        with trio.fail_after(10):
+            await hook_entered.wait()
+        retried: list[Any] = []
+
+        async def retry() -> None:
+            retried.append(await engine.retry_job(sub.job.id))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(retry)
+            await trio.sleep(0.2)
+            assert retried == []  # held back by the running hook
+            assert events == ["try", "hook:failed"]
+            release.set()
+        assert retried[0].state in (JobState.QUEUED, JobState.RUNNING, JobState.DONE)
+        await engine.wait_final(sub.job.id, timeout=20)
+    assert events[:4] == ["try", "hook:failed", "hook-end", "try"]
 
 
 async def test_lane_concurrency_limits_one_domain_not_others(make_engine: Any) -> None:
@@ -534,3 +632,254 @@ async def test_drain_waits_for_running_jobs_up_to_the_grace(make_engine: Any) ->
         release.set()
         assert await engine.drain(0.5) == 1  # "quick" finished, "hang" is still running
         assert engine.queue_paused == {"shutdown"}
+
+
+async def test_reconfigure_applies_lanes_workers_and_timeout_live(make_engine: Any) -> None:
+    release = trio.Event()
+    running: list[str] = []
+
+    async def gated(ctx: JobContext) -> None:
+        running.append(ctx.job.target)
+        await release.wait()
+
+    async def slow(ctx: JobContext) -> None:
+        await trio.sleep(30)
+
+    async def count_is(n: int) -> None:
+        with trio.fail_after(10):
+            while len(running) < n:
+                await trio.sleep(0.01)
+        await trio.sleep(0.2)
+        assert len(running) == n
+
+    async with make_engine(workers=2) as (_rt, engine):
+        engine.register("g", gated)
+        engine.register("slow", slow)
+        subs = await engine.submit_many([spec("g", str(i), "busy.org") for i in range(4)])
+        await count_is(1)  # the default lane: one job at a time per domain
+        engine.reconfigure(
+            attrs.evolve(engine.config, lanes={"busy.org": LaneConfig(concurrency=3)})
+        )
+        await count_is(2)  # the lane admits 3, the pool has 2 workers
+        engine.reconfigure(attrs.evolve(engine.config, workers=3))
+        await count_is(3)
+        stats = engine.statistics()
+        assert stats.workers == 3
+        assert [(lane.domain, lane.concurrency, lane.running) for lane in stats.lanes] == [
+            ("busy.org", 3, 3)
+        ]
+        release.set()
+        for sub in subs:
+            assert (await engine.wait_final(sub.job.id, timeout=20)).state == JobState.DONE
+        # a lower job_timeout applies to the next try
+        engine.reconfigure(
+            attrs.evolve(engine.config, job_timeout=0.1, retry={"default": SLOW_RETRY})
+        )
+        timed = await engine.submit(spec("slow", domain="other.org"))
+        with trio.fail_after(10):
+            while (job := await engine.get(timed.job.id)) is not None and job.state != "waiting":
+                await trio.sleep(0.01)
+        assert job is not None
+        assert job.error_class == "timeout"
+        assert job.not_before is not None
+        assert job.not_before - job.updated_at > 3000  # the reloaded preset: 3600 s
+
+
+async def test_reconfigure_keeps_declared_lanes_unless_configured(make_engine: Any) -> None:
+    gate = trio.Event()
+    running: list[str] = []
+
+    async def gated(ctx: JobContext) -> None:
+        running.append(ctx.job.target)
+        await gate.wait()
+
+    async with make_engine(workers=8) as (_rt, engine):
+        engine.register("g", gated)
+        engine.add_lane("*.site", concurrency=2)
+        engine.reconfigure(attrs.evolve(engine.config, lanes={"*.site": LaneConfig(concurrency=1)}))
+        engine.reconfigure(attrs.evolve(engine.config, lanes={}))  # the declared lane is back
+        subs = await engine.submit_many([spec("g", str(i), "a.site") for i in range(3)])
+        with trio.fail_after(10):
+            while len(running) < 2:
+                await trio.sleep(0.01)
+        await trio.sleep(0.2)
+        assert len(running) == 2
+        gate.set()
+        for sub in subs:
+            await engine.wait_final(sub.job.id, timeout=20)
+
+
+async def test_out_of_range_priority_is_refused_and_a_failed_move_changes_nothing(
+    make_engine: Any,
+) -> None:
+    async with make_engine(workers=1) as (_rt, engine):
+        engine.register("noop", noop)
+        await engine.pause_queue()
+        with pytest.raises(InvalidInput, match=r"^priority:") as info:
+            await engine.submit(spec(priority=10**23))
+        assert info.value.field == "priority"
+        a = (await engine.submit(spec(target="a", priority=5))).job.id
+        b = (await engine.submit(spec(target="b"))).job.id
+        for kwargs in ({"priority": 10**23}, {"position": 10**23}, {"position": -1}):
+            with pytest.raises(InvalidInput) as info:
+                await engine.move_job(b, **kwargs)
+            assert info.value.field == next(iter(kwargs))
+        # a write that fails (the store is unreachable) leaves memory as it was
+        real_write = engine._write
+
+        async def failing(fn: Any) -> Any:
+            raise StoreError("disk I/O error")
+
+        engine._write = failing
+        with pytest.raises(StoreError):
+            await engine.move_job(b, priority=PRIORITY_MAX, position=0)
+        engine._write = real_write
+        assert await engine.move_job(b, how="end") == {"id": b, "priority": 0, "position": 1}
+        jobs, _total = await engine.list_jobs(states=["queued"])
+        assert [(j.id, j.priority) for j in jobs] == [(a, 5), (b, 0)]
+        await engine.resume_queue()
+        for job_id in (a, b):
+            assert (await engine.wait_final(job_id, timeout=20)).state == JobState.DONE
+
+
+async def test_non_finite_numbers_are_refused_at_submit(make_engine: Any) -> None:
+    async with make_engine() as (_rt, engine):
+        engine.register("noop", noop)
+        for bad, field in (
+            (spec(timeout=float("inf")), "timeout"),
+            (spec(timeout=float("nan")), "timeout"),
+            (spec(params={"x": float("nan")}), "params"),
+        ):
+            with pytest.raises(InvalidInput) as info:
+                await engine.submit(bad)
+            assert info.value.field == field
+        assert (await engine.list_jobs())[1] == 0
+
+
+async def test_a_waiting_job_shows_no_progress_of_its_failed_try(make_engine: Any) -> None:
+    async def half_then_fail(ctx: JobContext) -> None:
+        ctx.progress(100, 100)
+        raise RetryableError("connection reset")
+
+    async with make_engine(retry={"default": SLOW_RETRY}) as (rt, engine):
+        engine.register("h", half_then_fail)
+        async with rt.bus.subscribe(["jobs"], buffer=100) as sub:
+            s = await engine.submit(spec("h"))
+            events = await collect(sub, 10, lambda evs: evs[-1].type == "waiting")
+        assert events[-1].data["progress"] is None
+        job = await engine.get(s.job.id)
+        assert job is not None
+        assert job.state == JobState.WAITING
+        assert job.progress is None
+        jobs, _total = await engine.list_jobs()
+        assert [j.progress for j in jobs] == [None]
+
+
+async def test_low_free_space_pauses_the_queue_until_there_is_room(make_engine: Any) -> None:
+    free = {"bytes": 10}
+    ran: list[str] = []
+    seen: list[Path] = []
+
+    def disk_free(path: Path) -> int:
+        seen.append(path)
+        return free["bytes"]
+
+    async def record(ctx: JobContext) -> None:
+        ran.append(ctx.job.target)
+
+    async with make_engine(min_free_bytes=1000, disk_check_interval=0.05) as (_rt, engine):
+        engine.disk_free = disk_free
+        engine.register("rec", record)
+        await engine.pause_queue()
+        normal = await engine.submit(spec("rec", "normal"))
+        with trio.fail_after(10):
+            while "disk" not in engine.queue_paused:
+                await trio.sleep(0.01)
+        assert seen[-1] == engine.download_root
+        forced = await engine.submit(spec("rec", "forced", priority=900))
+        await engine.resume_queue()  # the user's pause; even a force job waits for room
+        await trio.sleep(0.3)
+        assert ran == []
+        assert engine.queue_paused == {"disk"}
+        free["bytes"] = 1000
+        for sub in (forced, normal):
+            job = await engine.wait_final(sub.job.id, timeout=20)
+            assert job.state == JobState.DONE
+        assert ran == ["forced", "normal"]
+        assert engine.queue_paused == frozenset()
+        assert engine.last_free_bytes == 1000
+
+
+async def test_a_job_out_of_disk_space_waits_for_room_without_losing_a_try(
+    make_engine: Any,
+) -> None:
+    free = {"bytes": 10**12}
+    tries: list[int] = []
+
+    async def fills_the_disk(ctx: JobContext) -> dict[str, Any]:
+        tries.append(ctx.job.attempts)
+        if len(tries) == 1:
+            free["bytes"] = 0
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return {"ok": True}
+
+    async with make_engine(min_free_bytes=1000, disk_check_interval=0.05) as (_rt, engine):
+        engine.disk_free = lambda _path: free["bytes"]
+        engine.register("fill", fills_the_disk)
+        sub = await engine.submit(spec("fill"))
+        with trio.fail_after(10):
+            while (job := await engine.get(sub.job.id)) is not None and job.error is None:
+                await trio.sleep(0.01)
+        assert job is not None
+        assert job.state == JobState.QUEUED
+        assert job.error_class == "disk_full"
+        assert job.attempts == 0  # the try does not count
+        assert "disk" in engine.queue_paused
+        await trio.sleep(0.3)
+        assert tries == [1]
+        free["bytes"] = 10**12
+        job = await engine.wait_final(sub.job.id, timeout=20)
+        assert job.state == JobState.DONE
+        assert job.attempts == 1
+        assert tries == [1, 1]
+        assert engine.queue_paused == frozenset()
+
+
+async def test_a_disk_full_the_free_space_check_cannot_see_ends_in_failed(
+    make_engine: Any,
+) -> None:
+    """EDQUOT while statvfs reports room (a user quota): the first DISK_FULL_FREE_TRIES tries
+    are not counted, later ones are, and the job fails once its retries are spent."""
+    tries = 0
+
+    async def over_quota(ctx: JobContext) -> None:
+        nonlocal tries
+        tries += 1
+        raise OSError(errno.EDQUOT, "Disk quota exceeded")
+
+    preset = RetryPresetConfig(delays=[0.01], jitter=0.0, final_wait=None)
+    async with make_engine(
+        min_free_bytes=1000, disk_check_interval=0.05, retry={"quick": preset}
+    ) as (_rt, engine):
+        engine.disk_free = lambda _path: 10**12
+        engine.register("quota", over_quota, retry_preset="quick")
+        sub = await engine.submit(spec("quota"))
+        job = await engine.wait_final(sub.job.id, timeout=30)
+    assert job.state == JobState.FAILED
+    assert tries == DISK_FULL_FREE_TRIES + 2  # uncounted tries, then two counted ones
+    assert job.attempts == 2
+    assert "Disk quota exceeded" in (job.error or "")
+
+
+async def test_cancelling_a_queued_job_runs_the_final_hook(make_engine: Any) -> None:
+    finals: list[str] = []
+
+    async def on_final(job: Any) -> None:
+        finals.append(str(job.state))
+
+    async with make_engine() as (_rt, engine):
+        engine.register("noop", noop, on_final=on_final)
+        await engine.pause_queue()
+        sub = await engine.submit(spec())
+        await engine.cancel_job(sub.job.id)
+        assert finals == ["cancelled"]

@@ -13,6 +13,7 @@ pause) puts the job back to ``queued``/``paused``; it is never a failure.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -36,6 +37,32 @@ class JobState(StrEnum):
 
 ACTIVE_STATES = frozenset({JobState.QUEUED, JobState.RUNNING, JobState.WAITING, JobState.PAUSED})
 """States in which a job still counts for de-duplication."""
+
+PRIORITY_MIN = -1_000_000_000
+PRIORITY_MAX = 1_000_000_000
+"""Bounds of a job's ``priority`` (inclusive); the force level (900) lies inside."""
+
+JOB_ID_RE = re.compile(r"[0-9a-f]{16}")
+"""The shape of a job id the engine generates: 16 lower-case hex digits (64 random bits)."""
+
+
+def is_job_id(text: str) -> bool:
+    """True when ``text`` has the shape of an engine job id (:data:`JOB_ID_RE`)."""
+    return JOB_ID_RE.fullmatch(text) is not None
+
+
+class InvalidInput(ValueError):
+    """Bad input to an engine operation (a submission, a move, a filter).
+
+    ``field`` names the offending input (``"priority"``, ``"[2].target"`` in a batch) and the
+    message reads ``"<field>: <message>"``. The job API turns it into ``400`` with ``field``;
+    any other exception is an internal error (``500``).
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
 
 
 @attrs.frozen
@@ -75,6 +102,8 @@ class Job:
     created_at: float = 0.0
     updated_at: float = 0.0
     finished_at: float | None = None
+    checkpoint: dict[str, Any] | None = None
+    """Handler state kept between tries (JSON object), e.g. a download's resume validator."""
     progress: Progress | None = None
 
 

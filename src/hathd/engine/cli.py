@@ -3,6 +3,9 @@
 Every command talks to the daemon's admin API over its unix socket (``obj.admin()``); read
 commands take ``--json``. ``jobs watch`` follows the WebSocket ``/api/v1/ws?rooms=jobs,progress``
 (over the same socket) and draws one progress bar per running job.
+
+Job ids given on the command line are checked against the engine's id shape (16 hex digits)
+before any request, so an argument can never change the URL's path (``jobs rm ../jobs``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,24 @@ import asyncclick as click
 import trio
 
 from hathd.clictx import CliContext, table
+from hathd.engine.api import is_job_id
+
+
+def check_job_id(text: str) -> str:
+    """``text`` if it has the shape of a job id (16 hex digits; upper case is folded).
+
+    :raises click.BadParameter: anything else.
+    """
+    value = text.strip().lower()
+    if not is_job_id(value):
+        raise click.BadParameter(f"{text!r} is not a job id (16 hex digits, as `jobs ls` shows)")
+    return value
+
+
+def _job_id_arg(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+    if isinstance(value, tuple):
+        return tuple(check_job_id(v) for v in value)
+    return check_job_id(value)
 
 
 def _fmt_bytes(n: float | None) -> str:
@@ -149,7 +170,7 @@ async def jobs_ls(
 
 
 @jobs.command("show")
-@click.argument("job_id")
+@click.argument("job_id", callback=_job_id_arg)
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 @click.pass_obj
 async def jobs_show(obj: CliContext, job_id: str, as_json: bool) -> None:
@@ -166,7 +187,7 @@ async def jobs_show(obj: CliContext, job_id: str, as_json: bool) -> None:
 
 
 def _each(action: str, help_text: str) -> click.Command:
-    @click.argument("job_ids", nargs=-1, required=True)
+    @click.argument("job_ids", nargs=-1, required=True, callback=_job_id_arg)
     @click.pass_obj
     async def command(obj: CliContext, job_ids: tuple[str, ...]) -> None:
         async with obj.admin() as admin:
@@ -209,7 +230,7 @@ def parse_position(text: str) -> dict[str, Any]:
 
 
 @jobs.command("move")
-@click.argument("job_id")
+@click.argument("job_id", callback=_job_id_arg)
 @click.argument("pos")
 @click.option("--priority", type=int, default=None, help="Also set the priority.")
 @click.pass_obj
@@ -328,7 +349,7 @@ async def queue() -> None:
 @queue.command("pause")
 @click.pass_obj
 async def queue_pause(obj: CliContext) -> None:
-    """Start no new jobs (running jobs go on; force-priority jobs still start)."""
+    """Start no new jobs (running jobs go on; force-priority jobs, >= 900, still start)."""
     async with obj.admin() as admin:
         reply = await admin.post("/api/v1/queue/pause")
     click.echo(f"queue paused ({', '.join(reply['paused'])})")

@@ -7,6 +7,8 @@ Every key has a default, so ``hathd run`` works with no file::
     job_timeout = 21600.0       # seconds one try may take (a job's own timeout wins)
     retry_preset = "default"    # preset of kinds that name none
     download_root = ""          # "" = <state_dir>/download
+    min_free_bytes = 268435456  # below this (bytes free under download_root) the queue pauses
+    disk_check_interval = 30.0  # seconds between free-space checks while there is work
 
     [engine.global_lane]        # all domains together
     rate = 0.0                  # jobs/s, 0 = unlimited
@@ -96,3 +98,8 @@ class EngineConfig:
     """Backoff preset of job kinds and jobs that name none."""
     download_root: str = ""
     """Folder downloads are confined to; empty = ``<state_dir>/download``."""
+    min_free_bytes: int = attrs.field(default=256 * 1024 * 1024, validator=in_range(0))
+    """Bytes that must stay free under the download root: below it the queue is paused (reason
+    ``disk``) until there is room again; 0 = pause only when a job runs out of space."""
+    disk_check_interval: float = attrs.field(default=30.0, validator=in_range(0.01, 3600))
+    """Seconds between two checks of the free space while jobs are queued or running."""

@@ -12,8 +12,9 @@ that cannot admit are parked until a job of theirs finishes (concurrency) or a t
 
 Pauses: the whole queue can be paused for several independent reasons (``"user"``, and the
 daemon's own such as ``"disk"`` or ``"shutdown"``); resuming one reason leaves the others. While
-paused, only jobs with priority >= :data:`FORCE_PRIORITY` run (NZBGet's force level), still
-obeying politeness.
+the queue is paused *only* by the user (:data:`FORCE_BYPASSES`), jobs with priority >=
+:data:`FORCE_PRIORITY` still run (NZBGet's force level), obeying politeness; any other reason
+(shutdown, disk full) stops every job from starting.
 
 Time is passed in by the caller as ``now`` (seconds, monotonic); nothing here does I/O.
 """
@@ -28,7 +29,11 @@ import attrs
 from hathd.engine.lanes import INFINITY, LaneSettings, LaneTable, TokenBucket
 
 FORCE_PRIORITY = 900
-"""Jobs at or above this priority run while the queue is paused (NZBGet's force = 900)."""
+"""Jobs at or above this priority run while the user paused the queue (NZBGet's force = 900)."""
+
+FORCE_BYPASSES = frozenset({"user"})
+"""Pause reasons that force-priority jobs ignore; any other reason (``"shutdown"``,
+``"disk"``, …) holds every job."""
 
 RATE_LIMIT_BACKOFF_MIN = 1.0
 RATE_LIMIT_BACKOFF_MAX = 300.0
@@ -199,7 +204,8 @@ class Coordinator:
     # -- pauses and politeness changes -----------------------------------------------------
 
     def pause(self, reason: str) -> None:
-        """Pause the queue for ``reason``; running jobs go on, only force jobs start."""
+        """Pause the queue for ``reason``; running jobs go on. While every reason is in
+        :data:`FORCE_BYPASSES`, force-priority jobs still start; otherwise none does."""
         self._paused.add(reason)
 
     def resume(self, reason: str, *, now: float) -> None:
@@ -223,6 +229,33 @@ class Coordinator:
                 lane.settings = new
                 lane.bucket = TokenBucket(new.rate, new.burst, now)
                 self._push_head(lane)
+
+    def set_table(self, table: LaneTable, *, now: float) -> None:
+        """Replace every lane setting at once (a configuration reload).
+
+        Known lanes keep their running count, queued jobs, rate-limit block and backoff; a lane
+        whose rate or burst changed gets a new (full) bucket. A lane that may now admit more
+        (e.g. a raised concurrency) is offered to :meth:`next` again.
+        """
+        self.table = table
+        for domain, lane in self._lanes.items():
+            new = table.settings_for(domain)
+            if new == lane.settings:
+                continue
+            if (new.rate, new.burst) != (lane.settings.rate, lane.settings.burst):
+                lane.bucket = TokenBucket(new.rate, new.burst, now)
+            lane.settings = new
+            self._push_head(lane)
+
+    def set_global(self, *, concurrency: int, rate: float, burst: int, now: float) -> None:
+        """Change the global lane: jobs at once in total, and its bucket (jobs/s, burst).
+
+        A bucket whose settings did not change keeps its tokens.
+        """
+        self.global_concurrency = max(1, concurrency)
+        bucket = self._global_bucket
+        if (float(rate), float(max(1, burst))) != (bucket.rate, bucket.burst):
+            self._global_bucket = TokenBucket(rate, burst, now)
 
     def rate_limited(self, domain: str, retry_after: float | None, *, now: float) -> float:
         """The remote of ``domain`` asked us to slow down: block the lane for
@@ -279,7 +312,7 @@ class Coordinator:
                 lane.advertised = None
                 self._push_head(lane)
                 continue
-            if self._paused and -neg_prio < FORCE_PRIORITY:
+            if self._paused and (-neg_prio < FORCE_PRIORITY or not self._paused <= FORCE_BYPASSES):
                 return None
             heapq.heappop(ready)
             lane.advertised = None

@@ -15,10 +15,18 @@ back to ``queued``).
 
 Shutdown: cancelling :meth:`Engine.serve` cancels running handlers; each worker writes its job
 back to ``queued`` in a shielded scope before the cancellation goes on.
+
+Disk space: while there is work, a watcher reads the free space under the download root every
+``disk_check_interval`` seconds and pauses the queue (reason ``"disk"``) below
+``min_free_bytes``, resuming it above. A handler that fails with ``ENOSPC``/``EDQUOT`` pauses the
+queue the same way and its job goes back to ``queued`` without consuming an attempt (at most
+``DISK_FULL_FREE_TRIES`` times per job; later tries count, so a quota the free-space check
+cannot see ends in ``failed`` instead of looping).
 """
 
 from __future__ import annotations
 
+import errno
 import heapq
 import json
 import logging
@@ -37,8 +45,11 @@ import trio
 from hathd.engine import jobstore
 from hathd.engine.api import (
     ACTIVE_STATES,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
     FinalHook,
     Handler,
+    InvalidInput,
     Job,
     JobSpec,
     JobState,
@@ -59,8 +70,15 @@ log = logging.getLogger(__name__)
 FINAL_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
 POSITION_GAP = 1024
 """Positions are spaced so that a move rarely renumbers its neighbours."""
+POSITION_LIMIT = 1_000_000_000
+"""Largest place (``set``) or offset (``cur``) a move accepts."""
 USER = "user"
+DISK = "disk"
 _QUEUE_PAUSE_FLAG = "queue_paused_by_user"
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+DISK_FULL_FREE_TRIES = 3
+"""Tries of one job that may end on a full disk without counting as attempts; later ones
+count (a quota that the free-space check cannot see would otherwise loop for ever)."""
 
 
 class JobNotFound(HathdError):
@@ -75,6 +93,7 @@ class _Ref:
     """The in-memory record of an active job."""
 
     __slots__ = (
+        "disk_full_tries",
         "domain",
         "id",
         "kind",
@@ -104,6 +123,8 @@ class _Ref:
         self.progress: Progress | None = None
         self.throttle: ProgressThrottle | None = None
         self.settled: trio.Event | None = None
+        self.disk_full_tries = 0
+        """Tries of this job (in this run) that ended on a full disk and were not counted."""
 
 
 @attrs.define
@@ -165,7 +186,12 @@ def _stop_requested(ref: _Ref) -> bool:
 
 
 def _new_id() -> str:
+    # the shape of hathd.engine.api.JOB_ID_RE: 16 lower-case hex digits
     return os.urandom(8).hex()
+
+
+def _disk_free(path: Path) -> int:
+    return shutil.disk_usage(path).free
 
 
 def _is_cancelled(exc: BaseException) -> bool:
@@ -183,26 +209,94 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _disk_full(exc: BaseException) -> bool:
+    """True when ``exc`` (a leaf of a group, or an explicit ``__cause__``) is an ``OSError``
+    with ``ENOSPC`` or ``EDQUOT``."""
+    stack = [exc]
+    seen: set[int] = set()
+    while stack:
+        err = stack.pop()
+        if id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in _DISK_FULL_ERRNOS:
+            return True
+        if isinstance(err, BaseExceptionGroup):
+            stack.extend(err.exceptions)
+        if err.__cause__ is not None:
+            stack.append(err.__cause__)
+    return False
+
+
+def check_priority(value: object, field: str = "priority") -> int:
+    """``value`` as a priority: an integer in ``PRIORITY_MIN..PRIORITY_MAX`` (±10⁹).
+
+    :raises InvalidInput: naming ``field``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(field, f"must be an integer, got {value!r}")
+    if not PRIORITY_MIN <= value <= PRIORITY_MAX:
+        raise InvalidInput(field, f"must be between {PRIORITY_MIN} and {PRIORITY_MAX}")
+    return value
+
+
+def check_timeout(value: object, field: str = "timeout") -> float:
+    """``value`` as a job timeout: a finite number of seconds > 0 (an integer too large for a
+    float is refused, not raised as ``OverflowError``).
+
+    :raises InvalidInput: naming ``field``.
+    """
+    problem = InvalidInput(field, "must be a finite number of seconds > 0")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise problem
+    try:
+        seconds = float(value)
+    except OverflowError:
+        raise problem from None
+    if not math.isfinite(seconds) or not seconds > 0:
+        raise problem
+    return seconds
+
+
+def _json_object_check(value: object, field: str) -> None:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidInput(field, f"not JSON-serialisable: {exc}") from None
+
+
 def validate_spec(spec: JobSpec) -> None:
     """Check a submission's shape.
 
-    :raises ValueError: naming the field (``kind``, ``target``, ``domain``, ``params``,
-        ``timeout``).
+    :raises InvalidInput: naming the field (``kind``, ``target``, ``domain``, ``priority``
+        (an integer within ±10⁹), ``timeout`` (finite seconds > 0), ``params`` (strict JSON:
+        no NaN or infinity)).
     """
     if not isinstance(spec.kind, str) or not spec.kind:
-        raise ValueError("kind: must be a non-empty string")
+        raise InvalidInput("kind", "must be a non-empty string")
     if not isinstance(spec.target, str) or not spec.target:
-        raise ValueError("target: must be a non-empty string")
+        raise InvalidInput("target", "must be a non-empty string")
     if not isinstance(spec.domain, str) or not spec.domain:
-        raise ValueError("domain: must be a non-empty string")
-    if not isinstance(spec.priority, int) or isinstance(spec.priority, bool):
-        raise ValueError("priority: must be an integer")
-    if spec.timeout is not None and not spec.timeout > 0:
-        raise ValueError("timeout: must be > 0 seconds")
-    try:
-        json.dumps(spec.params)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"params: not JSON-serialisable: {exc}") from None
+        raise InvalidInput("domain", "must be a non-empty string")
+    check_priority(spec.priority)
+    if spec.timeout is not None:
+        check_timeout(spec.timeout)
+    if not isinstance(spec.params, dict):
+        raise InvalidInput("params", "must be a JSON object")
+    _json_object_check(spec.params, "params")
+
+
+def _as_invalid(exc: ValueError, prefix: str) -> InvalidInput:
+    """A validator's ``ValueError`` as :class:`InvalidInput`, its field prefixed (``[2].``).
+    A plain ``ValueError`` names its field as ``"field: message"``; else ``params`` is blamed."""
+    if isinstance(exc, InvalidInput):
+        return InvalidInput(prefix + exc.field, exc.message)
+    text = str(exc)
+    head, sep, rest = text.partition(":")
+    head = head.strip()
+    if sep and head and " " not in head:
+        return InvalidInput(prefix + head, rest.strip())
+    return InvalidInput(prefix + "params", text)
 
 
 class Engine:
@@ -213,8 +307,13 @@ class Engine:
     :param bus: where ``jobs`` and ``progress`` events go.
     :param config: ``[engine]``.
     :param tmp_root: parent of the per-try temporary directories.
-    :param download_root: the folder ``download`` jobs may write under.
+    :param download_root: the folder ``download`` jobs may write under (its free space is
+        watched, see ``min_free_bytes``).
     :param rng: jitter source (seed it in tests).
+    :param wall: the wall clock (seconds since the epoch) of ``not_before`` and timestamps.
+    :param disk_free: ``disk_free(path)`` → bytes available to us on the file system of
+        ``path`` (default :func:`shutil.disk_usage` ``.free``); called in a worker thread. Tests
+        may replace the attribute of the same name at any time.
     """
 
     def __init__(
@@ -227,25 +326,21 @@ class Engine:
         download_root: Path,
         rng: random.Random | None = None,
         wall: Callable[[], float] = time.time,
+        disk_free: Callable[[Path], int] | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
         self.config = config
         self.tmp_root = tmp_root
         self.download_root = download_root
+        self.disk_free: Callable[[Path], int] = disk_free or _disk_free
         self._rng = rng or random.Random()
         self._wall = wall
         self._kinds: dict[str, _Kind] = {}
-        self._presets: dict[str, RetryPreset] = dict(BUILTIN_PRESETS)
-        for name, preset in config.retry.items():
-            self._presets[name] = RetryPreset(
-                delays=tuple(preset.delays),
-                jitter=preset.jitter,
-                final_wait=preset.effective_final_wait(),
-            )
-        self._table = LaneTable()
-        for pattern, lane in config.lanes.items():
-            self._table.set(pattern, LaneSettings(lane.concurrency, lane.rate, lane.burst))
+        self._added_presets: dict[str, RetryPreset] = {}
+        self._declared_lanes: dict[str, LaneSettings] = {}
+        self._presets = self._build_presets()
+        self._table = self._build_table()
         self._coord = self._new_coordinator()
         self._jobs: dict[str, _Ref] = {}
         self._timers: list[tuple[float, str]] = []
@@ -260,6 +355,36 @@ class Engine:
         """Set by the daemon when shutdown begins: the engine then starts no new job."""
         self._started = 0
         self._finished = 0
+        self._nursery: trio.Nursery | None = None
+        self._worker_recv: trio.MemoryReceiveChannel[_Ref] | None = None
+        self._worker_count = 0
+        self._disk_kick = trio.Event()
+        self._disk_full_at: float | None = None
+        self._final_pending: dict[str, trio.Event] = {}
+        self.last_free_bytes: int | None = None
+        """Free bytes under the download root at the last check (``None``: not read yet)."""
+
+    def _build_presets(self) -> dict[str, RetryPreset]:
+        # as at start-up: built-in, then [engine.retry], then the presets added in code
+        presets = dict(BUILTIN_PRESETS)
+        for name, preset in self.config.retry.items():
+            presets[name] = RetryPreset(
+                delays=tuple(preset.delays),
+                jitter=preset.jitter,
+                final_wait=preset.effective_final_wait(),
+            )
+        presets.update(self._added_presets)
+        return presets
+
+    def _build_table(self) -> LaneTable:
+        # as at start-up: [engine.lanes], then the lanes declared in code that it does not name
+        table = LaneTable()
+        for pattern, lane in self.config.lanes.items():
+            table.set(pattern, LaneSettings(lane.concurrency, lane.rate, lane.burst))
+        for pattern, settings in self._declared_lanes.items():
+            if pattern not in self.config.lanes:
+                table.set(pattern, settings)
+        return table
 
     def _new_coordinator(self) -> Coordinator:
         return Coordinator(
@@ -301,7 +426,9 @@ class Engine:
         return sorted(self._kinds)
 
     def add_retry_preset(self, name: str, preset: RetryPreset) -> None:
-        """Declare (or replace) a backoff preset usable by kinds and jobs."""
+        """Declare (or replace) a backoff preset usable by kinds and jobs (kept across
+        :meth:`reconfigure`)."""
+        self._added_presets[name] = preset
         self._presets[name] = preset
 
     def retry_presets(self) -> dict[str, RetryPreset]:
@@ -312,15 +439,68 @@ class Engine:
         self, pattern: str, *, concurrency: int = 1, rate: float = 0.0, burst: int = 1
     ) -> None:
         """Declare politeness for domains matching ``pattern`` (fnmatch); ``rate`` in jobs/s,
-        0 meaning unlimited. A configured ``[engine.lanes]`` entry for the same pattern wins."""
-        if pattern in self.config.lanes:
-            return
+        0 meaning unlimited. A configured ``[engine.lanes]`` entry for the same pattern wins
+        (also after a :meth:`reconfigure` that adds or drops it).
+
+        :raises ValueError: ``concurrency < 1``, ``rate < 0`` or ``burst < 1``.
+        """
         if concurrency < 1 or rate < 0 or burst < 1:
             raise ValueError("lane: concurrency >= 1, rate >= 0 and burst >= 1 required")
-        self._coord.set_lane(
-            pattern, LaneSettings(concurrency, rate, burst), now=trio.current_time()
-        )
+        settings = LaneSettings(concurrency, rate, burst)
+        self._declared_lanes[pattern] = settings
+        if pattern in self.config.lanes:
+            return
+        self._coord.set_lane(pattern, settings, now=trio.current_time())
         self._kick.set()
+
+    def reconfigure(self, config: EngineConfig) -> None:
+        """Apply a reloaded ``[engine]`` section to the running engine (call it on the Trio
+        thread; it does not block and takes effect at once).
+
+        - lanes: every lane is re-seeded from ``config.lanes`` plus the lanes declared with
+          :meth:`add_lane` (a configured pattern wins); running and queued jobs, rate-limit
+          blocks and backoffs are kept; a lane whose rate or burst changed starts with a full
+          bucket. A raised concurrency lets more jobs start at once; a lowered one lets no new
+          job start until the lane is under it (running jobs go on).
+        - ``workers`` (more worker tasks are started when it grows), ``global_lane``.
+        - retry presets (``config.retry`` over the built-in ones, then those added with
+          :meth:`add_retry_preset`) and ``retry_preset``: used from the next failure on.
+        - ``job_timeout``: for tries that start from now on (a running try keeps its deadline).
+        - ``min_free_bytes``, ``disk_check_interval``: free space is checked again at once.
+
+        ``download_root`` is not changed (a warning is logged): it takes effect on restart.
+        """
+        now = trio.current_time()
+        if config.download_root != self.config.download_root:
+            log.warning("engine: download_root changes take effect after a restart")
+        self.config = config
+        self._presets = self._build_presets()
+        self._table = self._build_table()
+        self._coord.set_table(self._table, now=now)
+        self._coord.set_global(
+            concurrency=config.workers,
+            rate=config.global_lane.rate,
+            burst=config.global_lane.burst,
+            now=now,
+        )
+        self._start_workers(config.workers)
+        self._kick.set()
+        self._disk_kick.set()
+        log.info(
+            "engine: configuration applied (%d workers, %d lane patterns, job_timeout %g s)",
+            config.workers,
+            len(self._table.patterns()),
+            config.job_timeout,
+        )
+
+    def _start_workers(self, count: int) -> None:
+        # worker tasks are only ever added: surplus ones stay idle (the coordinator admits at
+        # most ``workers`` jobs at once)
+        if self._nursery is None or self._worker_recv is None:
+            return
+        while self._worker_count < count:
+            self._nursery.start_soon(self._worker, self._worker_recv.clone())
+            self._worker_count += 1
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -412,34 +592,32 @@ class Engine:
     async def submit(self, spec: JobSpec) -> Submitted:
         """Store a job durably (committed before this returns) and queue it.
 
-        :raises ValueError: an invalid field (named in the message) or an unregistered kind.
+        :raises InvalidInput: (a ``ValueError``) an invalid field, named in ``field`` and the
+            message, or an unregistered kind.
         """
         return (await self.submit_many([spec]))[0]
 
     async def submit_many(self, specs: Sequence[JobSpec]) -> list[Submitted]:
         """Store several jobs in one transaction; de-duplicated by ``(kind, dedupe_key)``.
 
-        :raises ValueError: an invalid field or an unregistered kind (nothing is stored).
+        :raises InvalidInput: an invalid field or an unregistered kind (nothing is stored); in
+            a batch of several the field is prefixed with the index (``[2].target``).
         """
         now = self._wall()
         jobs: list[Job] = []
         for index, spec in enumerate(specs):
+            prefix = f"[{index}]." if len(specs) > 1 else ""
             try:
                 validate_spec(spec)
-            except ValueError as exc:
-                prefix = f"[{index}]." if len(specs) > 1 else ""
-                raise ValueError(f"{prefix}{exc}") from None
-            kind = self._kinds.get(spec.kind)
-            if kind is None:
-                raise ValueError(f"kind: no handler registered for {spec.kind!r}")
-            if kind.validate is not None:
-                try:
+                kind = self._kinds.get(spec.kind)
+                if kind is None:
+                    raise InvalidInput("kind", f"no handler registered for {spec.kind!r}")
+                if kind.validate is not None:
                     kind.validate(spec)
-                except ValueError as exc:
-                    prefix = f"[{index}]." if len(specs) > 1 else ""
-                    raise ValueError(f"{prefix}{exc}") from None
-            if spec.retry_preset is not None and spec.retry_preset not in self._presets:
-                raise ValueError(f"retry_preset: unknown preset {spec.retry_preset!r}")
+                if spec.retry_preset is not None and spec.retry_preset not in self._presets:
+                    raise InvalidInput("retry_preset", f"unknown preset {spec.retry_preset!r}")
+            except ValueError as exc:
+                raise _as_invalid(exc, prefix) from None
             self._next_position += POSITION_GAP
             jobs.append(
                 Job(
@@ -525,6 +703,19 @@ class Engine:
                     return job
                 await event.wait()
 
+    async def save_checkpoint(self, job_id: str, data: dict[str, Any] | None) -> None:
+        """Persist a running job's handler state for its later tries (``Job.checkpoint``);
+        committed before this returns. ``None`` clears it. A retry of a finished job starts
+        with no checkpoint.
+
+        :raises InvalidInput: ``data`` is not a strict-JSON object (field ``checkpoint``).
+        """
+        if data is not None:
+            if not isinstance(data, dict):
+                raise InvalidInput("checkpoint", "must be a JSON object")
+            _json_object_check(data, "checkpoint")
+        await self._write(lambda conn: jobstore.set_checkpoint(conn, job_id, data))
+
     async def _require(self, job_id: str) -> Job:
         job = await self.get(job_id)
         if job is None:
@@ -551,8 +742,17 @@ class Engine:
         changes = {"state": target, "updated_at": now, **changes}
         if target in FINAL_STATES:
             changes["finished_at"] = now
-        job = await self._write(lambda conn: jobstore.transition(conn, ref.id, (expect,), changes))
+            # set by _final_hook: a retry waits for the hook of the try that just ended
+            self._final_pending[ref.id] = trio.Event()
+        try:
+            job = await self._write(
+                lambda conn: jobstore.transition(conn, ref.id, (expect,), changes)
+            )
+        except BaseException:
+            self._hook_done(ref.id)
+            raise
         if job is None:
+            self._hook_done(ref.id)
             return None
         if target in FINAL_STATES:
             self._finalised(job)
@@ -634,6 +834,9 @@ class Engine:
                 self._enqueue_if_queued(ref)
                 self._publish(job)
             return await self._require(job_id)
+        pending = self._final_pending.get(job_id)
+        if pending is not None:
+            await pending.wait()  # the final hook of the try that ended (e.g. a part file)
         current = await self._require(job_id)
         if current.state not in FINAL_STATES:
             raise JobConflict(f"job {job_id} is {current.state}; nothing to retry")
@@ -646,6 +849,7 @@ class Engine:
             "finished_at": None,
             "not_before": None,
             "paused_by": None,
+            "checkpoint": None,
             "updated_at": self._wall(),
         }
         try:
@@ -667,7 +871,8 @@ class Engine:
         return job
 
     async def cancel_job(self, job_id: str, *, timeout: float = 30.0) -> Job:
-        """Cancel an active job (a running one is stopped); it stays in the history.
+        """Cancel an active job (a running one is stopped); it stays in the history. The
+        kind's ``on_final`` hook runs (a download deletes its partial file).
 
         :raises JobNotFound: no such job.
         :raises JobConflict: the job is already finished.
@@ -682,7 +887,9 @@ class Engine:
             expect = ref.state
             if expect is JobState.QUEUED:
                 self._coord.remove(job_id)
-            await self._move_state(ref, expect, JobState.CANCELLED, {"paused_by": None})
+            cancelled = await self._move_state(ref, expect, JobState.CANCELLED, {"paused_by": None})
+            if cancelled is not None:
+                await self._final_hook(cancelled)
         return await self._require(job_id)
 
     async def remove_job(self, job_id: str) -> dict[str, Any]:
@@ -704,12 +911,14 @@ class Engine:
     async def clear_history(self, states: Sequence[str] = ("done",)) -> int:
         """Delete every finished job in ``states``; returns how many.
 
-        :raises ValueError: a state that is not ``done``, ``failed`` or ``cancelled``.
+        :raises InvalidInput: a state that is not ``done``, ``failed`` or ``cancelled``.
         """
         allowed = {str(s) for s in FINAL_STATES}
         for state in states:
             if state not in allowed:
-                raise ValueError(f"state: must be one of done, failed, cancelled; got {state!r}")
+                raise InvalidInput(
+                    "state", f"must be one of done, failed, cancelled; got {state!r}"
+                )
         ids = await self._write(lambda conn: jobstore.clear_history(conn, list(states)))
         if ids:
             self.bus.publish("jobs", "cleared", {"ids": ids, "states": list(states)})
@@ -734,26 +943,34 @@ class Engine:
     ) -> dict[str, Any]:
         """Change a job's priority and/or its place in the queue (aria2 ``changePosition``).
 
-        ``how``: ``"set"`` (``position`` is the 0-based place in the queue), ``"cur"``
-        (``position`` is an offset from the current place), ``"end"`` (last). Priority sorts
-        first, so the place is clamped to the band of jobs with the same priority. Returns
-        ``{"id", "priority", "position"}`` with the 0-based place reached.
+        ``how``: ``"set"`` (``position`` is the 0-based place in the queue, 0 … 10⁹),
+        ``"cur"`` (``position`` is an offset from the current place, ±10⁹), ``"end"`` (last).
+        ``priority``: an integer within ±10⁹. Priority sorts first, so the place is clamped to
+        the band of jobs with the same priority. Returns ``{"id", "priority", "position"}``
+        with the 0-based place reached. Nothing changes in memory until the store has
+        committed the move.
 
         :raises JobNotFound: no such job.
         :raises JobConflict: the job is not queued, paused or waiting.
-        :raises ValueError: a bad ``how`` or a missing ``position``.
+        :raises InvalidInput: a bad ``how``, ``position`` or ``priority`` (named in ``field``).
         """
         if how not in ("set", "cur", "end"):
-            raise ValueError("how: must be one of set, cur, end")
+            raise InvalidInput("how", "must be one of set, cur, end")
         if how != "end" and position is None and priority is None:
-            raise ValueError("position: required unless how is 'end' or priority is given")
+            raise InvalidInput("position", "required unless how is 'end' or priority is given")
+        if priority is not None:
+            check_priority(priority)
+        if position is not None:
+            if isinstance(position, bool) or not isinstance(position, int):
+                raise InvalidInput("position", f"must be an integer, got {position!r}")
+            low = 0 if how == "set" else -POSITION_LIMIT
+            if not low <= position <= POSITION_LIMIT:
+                raise InvalidInput("position", f"must be between {low} and {POSITION_LIMIT}")
         ref = self._jobs.get(job_id)
         if ref is None or ref.state not in (JobState.QUEUED, JobState.PAUSED, JobState.WAITING):
             job = await self._require(job_id)
             raise JobConflict(f"job {job_id} is {job.state}; only waiting jobs can be moved")
-        changed: dict[str, int] = {}
-        if priority is not None and priority != ref.priority:
-            ref.priority = priority
+        new_priority = ref.priority if priority is None else priority
         order = self._queue_order()
         current = order.index(ref)
         others = [r for r in order if r is not ref]
@@ -765,37 +982,33 @@ class Engine:
             target = len(others)
         else:
             target = current
-        lo = sum(1 for r in others if r.priority > ref.priority)
-        hi = lo + sum(1 for r in others if r.priority == ref.priority)
-        target = max(lo, min(hi, target))
+        lo = sum(1 for r in others if r.priority > new_priority)
+        band = [r for r in others if r.priority == new_priority]
+        target = max(lo, min(lo + len(band), target))
+        # decided on copies: memory follows only once the write has committed
+        changed: dict[str, int] = {}
+        new_pos = ref.position
         if position is not None or how == "end":
-            prev = others[target - 1].position if target > lo else None
-            nxt = others[target].position if target < hi else None
+            k = target - lo
+            slots = [r.position for r in band]
+            prev = slots[k - 1] if k > 0 else None
+            nxt = slots[k] if k < len(slots) else None
             if prev is not None and nxt is not None and nxt - prev < 2:
-                band = others[lo:hi]
-                base = band[0].position
-                for i, r in enumerate(band):
-                    new = base + (i + (1 if i >= target - lo else 0)) * POSITION_GAP
-                    if new != r.position:
-                        r.position = new
-                        changed[r.id] = new
-                prev = others[target - 1].position if target > lo else None
-                nxt = others[target].position if target < hi else None
-            if prev is None and nxt is None:
-                new_pos = ref.position
-            elif prev is None:
-                assert nxt is not None
+                base = slots[0]
+                slots = [base + (i + (1 if i >= k else 0)) * POSITION_GAP for i in range(len(band))]
+                for r, slot in zip(band, slots, strict=True):
+                    if slot != r.position:
+                        changed[r.id] = slot
+                prev = slots[k - 1] if k > 0 else None
+                nxt = slots[k] if k < len(slots) else None
+            if prev is None and nxt is not None:
                 new_pos = nxt - POSITION_GAP
-            elif nxt is None:
+            elif prev is not None and nxt is None:
                 new_pos = prev + POSITION_GAP
-            else:
+            elif prev is not None and nxt is not None:
                 new_pos = (prev + nxt) // 2
-            ref.position = new_pos
-            self._next_position = max(self._next_position, new_pos)
-        changed[ref.id] = ref.position
-        rank = self._queue_order().index(ref)
+        changed[ref.id] = new_pos
         now = self._wall()
-        new_priority = ref.priority
 
         def write(conn: Any) -> list[Job]:
             conn.execute("UPDATE engine_jobs SET priority = ? WHERE id = ?", (new_priority, job_id))
@@ -805,18 +1018,27 @@ class Engine:
         tnow = trio.current_time()
         for job in jobs:
             other = self._jobs.get(job.id)
-            if other is not None and other.state is JobState.QUEUED:
-                self._coord.add(other.id, other.domain, other.priority, other.position, now=tnow)
+            if other is not None:
+                other.priority = job.priority
+                other.position = job.position
+                self._next_position = max(self._next_position, job.position)
+                if other.state is JobState.QUEUED:
+                    self._coord.add(
+                        other.id, other.domain, other.priority, other.position, now=tnow
+                    )
             if job.id == job_id:
                 self._publish(job, "moved")
         self._kick.set()
-        return {"id": job_id, "priority": ref.priority, "position": rank}
+        order = self._queue_order()
+        rank = order.index(ref) if ref in order else target
+        return {"id": job_id, "priority": new_priority, "position": rank}
 
     async def pause_queue(self, *, by: str = USER) -> None:
-        """Stop starting jobs (running jobs go on; force-priority jobs still start).
+        """Stop starting jobs (running jobs go on).
 
         ``by`` keeps the user's pause apart from the daemon's own (``"disk"``, ``"shutdown"``):
-        resuming one reason leaves the others. The user's pause survives a restart.
+        resuming one reason leaves the others. Force-priority jobs (>= 900) still start while
+        the user's pause is the only one. The user's pause survives a restart.
         """
         self._coord.pause(by)
         if by == USER:
@@ -853,7 +1075,8 @@ class Engine:
         """Counts for the status API (``ServiceSpec.statistics``)."""
         counts = dict.fromkeys(ACTIVE_STATES, 0)
         for ref in self._jobs.values():
-            counts[ref.state] += 1
+            if ref.state in counts:  # a job finishing is dropped from _jobs after its write
+                counts[ref.state] += 1
         coord: CoordinatorStatistics = self._coord.statistics()
         return EngineStatistics(
             queued=counts[JobState.QUEUED],
@@ -911,7 +1134,8 @@ class Engine:
         )
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the dispatcher, ``workers`` workers and the waiter until cancelled.
+        """Run the dispatcher, ``workers`` workers, the waiter and the disk watcher until
+        cancelled.
 
         Loads the active jobs first (``running`` → ``queued``; ``waiting`` keep their
         ``not_before``), then reports readiness. On cancellation, running jobs are written back
@@ -919,17 +1143,65 @@ class Engine:
         """
         await self._recover()
         send, recv = trio.open_memory_channel[_Ref](0)
-        async with trio.open_nursery() as nursery:
-            async with recv:
-                for _ in range(self.config.workers):
-                    nursery.start_soon(self._worker, recv.clone())
-            nursery.start_soon(self._waiter)
-            nursery.start_soon(self._dispatcher, send)
-            if self.stopping is not None:
-                nursery.start_soon(self._watch_stopping, self.stopping)
-            self._serving = True
-            self._kick.set()
-            task_status.started()
+        try:
+            async with recv, trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self._worker_recv = recv
+                self._worker_count = 0
+                self._start_workers(self.config.workers)
+                nursery.start_soon(self._waiter)
+                nursery.start_soon(self._dispatcher, send)
+                nursery.start_soon(self._disk_watch)
+                if self.stopping is not None:
+                    nursery.start_soon(self._watch_stopping, self.stopping)
+                self._serving = True
+                self._kick.set()
+                task_status.started()
+        finally:
+            self._nursery = None
+            self._worker_recv = None
+            self._worker_count = 0
+
+    async def _disk_watch(self) -> None:
+        """Every ``disk_check_interval`` seconds while there is work (queued or running jobs,
+        or a disk pause to lift), compare the free space under the download root with
+        ``min_free_bytes``; woken early by :meth:`reconfigure`."""
+        while True:
+            # a fresh event before the check: a reconfigure() during it is not lost
+            kick = self._disk_kick = trio.Event()
+            if len(self._coord) or self._coord.running or DISK in self._coord.paused:
+                await self._check_disk()
+            with trio.move_on_after(self.config.disk_check_interval):
+                await kick.wait()
+
+    async def _check_disk(self) -> None:
+        root = self.download_root
+        try:
+            free = await trio.to_thread.run_sync(self.disk_free, root)
+        except OSError as exc:
+            log.warning("engine: cannot read the free space of %s: %s", root, exc)
+            return
+        self.last_free_bytes = free
+        minimum = self.config.min_free_bytes
+        paused = DISK in self._coord.paused
+        if free < minimum:
+            if not paused:
+                log.warning(
+                    "engine: %d bytes free under %s (minimum %d); queue paused",
+                    free,
+                    root,
+                    minimum,
+                )
+                await self.pause_queue(by=DISK)
+            return
+        if not paused:
+            return
+        full_at = self._disk_full_at
+        if full_at is not None and trio.current_time() - full_at < self.config.disk_check_interval:
+            return  # a job has just hit ENOSPC: give the space one full interval to come back
+        log.info("engine: %d bytes free under %s; queue resumed", free, root)
+        self._disk_full_at = None
+        await self.resume_queue(by=DISK)
 
     async def _watch_stopping(self, stopping: trio.Event) -> None:
         await stopping.wait()
@@ -1017,6 +1289,8 @@ class Engine:
 
     async def _run(self, ref: _Ref) -> None:
         started = self._wall()
+        ref.progress = None
+        ref.throttle = None
         try:
             job = await self._write(
                 lambda conn: jobstore.transition(
@@ -1115,8 +1389,8 @@ class Engine:
     async def _succeeded(self, ref: _Ref, job: Job, result: dict[str, Any] | None) -> None:
         if result is not None:
             try:
-                json.dumps(result)
-            except (TypeError, ValueError) as exc:
+                json.dumps(result, allow_nan=False)
+            except (TypeError, ValueError, RecursionError) as exc:
                 await self._failed(
                     ref, job, PermanentError(f"handler result is not JSON-serialisable: {exc}")
                 )
@@ -1134,6 +1408,21 @@ class Engine:
 
     async def _failed(self, ref: _Ref, job: Job, error: BaseException) -> None:
         self._release(ref)
+        ref.progress = None
+        ref.throttle = None
+        if _disk_full(error):
+            if DISK not in self._coord.paused:
+                log.warning(
+                    "engine: job %s ran out of disk space (%s); queue paused",
+                    job.id,
+                    _describe(error),
+                )
+                await self.pause_queue(by=DISK)
+            self._disk_full_at = trio.current_time()
+            if ref.disk_full_tries < DISK_FULL_FREE_TRIES:
+                ref.disk_full_tries += 1
+                await self._out_of_space(ref, job, error)
+                return
         preset = self._preset_for(job)
         decision = decide(preset, max(1, job.attempts), error, self._rng)
         text = _describe(error)
@@ -1172,11 +1461,39 @@ class Engine:
                 self._add_timer(ref, not_before)
             self._publish(waiting)
 
+    async def _out_of_space(self, ref: _Ref, job: Job, error: BaseException) -> None:
+        """The handler ran out of disk space (the queue is already paused, ``"disk"``): queue
+        the job again without counting the try; the disk watcher lifts the pause once there
+        is room. Past :data:`DISK_FULL_FREE_TRIES` such tries the job fails like any other."""
+        text = _describe(error)
+        queued = await self._move_state(
+            ref,
+            JobState.RUNNING,
+            JobState.QUEUED,
+            {
+                "attempts": max(0, job.attempts - 1),
+                "error": text,
+                "error_class": "disk_full",
+            },
+        )
+        if queued is not None:
+            self._enqueue_if_queued(ref)
+
     async def _final_hook(self, job: Job) -> None:
-        kind = self._kinds.get(job.kind)
-        if kind is None or kind.on_final is None:
-            return
+        """Run the kind's ``on_final`` for a job that has just reached a final state (always
+        after :meth:`_move_state` returned it), then release a waiting :meth:`retry_job`."""
         try:
-            await kind.on_final(job)
-        except Exception:
-            log.exception("engine: final hook of job %s (%s) failed", job.id, job.kind)
+            kind = self._kinds.get(job.kind)
+            if kind is None or kind.on_final is None:
+                return
+            try:
+                await kind.on_final(job)
+            except Exception:
+                log.exception("engine: final hook of job %s (%s) failed", job.id, job.kind)
+        finally:
+            self._hook_done(job.id)
+
+    def _hook_done(self, job_id: str) -> None:
+        pending = self._final_pending.pop(job_id, None)
+        if pending is not None:
+            pending.set()

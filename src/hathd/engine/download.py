@@ -5,21 +5,32 @@ Job shape: ``target`` is the URL (``http``/``https``); ``domain`` its host (poli
 
 - ``dest`` (str, optional): a folder relative to the download root (an absolute path must lie
   under it). A path that escapes the root (``..``, a symlink out) is refused.
-- ``filename`` (str, optional): the file name; default the URL's last path segment.
+- ``filename`` (str, optional): the file name (at most 240 bytes); default the URL's last path
+  segment.
 - ``size`` (int, optional): the expected size in bytes.
 - ``sha256`` (str, optional): the expected SHA-256, 64 hex digits.
 
-Behaviour: bytes go to ``<name>.part`` beside the destination; after an interruption the next
-try asks for the rest with ``Range: bytes=<have>-`` (RFC 9110 §14.2) and appends when the server
-answers ``206`` with a matching ``Content-Range`` start (§14.4), or starts over on ``200``. When
-complete the file is fsynced, checked (size, SHA-256) and renamed atomically into place (an
-existing file is never overwritten: ``name (1).ext`` is used instead). A mismatch deletes the
-partial file and fails the job. Progress (bytes, rate, ETA) is reported through the job context.
+Behaviour: bytes go to the job's own partial file ``.<name>.<job id>.part`` beside the
+destination (hidden; ``<name>`` is cut so the whole fits in 255 bytes), so two jobs writing the
+same file name never share one. The first response's validator (a strong ``ETag``, else
+``Last-Modified``) is saved as the job's checkpoint (``{"validator": ...}``) before any byte is
+written. After an interruption the next try asks for the rest with ``Range: bytes=<have>-``
+(RFC 9110 §14.2) and ``If-Range: <validator>`` (§13.1.5), and appends when the server answers
+``206`` with a matching ``Content-Range`` start (§14.4); a ``200`` (the remote file changed, or
+ranges are not supported) starts over from byte 0. Without a saved validator the try resumes
+with ``Range`` alone. When complete the file is fsynced, checked (size, SHA-256) and renamed
+atomically into place (an existing file is never overwritten, not even one another job
+creates at the same moment: ``name (1).ext`` is used instead). A mismatch deletes the partial
+file and fails the job. Progress (bytes, rate, ETA) is reported through the job context.
+
+The partial file is kept while the job may go on (a retryable failure, a pause, shutdown) and
+deleted when the job ends ``failed`` or ``cancelled`` (the kind's final hook).
 
 Errors: 404/410/400/401/403 → :class:`PermanentError`; 429/503 →
 :class:`RateLimitedError` with ``Retry-After`` (seconds or HTTP date, §10.2.3) or
 ``RateLimit-Reset`` (seconds) as the minimum wait; other 5xx and network errors →
-:class:`RetryableError` (the partial file is kept for the next try).
+:class:`RetryableError` (the partial file is kept for the next try). ``OSError`` (e.g.
+``ENOSPC``, which pauses the queue) propagates to the engine.
 
 With an expected SHA-256, a destination file that already has it counts as done without a
 request (so a retry after a crash never duplicates a file).
@@ -30,11 +41,14 @@ The result: ``{"path", "size", "sha256", "resumed_from", "already_present"}`` (s
 from __future__ import annotations
 
 import email.utils
+import errno
 import functools
 import hashlib
+import logging
 import os
 import ssl
 import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -42,14 +56,23 @@ from urllib.parse import unquote, urlsplit
 import httpx
 import trio
 
-from hathd.engine.api import JobContext, JobSpec
+from hathd.engine.api import Job, JobContext, JobSpec, JobState
 from hathd.errors import PermanentError, RateLimitedError, RetryableError
 
 if TYPE_CHECKING:
     from hathd.engine.core import Engine
 
+log = logging.getLogger(__name__)
+
 KIND = "download"
 _PERMANENT_STATUS = frozenset({400, 401, 403, 404, 405, 410, 451})
+NAME_MAX = 255
+"""Bytes in one file name (Linux ``NAME_MAX``)."""
+FILENAME_MAX = 240
+"""Bytes a download's file name may have (room is left for `` (N)`` when it exists)."""
+
+SaveCheckpoint = Callable[[dict[str, Any] | None], Awaitable[None]]
+"""Persists the job's checkpoint (``Engine.save_checkpoint`` bound to the job)."""
 
 
 def check_url(url: str) -> str:
@@ -69,7 +92,44 @@ def check_url(url: str) -> str:
 def _check_name(name: str) -> str:
     if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
         raise ValueError(f"filename: not a plain file name: {name!r}")
+    try:
+        size = len(os.fsencode(name))
+    except UnicodeError:
+        raise ValueError(f"filename: not encodable as a file name: {name!r}") from None
+    if size > FILENAME_MAX:
+        raise ValueError(f"filename: longer than {FILENAME_MAX} bytes")
     return name
+
+
+def part_path(wanted: Path, job_id: str) -> Path:
+    """The partial file of job ``job_id`` downloading to ``wanted``:
+    ``.<name>.<job_id>.part`` in the same folder, ``<name>`` cut (at a byte boundary, kept
+    decodable) so the whole name fits in :data:`NAME_MAX` bytes."""
+    suffix = f".{job_id}.part"
+    room = NAME_MAX - 1 - len(os.fsencode(suffix))
+    name = os.fsdecode(os.fsencode(wanted.name)[:room])
+    return wanted.with_name(f".{name}{suffix}")
+
+
+def resume_validator(headers: httpx.Headers) -> str | None:
+    """The validator to send in ``If-Range`` when resuming a response with ``headers``: its
+    strong ``ETag``, else its ``Last-Modified`` when that is strong, i.e. at least one second
+    before the response's ``Date`` (RFC 9110 §13.1.5 allows only strong validators there;
+    §8.8.2.2 says when a date is strong); ``None`` otherwise."""
+    etag = (headers.get("etag") or "").strip()
+    if etag and not etag.startswith("W/"):
+        return etag
+    modified = (headers.get("last-modified") or "").strip()
+    if not modified:
+        return None
+    try:
+        modified_at = email.utils.parsedate_to_datetime(modified)
+        date_at = email.utils.parsedate_to_datetime((headers.get("date") or "").strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if modified_at.tzinfo is None or date_at.tzinfo is None:
+        return None
+    return modified if (date_at - modified_at).total_seconds() >= 1 else None
 
 
 def default_filename(url: str) -> str:
@@ -166,15 +226,15 @@ def parse_retry_after(headers: httpx.Headers, now: float | None = None) -> float
     return None
 
 
-def _unique(path: Path) -> Path:
-    if not path.exists():
-        return path
+def _candidates(path: Path) -> Iterator[Path]:
+    # name.ext, name (1).ext, name (2).ext, …
+    yield path
     stem, suffix = path.stem, path.suffix
     for n in range(1, 10_000):
-        candidate = path.with_name(f"{stem} ({n}){suffix}")
-        if not candidate.exists():
-            return candidate
-    raise PermanentError(f"no free file name for {path}")
+        yield path.with_name(f"{stem} ({n}){suffix}")
+
+
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
 
 
 @functools.cache
@@ -191,9 +251,30 @@ def _hash_file(path: Path) -> Any:
     return hasher
 
 
+def _place(part: Path, wanted: Path) -> Path:
+    """Give ``part`` the first free name of :func:`_candidates`, never replacing a file, even
+    one another job creates at the same moment: a hard link fails when the name exists
+    (``EEXIST``), then the partial name is dropped. On a file system without hard links, an
+    existence check and a rename (not atomic against a concurrent writer)."""
+    for candidate in _candidates(wanted):
+        try:
+            os.link(part, candidate)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+            if os.path.lexists(candidate):
+                continue
+            os.replace(part, candidate)
+            return candidate
+        os.unlink(part)
+        return candidate
+    raise PermanentError(f"no free file name for {wanted}")
+
+
 def _finish(part: Path, wanted: Path) -> Path:
-    final = _unique(wanted)
-    os.replace(part, final)
+    final = _place(part, wanted)
     fd = os.open(final.parent, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -214,8 +295,15 @@ def _content_range_start(value: str | None) -> tuple[int | None, int | None]:
     return (int(first) if first.isdigit() else None), total_n
 
 
-async def download(ctx: JobContext, root: Path) -> dict[str, Any]:
-    """Run one try of a download job; see the module docstring for params and errors."""
+async def download(
+    ctx: JobContext, root: Path, save_checkpoint: SaveCheckpoint | None = None
+) -> dict[str, Any]:
+    """Run one try of a download job; see the module docstring for params and errors.
+
+    :param root: the download root the destination must lie under.
+    :param save_checkpoint: persists the job's checkpoint (the resume validator) before bytes
+        are written; ``None``: resume with ``Range`` alone.
+    """
     job = ctx.job
     try:
         check_url(job.target)
@@ -224,7 +312,7 @@ async def download(ctx: JobContext, root: Path) -> dict[str, Any]:
         raise PermanentError(str(exc)) from None
     expected_size: int | None = job.params.get("size")
     expected_sha: str | None = job.params.get("sha256")
-    part = wanted.with_name(wanted.name + ".part")
+    part = part_path(wanted, job.id)
     await trio.to_thread.run_sync(lambda: wanted.parent.mkdir(parents=True, exist_ok=True))
     if expected_sha is not None and wanted.is_file():
         # already fetched (e.g. a crash came between the rename and the "done" write)
@@ -239,11 +327,20 @@ async def download(ctx: JobContext, root: Path) -> dict[str, Any]:
                 "already_present": True,
             }
     have = part.stat().st_size if part.exists() else 0
+    saved = (job.checkpoint or {}).get("validator")
+    validator = saved if isinstance(saved, str) and saved else None
     headers = {"Accept-Encoding": "identity"}
     if have:
         headers["Range"] = f"bytes={have}-"
+        if validator is not None:
+            headers["If-Range"] = validator
     timeout = httpx.Timeout(30.0, read=60.0)
     verify = await trio.to_thread.run_sync(_ssl_context)
+
+    async def start_over(reason: str) -> RetryableError:
+        await trio.to_thread.run_sync(lambda: part.unlink(missing_ok=True))
+        return RetryableError(f"{reason}; starting over")
+
     try:
         async with (
             httpx.AsyncClient(follow_redirects=True, timeout=timeout, verify=verify) as client,
@@ -251,6 +348,10 @@ async def download(ctx: JobContext, root: Path) -> dict[str, Any]:
         ):
             status = resp.status_code
             if status == 416 and have:
+                current = resume_validator(resp.headers)
+                if validator is not None and current is not None and current != validator:
+                    # the range was refused for another version of the file
+                    raise await start_over("the remote file changed")
                 _, full = _content_range_start(resp.headers.get("content-range"))
                 if full == have or (full is None and expected_size == have):
                     return await _complete(
@@ -263,8 +364,7 @@ async def download(ctx: JobContext, root: Path) -> dict[str, Any]:
                         expected_sha,
                         resumed_from=have,
                     )
-                await trio.to_thread.run_sync(lambda: part.unlink(missing_ok=True))
-                raise RetryableError("server refused the resume range; starting over")
+                raise await start_over("server refused the resume range")
             if status in (429, 503):
                 raise RateLimitedError(
                     f"HTTP {status} from {job.domain}", parse_retry_after(resp.headers)
@@ -275,16 +375,21 @@ async def download(ctx: JobContext, root: Path) -> dict[str, Any]:
                 raise RetryableError(f"HTTP {status} for {job.target}")
             offset = 0
             total: int | None = None
+            current = resume_validator(resp.headers)
             if status == 206 and have:
                 start, total = _content_range_start(resp.headers.get("content-range"))
                 if start != have:
-                    raise RetryableError(
-                        f"Content-Range starts at {start}, asked for {have}; starting over"
-                    )
+                    raise await start_over(f"Content-Range starts at {start}, asked for {have}")
+                if validator is not None and current is not None and current != validator:
+                    # the server ignored If-Range: these bytes belong to another version
+                    raise await start_over("the remote file changed")
                 offset = have
             elif status == 200:
                 length = resp.headers.get("content-length")
                 total = int(length) if length and length.isdigit() else None
+                if save_checkpoint is not None and current != validator:
+                    # saved before the first byte, so a later resume is asked with If-Range
+                    await save_checkpoint(None if current is None else {"validator": current})
             else:
                 raise RetryableError(f"unexpected HTTP {status}")
             if total is None and expected_size is not None:
@@ -353,15 +458,41 @@ async def _complete(
     }
 
 
+async def remove_partial(root: Path, job: Job) -> None:
+    """Delete the partial file of download ``job`` (if any); errors are logged, not raised."""
+
+    def run() -> None:
+        try:
+            wanted = resolve_destination(root, job.params, job.target)
+        except ValueError:
+            return  # never had a valid destination, so never wrote one
+        part_path(wanted, job.id).unlink(missing_ok=True)
+
+    try:
+        await trio.to_thread.run_sync(run)
+    except OSError as exc:
+        log.warning("download %s: cannot delete the partial file: %s", job.id, exc)
+
+
 def register_download(engine: Engine) -> None:
-    """Register the ``download`` kind on ``engine`` (writing under its ``download_root``)."""
+    """Register the ``download`` kind on ``engine`` (writing under its ``download_root``); its
+    final hook deletes the partial file of a job that ends ``failed`` or ``cancelled``."""
     root = engine.download_root
 
     async def handler(ctx: JobContext) -> dict[str, Any]:
-        return await download(ctx, root)
+        job_id = ctx.job.id
+
+        async def save(data: dict[str, Any] | None) -> None:
+            await engine.save_checkpoint(job_id, data)
+
+        return await download(ctx, root, save)
 
     def validate(spec: JobSpec) -> None:
         check_url(spec.target)
         resolve_destination(root, spec.params, spec.target)
 
-    engine.register(KIND, handler, validate=validate)
+    async def on_final(job: Job) -> None:
+        if job.state in (JobState.FAILED, JobState.CANCELLED):
+            await remove_partial(root, job)
+
+    engine.register(KIND, handler, validate=validate, on_final=on_final)

@@ -17,19 +17,25 @@ Routes (JSON in and out; every job is the full record of :func:`jobstore.job_to_
 - ``DELETE /api/v1/jobs?state=done[,failed,cancelled]`` — clears history: ``{"removed": n}``.
 - ``GET /api/v1/queue``, ``POST /api/v1/queue/pause|resume`` — ``{"paused": [reasons], ...}``.
 
-Errors: ``400`` (bad input), ``404`` (no such job), ``409`` (the job's state forbids the
-operation), each ``{"error": "...", "field": "..."}`` (``field`` names the offending input when
-there is one).
+Bodies are strict JSON: ``NaN``, ``Infinity`` and numbers too large for a float are refused
+(``400`` naming the field). Priorities are integers within ±10⁹; move positions within 10⁹.
+
+Errors: ``400`` (bad input: :class:`~hathd.engine.api.InvalidInput`), ``404`` (no such job),
+``409`` (the job's state forbids the operation), each ``{"error": "...", "field": "..."}``
+(``field`` names the offending input when there is one). Any other exception is an internal
+error (``500``).
 """
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any
 
 from quart import Blueprint, request
 
-from hathd.engine.api import JobSpec
-from hathd.engine.core import Engine, JobConflict, JobNotFound
+from hathd.engine.api import PRIORITY_MAX, PRIORITY_MIN, InvalidInput, JobSpec
+from hathd.engine.core import POSITION_LIMIT, Engine, JobConflict, JobNotFound, check_timeout
 from hathd.engine.download import download_spec
 from hathd.engine.jobstore import job_to_json
 from hathd.supervisor import to_plain
@@ -51,13 +57,8 @@ _SPEC_KEYS = {
 _URL_KEYS = {"url", "dest", "filename", "size", "sha256", "priority"}
 
 
-class BadRequest(ValueError):
-    """Invalid input; ``field`` names it."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+class BadRequest(InvalidInput):
+    """Invalid input to the API; ``field`` names it (answered ``400``)."""
 
 
 def _error(status: int, message: str, field: str | None = None) -> tuple[dict[str, Any], int]:
@@ -67,21 +68,22 @@ def _error(status: int, message: str, field: str | None = None) -> tuple[dict[st
     return body, status
 
 
-def _from_value_error(exc: ValueError) -> tuple[dict[str, Any], int]:
-    if isinstance(exc, BadRequest):
-        return _error(400, str(exc), exc.field)
-    text = str(exc)
-    head, sep, _rest = text.partition(":")
-    field = head.strip() if sep and " " not in head.strip() else None
-    return _error(400, text, field)
+def _int(value: Any, field: str, *, lo: int | None = None, hi: int | None = None) -> int | None:
+    """``None`` or an integer within ``lo..hi``.
 
-
-def _int(value: Any, field: str, *, optional: bool = True) -> int | None:
-    if value is None and optional:
+    :raises BadRequest: naming ``field``.
+    """
+    if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise BadRequest(field, f"must be an integer, got {value!r}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise BadRequest(field, f"must be between {lo} and {hi}")
     return value
+
+
+def _priority(value: Any, field: str) -> int:
+    return _int(value, field, lo=PRIORITY_MIN, hi=PRIORITY_MAX) or 0
 
 
 def _str(value: Any, field: str) -> str | None:
@@ -113,7 +115,7 @@ def parse_job(item: Any, prefix: str = "") -> JobSpec:
                 filename=_str(item.get("filename"), prefix + "filename"),
                 size=_int(item.get("size"), prefix + "size"),
                 sha256=_str(item.get("sha256"), prefix + "sha256"),
-                priority=_int(item.get("priority", 0), prefix + "priority") or 0,
+                priority=_priority(item.get("priority", 0), prefix + "priority"),
             )
         except ValueError as exc:
             if isinstance(exc, BadRequest):
@@ -129,21 +131,22 @@ def parse_job(item: Any, prefix: str = "") -> JobSpec:
     if not isinstance(params, dict):
         raise BadRequest(prefix + "params", "must be an object")
     timeout = item.get("timeout")
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
-    ):
-        raise BadRequest(prefix + "timeout", "must be a number of seconds > 0")
+    if timeout is not None:
+        try:
+            timeout = check_timeout(timeout)
+        except InvalidInput as exc:
+            raise BadRequest(prefix + "timeout", exc.message) from None
     return JobSpec(
         kind=item["kind"],
         target=item["target"],
         domain=item["domain"],
         params=params,
-        priority=_int(item.get("priority", 0), prefix + "priority") or 0,
+        priority=_priority(item.get("priority", 0), prefix + "priority"),
         source=_str(item.get("source"), prefix + "source") or "api",
         source_id=_str(item.get("source_id"), prefix + "source_id"),
         dedupe_key=_str(item.get("dedupe_key"), prefix + "dedupe_key"),
         retry_preset=_str(item.get("retry_preset"), prefix + "retry_preset"),
-        timeout=float(timeout) if timeout is not None else None,
+        timeout=timeout,
     )
 
 
@@ -169,23 +172,64 @@ def _query_int(name: str, default: int, lo: int, hi: int) -> int:
     return value
 
 
-async def _json_body(*, required: bool = True) -> Any:
-    body = await request.get_json(force=True, silent=True)
-    if body is None and required:
-        data = await request.get_data()
-        if data:
-            raise BadRequest("body", "not valid JSON")
-        raise BadRequest("body", "a JSON body is required")
+class _NonFinite:
+    """Stands for a ``NaN``/``Infinity`` literal (or a number beyond a float) while parsing."""
+
+
+_NON_FINITE = _NonFinite()
+
+
+def _parse_float(text: str) -> float | _NonFinite:
+    value = float(text)
+    return value if math.isfinite(value) else _NON_FINITE
+
+
+def _non_finite_path(value: Any, root: str) -> str | None:
+    """The path (``jobs[1].timeout``) of the first non-finite number in ``value``."""
+    stack: list[tuple[Any, str]] = [(value, root)]
+    while stack:
+        node, path = stack.pop()
+        if node is _NON_FINITE:
+            return path or "body"
+        if isinstance(node, dict):
+            items = [(v, f"{path}.{k}" if path else str(k)) for k, v in node.items()]
+            stack.extend(reversed(items))
+        elif isinstance(node, list):
+            stack.extend(reversed([(v, f"{path}[{i}]") for i, v in enumerate(node)]))
+    return None
+
+
+def parse_json(data: str | bytes) -> Any:
+    """A request body as strict JSON (RFC 8259): no ``NaN``/``Infinity``, no number beyond a
+    float's range.
+
+    :raises BadRequest: ``body`` when it is not JSON; the path of the first non-finite number
+        (``timeout``, ``jobs[0].priority``; a top-level list is named ``jobs``) otherwise.
+    """
+    try:
+        body = json.loads(data, parse_constant=lambda _name: _NON_FINITE, parse_float=_parse_float)
+    except (ValueError, RecursionError):
+        raise BadRequest("body", "not valid JSON") from None
+    path = _non_finite_path(body, "jobs" if isinstance(body, list) else "")
+    if path is not None:
+        raise BadRequest(path, "must be a finite number (NaN and Infinity are not JSON)")
     return body
+
+
+async def _json_body() -> Any:
+    data = await request.get_data()
+    if not data or not data.strip():
+        raise BadRequest("body", "a JSON body is required")
+    return parse_json(data)
 
 
 def make_blueprint(engine: Engine) -> Blueprint:
     """The job API routes bound to ``engine``."""
     bp = Blueprint("engine", __name__)
 
-    @bp.errorhandler(ValueError)
-    async def bad_request(exc: ValueError) -> tuple[dict[str, Any], int]:
-        return _from_value_error(exc)
+    @bp.errorhandler(InvalidInput)
+    async def bad_request(exc: InvalidInput) -> tuple[dict[str, Any], int]:
+        return _error(400, str(exc), exc.field)
 
     @bp.errorhandler(JobNotFound)
     async def not_found(exc: JobNotFound) -> tuple[dict[str, Any], int]:
@@ -214,8 +258,12 @@ def make_blueprint(engine: Engine) -> Blueprint:
         specs = [parse_job(item, f"jobs[{i}]." if batch else "") for i, item in enumerate(items)]
         try:
             submitted = await engine.submit_many(specs)
-        except ValueError as exc:
-            raise BadRequest(*_split_field(str(exc), batch)) from None
+        except InvalidInput as exc:
+            field = exc.field
+            if batch:
+                # submit_many prefixes "[i]." only when there are several jobs
+                field = "jobs" + field if field.startswith("[") else "jobs[0]." + field
+            raise BadRequest(field, exc.message) from None
         out = [{"job": job_to_json(s.job), "created": s.created} for s in submitted]
         if batch:
             return {"jobs": out}, 201
@@ -278,12 +326,11 @@ def make_blueprint(engine: Engine) -> Blueprint:
         how = body.get("how", "set")
         if how not in ("set", "cur", "end"):
             raise BadRequest("how", "must be one of set, cur, end")
-        position = _int(body.get("position"), "position")
-        priority = _int(body.get("priority"), "priority")
+        low = 0 if how == "set" else -POSITION_LIMIT
+        position = _int(body.get("position"), "position", lo=low, hi=POSITION_LIMIT)
+        priority = _int(body.get("priority"), "priority", lo=PRIORITY_MIN, hi=PRIORITY_MAX)
         if position is None and priority is None and how != "end":
             raise BadRequest("position", "required unless how is 'end' or priority is given")
-        if how == "set" and position is not None and position < 0:
-            raise BadRequest("position", "must be >= 0 with how=set")
         return await engine.move_job(job_id, position=position, how=how, priority=priority)
 
     @bp.delete("/api/v1/jobs/<job_id>")
@@ -306,13 +353,3 @@ def make_blueprint(engine: Engine) -> Blueprint:
         return {"paused": sorted(engine.queue_paused)}
 
     return bp
-
-
-def _split_field(text: str, batch: bool) -> tuple[str, str]:
-    head, sep, rest = text.partition(":")
-    if not sep or " " in head.strip():
-        return "jobs" if batch else "body", text
-    field = head.strip()
-    if batch and field.startswith("["):
-        field = "jobs" + field
-    return field, rest.strip()

@@ -48,14 +48,24 @@ SCHEMA: list[str] = [
         WHERE dedupe_key IS NOT NULL AND state IN ('queued', 'running', 'waiting', 'paused');
     CREATE TABLE engine_flags (name TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 2: handler state kept between tries (a download's resume validator)
+    """
+    ALTER TABLE engine_jobs ADD COLUMN checkpoint TEXT;
+    """,
 ]
 """Migrations of component ``engine`` (applied with ``store.migrate("engine", SCHEMA)``)."""
 
 _ACTIVE_SQL = "('queued', 'running', 'waiting', 'paused')"
+_JSON_COLUMNS = frozenset({"params", "result", "checkpoint"})
 _COLUMNS = [f.name for f in attrs.fields(Job) if f.name != "progress"]
 _INSERT_SQL = (
     f"INSERT INTO engine_jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 )
+
+
+def _dumps(value: Any) -> str:
+    # strict JSON: NaN and infinities would make every later reply invalid JSON
+    return json.dumps(value, allow_nan=False)
 
 
 def row_to_job(row: sqlite3.Row) -> Job:
@@ -83,6 +93,7 @@ def row_to_job(row: sqlite3.Row) -> Job:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         finished_at=row["finished_at"],
+        checkpoint=json.loads(row["checkpoint"]) if row["checkpoint"] else None,
     )
 
 
@@ -113,8 +124,9 @@ def insert_job(conn: sqlite3.Connection, job: Job) -> tuple[Job, bool]:
     values = [getattr(job, name) for name in _COLUMNS]
     state_i = _COLUMNS.index("state")
     values[state_i] = str(job.state)
-    values[_COLUMNS.index("params")] = json.dumps(job.params)
-    values[_COLUMNS.index("result")] = None if job.result is None else json.dumps(job.result)
+    for column in _JSON_COLUMNS:
+        value = getattr(job, column)
+        values[_COLUMNS.index(column)] = None if value is None else _dumps(value)
     conn.execute(
         _INSERT_SQL,
         values,
@@ -135,8 +147,9 @@ def transition(
     *,
     bump_attempts: bool = False,
 ) -> Job | None:
-    """Apply ``changes`` (column → value; ``state`` as :class:`JobState`, ``result`` as a
-    mapping) to ``job_id`` if its state is in ``expect``; returns the new row or ``None``."""
+    """Apply ``changes`` (column → value; ``state`` as :class:`JobState`; ``params``,
+    ``result``, ``checkpoint`` as mappings) to ``job_id`` if its state is in ``expect``;
+    returns the new row or ``None``."""
     sets: list[str] = []
     params: list[Any] = []
     for column, value in changes.items():
@@ -144,8 +157,8 @@ def transition(
             raise ValueError(f"unknown column {column!r}")
         if column == "state":
             value = str(value)
-        elif column in ("result", "params") and value is not None:
-            value = json.dumps(value)
+        elif column in _JSON_COLUMNS and value is not None:
+            value = _dumps(value)
         sets.append(f"{column} = ?")
         params.append(value)
     if bump_attempts:
@@ -170,6 +183,14 @@ def set_positions(conn: sqlite3.Connection, positions: dict[str, int], now: floa
         if row is not None:
             out.append(row_to_job(row))
     return out
+
+
+def set_checkpoint(conn: sqlite3.Connection, job_id: str, data: dict[str, Any] | None) -> None:
+    """Store (``None``: clear) the handler state of ``job_id``."""
+    conn.execute(
+        "UPDATE engine_jobs SET checkpoint = ? WHERE id = ?",
+        (None if data is None else _dumps(data), job_id),
+    )
 
 
 def recover(conn: sqlite3.Connection, now: float) -> tuple[list[Job], int]:

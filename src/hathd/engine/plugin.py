@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import asyncclick as click
     from quart import Blueprint
 
+    from hathd.config import Config
     from hathd.engine.core import Engine
 
 
@@ -51,6 +52,11 @@ class EnginePlugin(BasePlugin):
         from hathd.engine.http import make_blueprint
 
         return make_blueprint(engine_of(rt))
+
+    def reconfigure(self, rt: Runtime, config: Config) -> None:
+        """Lanes, workers, retry presets, job timeout and disk thresholds from the reloaded
+        ``[engine]`` (see :meth:`~hathd.engine.core.Engine.reconfigure`)."""
+        engine_of(rt).reconfigure(config.engine)
 
     def cli(self) -> Sequence[click.Command]:
         """``hathd jobs …`` and ``hathd queue …``."""

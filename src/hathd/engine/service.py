@@ -3,6 +3,8 @@ the built-in ``download`` kind, and an in-process runner for tests and tools."""
 
 from __future__ import annotations
 
+import logging
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,6 +16,8 @@ from hathd.engine.core import Engine
 from hathd.engine.download import register_download
 from hathd.runtime import Runtime
 
+log = logging.getLogger(__name__)
+
 
 def download_root(rt: Runtime) -> Path:
     """``[engine] download_root``, or ``<state_dir>/download`` when empty."""
@@ -21,10 +25,30 @@ def download_root(rt: Runtime) -> Path:
     return Path(configured).expanduser() if configured else rt.paths.downloads
 
 
+def sweep_job_dirs(tmp_root: Path) -> int:
+    """Delete the per-try directories (``job-<id>-<try>``) a killed daemon left under
+    ``tmp_root`` (they may hold credentials and partial output); returns how many. Only run
+    before any job starts."""
+    swept = 0
+    try:
+        entries = list(tmp_root.iterdir())
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        if entry.name.startswith("job-") and entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+            swept += 1
+    return swept
+
+
 async def build_engine(rt: Runtime) -> Engine:
-    """Apply the ``engine`` migrations, build the :class:`Engine`, set ``rt.engine`` and
-    register the ``download`` kind. Does not start it (see :meth:`Engine.serve`)."""
+    """Apply the ``engine`` migrations, sweep per-try directories left by a previous run,
+    build the :class:`Engine`, set ``rt.engine`` and register the ``download`` kind. Does not
+    start it (see :meth:`Engine.serve`)."""
     await rt.store.migrate("engine", jobstore.SCHEMA)
+    swept = await trio.to_thread.run_sync(sweep_job_dirs, rt.paths.tmp)
+    if swept:
+        log.info("engine: removed %d job directories left by the previous run", swept)
     root = download_root(rt)
     await trio.to_thread.run_sync(lambda: root.mkdir(parents=True, exist_ok=True))
     engine = Engine(
