@@ -19,6 +19,9 @@ from typing import Any
 import attrs
 import trio
 
+ROOMS: frozenset[str] = frozenset({"system", "jobs", "progress", "hath"})
+"""The rooms events are published to; ``"*"`` subscribes to all of them."""
+
 
 @attrs.frozen
 class Event:

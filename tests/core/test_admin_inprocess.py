@@ -63,14 +63,19 @@ async def test_crashing_service_shows_in_status_and_system_room(tmp_path: Path) 
         daemon.request_stop()
 
 
-async def test_websocket_without_token_is_refused(tmp_path: Path) -> None:
+async def test_websocket_without_token_or_with_an_unknown_room_is_refused(tmp_path: Path) -> None:
     cfg = config_mod.load(None, environ={"HATHD_ADMIN__PORT": "0"})
     daemon = Daemon(cfg, tmp_path / "state", plugins=[], environ={})
     async with trio.open_nursery() as nursery:
         await nursery.start(daemon.run)
         tcp = next(u for u in daemon.admin_urls if not u.startswith("http://unix:"))
         host, port = tcp.removeprefix("http://").split(":")
-        for target in ("/api/v1/ws", "/api/v1/ws?token=wrong"):
+        token = (tmp_path / "state" / "admin.token").read_text().strip()
+        for target, status in (
+            ("/api/v1/ws", b"401"),
+            ("/api/v1/ws?token=wrong", b"401"),
+            (f"/api/v1/ws?token={token}&rooms=jobs,nosuchroom", b"400"),
+        ):
             stream = await trio.open_tcp_stream(host, int(port))
             async with stream:
                 await stream.send_all(
@@ -80,12 +85,16 @@ async def test_websocket_without_token_is_refused(tmp_path: Path) -> None:
                 )
                 reply = b""
                 with trio.fail_after(10):
-                    while b"\r\n\r\n" not in reply:
+                    while b"\r\n\r\n" not in reply or (
+                        status == b"400" and not reply.endswith(b"}")
+                    ):
                         chunk = await stream.receive_some(4096)
                         if not chunk:
                             break
                         reply += chunk
-            assert reply.startswith(b"HTTP/1.1 401"), reply
+            assert reply.startswith(b"HTTP/1.1 " + status), reply
+            if status == b"400":
+                assert b"nosuchroom" in reply
         daemon.request_stop()
 
 

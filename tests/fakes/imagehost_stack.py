@@ -20,6 +20,7 @@ from hathd.clictx import CliContext
 from hathd.config import Config
 from hathd.engine import running_engine
 from hathd.engine.config import EngineConfig, RetryPresetConfig
+from hathd.engine.core import Engine
 from hathd.recipes.config import RecipesConfig
 from hathd.recipes.plugin import EXTRA_KEY, PLUGIN
 from hathd.recipes.uploads import Uploads
@@ -33,6 +34,13 @@ class Stack:
     rt: Runtime
     uploads: Uploads
     cli: CliContext
+
+    @property
+    def engine(self) -> Engine:
+        """The running engine (the concrete class, with ``wait_final``)."""
+        engine = self.rt.engine
+        assert isinstance(engine, Engine)
+        return engine
 
 
 @asynccontextmanager

@@ -33,8 +33,12 @@ import attrs
 import trio
 from hypercorn.config import Config as HyperConfig
 from hypercorn.trio import serve
-from quart import Response, redirect, request
+from quart import Response, g, has_request_context, redirect, request
 from quart_trio import QuartTrio
+from werkzeug.wrappers.response import Response as WerkzeugResponse
+
+Reply = Response | WerkzeugResponse | tuple[str, int]
+"""What a fake's route returns: a response (``redirect`` gives werkzeug's), or body and status."""
 
 
 def content_id(data: bytes) -> str:
@@ -81,7 +85,8 @@ class Injected:
 class FakeHost:
     """Base of the fakes: request log (``requests``, and arrival ``times`` in
     ``time.monotonic()`` seconds; ``arrived`` is set by the first request), failure
-    injection, a ``gate`` (when set to an Event, replies wait for it), the quart-trio app."""
+    injection, a ``gate`` (when set to an Event, replies wait for it), ``holds`` (path → Event:
+    replies to that path wait for it), the quart-trio app."""
 
     name = "fake"
 
@@ -90,6 +95,7 @@ class FakeHost:
         self.times: list[float] = []
         self.arrived = trio.Event()
         self.gate: trio.Event | None = None
+        self.holds: dict[str, trio.Event] = {}
         self.base_url = ""
         self._inject: dict[str, list[Injected]] = {}
         self.keep_file_data = True
@@ -128,20 +134,23 @@ class FakeHost:
                 storage.content_type or "",
                 data if self.keep_file_data else hashlib.sha256(data).digest(),
             )
-        self.requests.append(
-            Recorded(
-                request.method,
-                request.path,
-                dict(request.args.items()),
-                {k.lower(): v for k, v in request.headers.items()},
-                dict(form.items()),
-                files,
-                dict(request.cookies.items()),
-            )
+        recorded = Recorded(
+            request.method,
+            request.path,
+            dict(request.args.items()),
+            {k.lower(): v for k, v in request.headers.items()},
+            dict(form.items()),
+            files,
+            dict(request.cookies.items()),
         )
+        self.requests.append(recorded)
+        g.recorded = recorded
         self.arrived.set()
         if self.gate is not None:
             await self.gate.wait()
+        hold = self.holds.get(request.path)
+        if hold is not None:
+            await hold.wait()
         queue = self._inject.get(request.path)
         if queue:
             canned = queue.pop(0)
@@ -150,7 +159,11 @@ class FakeHost:
 
     @property
     def last(self) -> Recorded:
-        """The most recent request."""
+        """Inside a route: the request being answered (others may have arrived while it was
+        held); outside: the most recent request."""
+        if has_request_context():
+            recorded: Recorded = g.recorded
+            return recorded
         return self.requests[-1]
 
 
@@ -276,7 +289,7 @@ class FakeVipr(FakeHost):
 
     def routes(self) -> None:
         @self.app.post("/login.html")
-        async def login() -> Response | tuple[str, int]:
+        async def login() -> Reply:
             form = self.last.form
             if (
                 form.get("op") != "login"
@@ -298,7 +311,7 @@ class FakeVipr(FakeHost):
             return _LOGIN_PAGE.format(error=""), 200
 
         @self.app.get("/")
-        async def home() -> Response | tuple[str, int]:
+        async def home() -> Reply:
             sess = self.sessions.get(self.last.cookies.get("xfss", ""))
             if sess is None:
                 return redirect("/login.html")
@@ -311,7 +324,7 @@ class FakeVipr(FakeHost):
             )
 
         @self.app.post("/cgi-bin/upload.cgi")
-        async def upload() -> Response | tuple[str, int]:
+        async def upload() -> Reply:
             rec = self.last
             sess = self.sessions.get(rec.cookies.get("xfss", ""))
             if sess is None or rec.form.get("sess_id") != sess:
@@ -406,7 +419,7 @@ class FakeImageBam(FakeHost):
             return reply
 
         @self.app.post("/auth/login")
-        async def login() -> Response | tuple[str, int]:
+        async def login() -> Reply:
             key, sess = self._session()
             form = self.last.form
             if form.get("_token") != sess["token"]:
@@ -420,7 +433,7 @@ class FakeImageBam(FakeHost):
             return reply
 
         @self.app.get("/")
-        async def home() -> Response | tuple[str, int]:
+        async def home() -> Reply:
             _key, sess = self._session()
             if not sess["user"]:
                 return redirect("/auth/login")

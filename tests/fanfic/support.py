@@ -99,8 +99,9 @@ class Dovecot:
     proc: subprocess.Popen[bytes] | None = None
 
     def imap_config(self, password_file: Path, **overrides: Any) -> ImapConfig:
-        """An :class:`ImapConfig` for this server (plain text, password from a file)."""
-        password_file.write_text(self.password + "\n")
+        """An :class:`ImapConfig` for this server (plain text, password from a file whose
+        first line is the password: the second line must be ignored)."""
+        password_file.write_text(self.password + "\nrotated monthly; see the wiki\n")
         values: dict[str, Any] = {
             "host": "127.0.0.1",
             "port": self.port,
@@ -268,9 +269,9 @@ def calibre_books(library: Path) -> list[dict[str, Any]]:
         ],
         capture_output=True,
         text=True,
-        check=True,
         env={**os.environ, "CALIBRE_CONFIG_DIRECTORY": str(library.parent / "calibre-config")},
     )
+    assert out.returncode == 0, f"calibredb list: status {out.returncode}: {out.stderr}"
     books: list[dict[str, Any]] = json.loads(out.stdout or "[]")
     return books
 
@@ -346,6 +347,12 @@ class RecordingEngine:
 
     def add_lane(self, pattern: str, *, concurrency: int = 1, **kw: Any) -> None:
         self.lanes[pattern] = concurrency
+
+    async def get(self, job_id: str) -> Job | None:
+        for job in self.jobs:
+            if job.id == job_id:
+                return job
+        return None
 
     async def find_active(self, kind: str, dedupe_key: str) -> Job | None:
         for job in self.jobs:

@@ -4,6 +4,7 @@ through a real calibre-server (content server URL, password in calibredb's file 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,13 +15,15 @@ import pytest
 import trio
 
 from fanfic.support import free_port
-from hathd.errors import PermanentError
+from hathd.errors import PermanentError, RetryableError
 from hathd.fanfic.calibre import (
     Calibre,
     CalibreBusy,
     custom_value,
     parse_added_ids,
+    parse_custom_columns,
     parse_search_ids,
+    restorable_columns,
     url_search,
 )
 from hathd.fanfic.config import CalibreConfig
@@ -43,6 +46,26 @@ def test_output_parsers() -> None:
     assert custom_value([]) is None
     assert custom_value(3) == "3"
     assert custom_value(True) == "true"
+    assert custom_value(["Ann, B", "Cee"], " & ") == "Ann, B & Cee"
+
+
+def test_custom_columns_parser_and_restorable_values() -> None:
+    details = (
+        "delta\n\n{'datatype': 'int',\n 'is_multiple': False,\n 'label': 'delta',\n"
+        " 'multiple_seps': {},\n 'num': 1}\n\n\n"
+        "comp\n\n{'datatype': 'composite',\n 'display': {'composite_template': '{title}'},"
+        "\n 'label': 'comp',\n 'num': 2}\n\n\n"
+        "ppl\n\n{'datatype': 'text',\n 'is_multiple': {'cache_to_list': '|',\n"
+        "                  'list_to_ui': ' & ',\n                  'ui_to_list': '&'},\n"
+        " 'label': 'ppl',\n 'multiple_seps': {'cache_to_list': '|',\n"
+        "                    'list_to_ui': ' & ',\n                    'ui_to_list': '&'},\n"
+        " 'num': 3}\n\n\n"
+    )
+    columns = parse_custom_columns(details)
+    assert sorted(columns) == ["comp", "delta", "ppl"]
+    assert columns["comp"]["datatype"] == "composite"
+    meta = {"*delta": -3, "*comp": "Title", "*ppl": ["Ann, B", "Cee"], "*gone": "x", "id": 4}
+    assert restorable_columns(meta, columns) == [("delta", "-3"), ("ppl", "Ann, B & Cee")]
 
 
 async def test_password_goes_through_a_file_never_argv(tmp_path: Path) -> None:
@@ -113,6 +136,96 @@ async def test_local_library_and_metadata_modes(tmp_path: Path) -> None:
     assert plain != restored
     assert (await session.metadata(plain)).get("*readcount") is None
     assert cal.statistics().failures == 0
+
+
+@pytest.mark.slow
+async def test_preserve_metadata_keeps_dash_values_and_never_loses_the_book(
+    tmp_path: Path,
+) -> None:
+    """``-3`` and ``-WIP`` are column values, not calibredb options; composite columns are
+    computed, not restored; names keep their ``&`` separator. A calibredb failure while
+    restoring or removing the old book leaves the old book untouched (the new one is removed
+    again), so the retry still finds the book with its columns; a remove that worked but
+    reported an error keeps the new book."""
+    library = tmp_path / "library"
+    config_dir = tmp_path / "calibre-config"
+    epub = await make_epub(tmp_path, 2)
+    for args in (
+        ("delta", "Delta", "int"),
+        ("shelf", "Shelf", "text"),
+        ("ppl", "People", "text", "--is-multiple", "--display", '{"is_names": true}'),
+        ("comp", "Comp", "composite", "--display", '{"composite_template": "{title}!"}'),
+    ):
+        await trio.to_thread.run_sync(calibredb, library, config_dir, "add_custom_column", *args)
+    cal = Calibre(CalibreConfig(library=str(library)), config_dir=config_dir)
+    work = tmp_path / "work"
+    work.mkdir()
+    session = cal.session(work)
+    first = await session.add(epub, URL2)
+    await session.set_custom("delta", first, "-3")
+    await session.set_custom("#shelf", first, "-WIP")
+    await session.set_custom("ppl", first, "Ann, B & Cee")
+
+    real = shutil.which("calibredb") or "calibredb"
+    wrapper = tmp_path / "calibredb-no-set-custom"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = set_custom ]; then echo "simulated failure" >&2; exit 1; fi\n'
+        f'exec {real} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    failing = Calibre(
+        CalibreConfig(library=str(library), calibredb=str(wrapper)), config_dir=config_dir
+    ).session(work)
+    with pytest.raises(RetryableError, match="simulated failure"):
+        await failing.replace(first, epub, URL2, "preserve_metadata")
+    assert await session.find_all(URL2) == [first]
+    assert (await session.metadata(first))["*delta"] == -3
+
+    # the old book's remove fails: the new copy goes again and the old book stays
+    refuses_remove = tmp_path / "calibredb-no-remove"
+    refuses_remove.write_text(
+        "#!/bin/sh\n"
+        "for last; do :; done\n"
+        f'if [ "$1" = remove ] && [ "$last" = {first} ]; then echo "no remove" >&2; exit 1; fi\n'
+        f'exec {real} "$@"\n'
+    )
+    refuses_remove.chmod(0o755)
+    stuck = Calibre(
+        CalibreConfig(library=str(library), calibredb=str(refuses_remove)), config_dir=config_dir
+    ).session(work)
+    with pytest.raises(RetryableError, match="no remove"):
+        await stuck.replace(first, epub, URL2, "remove_add")
+    assert await session.find_all(URL2) == [first]
+
+    new = await session.replace(first, epub, URL2, "preserve_metadata")
+
+    assert new != first
+    assert await session.find_all(URL2) == [new]  # the old book is gone, no duplicate
+    meta = await session.metadata(new)
+    assert meta["*delta"] == -3
+    assert meta["*shelf"] == "-WIP"
+    assert meta["*ppl"] == ["Ann, B", "Cee"]
+    assert meta["*comp"].endswith("!")
+    assert cal.statistics().failures == 0
+
+    # a remove that worked but reported an error: the new book is kept, the story not lost
+    lies = tmp_path / "calibredb-remove-then-fail"
+    lies.write_text(
+        "#!/bin/sh\n"
+        "for last; do :; done\n"
+        f'if [ "$1" = remove ] && [ "$last" = {new} ]; then {real} "$@"; exit 1; fi\n'
+        f'exec {real} "$@"\n'
+    )
+    lies.chmod(0o755)
+    liar = Calibre(
+        CalibreConfig(library=str(library), calibredb=str(lies)), config_dir=config_dir
+    ).session(work)
+    with pytest.raises(RetryableError):
+        await liar.replace(new, epub, URL2, "remove_add")
+    remaining = await session.find_all(URL2)
+    assert len(remaining) == 1
+    assert remaining[0] not in (first, new)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from asyncclick.testing import CliRunner
 
 from hathd import config as config_mod
 from hathd.errors import ConfigError
-from hathd.fanfic.config import ImapConfig
+from hathd.fanfic.config import CalibreConfig, ImapConfig
 from hathd.fanfic.importer import convert_text, to_toml
 from hathd.fanfic.plugin import PLUGIN
 
@@ -92,6 +92,16 @@ def test_password_file_and_redaction(tmp_path: Path) -> None:
     assert ImapConfig(password="inline").read_password() == "inline"
     with pytest.raises(ConfigError, match=r"imap\.password_file"):
         ImapConfig(password_file=str(tmp_path / "missing")).read_password()
+    # only the first line counts, as for every *_file key (a trailing note is not part of it)
+    (tmp_path / "pw2").write_text("  s3cret  \nwritten 2024 by admin\n")
+    assert ImapConfig(password_file=str(tmp_path / "pw2")).read_password() == "s3cret"
+    calibre = CalibreConfig(password_file=str(tmp_path / "pw2"))
+    assert calibre.read_password() == "s3cret"
+    (tmp_path / "empty").write_text("")
+    assert ImapConfig(password_file=str(tmp_path / "empty")).read_password() == ""
+    (tmp_path / "latin1").write_bytes(b"caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"fanfic\.calibre\.password_file"):
+        CalibreConfig(password_file=str(tmp_path / "latin1")).read_password()
     cfg = config_mod.structure(
         {"imap": {"password": "x"}, "fanfic": {"calibre": {"password": "y"}}}
     )
@@ -139,6 +149,26 @@ def test_import_maps_every_section_and_validates() -> None:
 def test_import_rejects_bad_toml() -> None:
     with pytest.raises(ValueError, match="not valid TOML"):
         convert_text("[email\nserver=")
+
+
+def test_import_names_values_of_the_wrong_type() -> None:
+    with pytest.raises(ValueError) as caught:
+        convert_text('email = 5\n[calibre]\npath = 7\n[retry]\nhail_mary_wait_hours = "six"\n')
+    assert str(caught.value) == (
+        "[email]: expected a table, got int 5; calibre.path: expected a string, got int 7;"
+        " retry.hail_mary_wait_hours: expected a number, got str 'six'"
+    )
+    with pytest.raises(ValueError, match=r"email\.disabled_sites: expected a list of strings"):
+        convert_text("[email]\ndisabled_sites = [1, 2]\n")
+
+
+def test_import_takes_a_single_string_as_one_site() -> None:
+    """``disabled_sites = "fanfiction"`` is one site, not ten one-letter ones."""
+    imported = convert_text(
+        '[email]\ndisabled_sites = "fanfiction"\n[apprise]\nurls = "json://127.0.0.1:9/"\n'
+    )
+    assert imported.sections["fanfic"]["disabled_sites"] == ["www.fanfiction.net"]
+    assert imported.sections["notify"]["urls"] == ["json://127.0.0.1:9/"]
 
 
 async def test_import_config_command(tmp_path: Path) -> None:

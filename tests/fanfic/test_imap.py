@@ -3,10 +3,14 @@ mails; jobs go to a recording engine here (the real engine is in test_end_to_end
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -15,7 +19,16 @@ import trio
 from fanfic.support import Dovecot, RecordingEngine, story_mail
 from hathd.config import Config
 from hathd.fanfic.config import FanficConfig, ImapConfig, NotifyConfig
-from hathd.fanfic.imap import MIGRATIONS, ImapWatcher, MailboxStore, account_name
+from hathd.fanfic.imap import (
+    EXTRACT_TRIES,
+    MIGRATIONS,
+    ImapWatcher,
+    MailboxStore,
+    _Pending,
+    account_name,
+)
+from hathd.fanfic.mail import extract_text
+from hathd.fanfic.stories import Story, stories_in_mail
 from hathd.fanfic.submit import StorySubmitter
 from hathd.notify import Notifier
 from hathd.runtime import Runtime, open_runtime
@@ -33,7 +46,7 @@ class Running:
 
 @asynccontextmanager
 async def watching(
-    tmp_path: Path, cfg: ImapConfig, engine: RecordingEngine, **fanfic: object
+    tmp_path: Path, cfg: ImapConfig, engine: RecordingEngine, **fanfic: Any
 ) -> AsyncIterator[tuple[ImapWatcher, Runtime, Running]]:
     async with open_runtime(Config(), tmp_path / "state") as rt:
         await rt.store.migrate("fanfic", MIGRATIONS)
@@ -187,7 +200,7 @@ async def test_cancellation_is_prompt_and_bad_password_retries(
     bad = dovecot.imap_config(tmp_path / "pw-bad")
     (tmp_path / "pw-bad").write_text("wrong\n")
     async with watching(tmp_path, bad, engine) as (watcher, _rt, _):
-        # started() came after the first (failed) attempt; it keeps retrying
+        # started() came before the first (failed) attempt; it keeps retrying
         with trio.fail_after(30):
             while watcher.statistics().errors < 2:
                 await trio.sleep(0.1)
@@ -215,3 +228,126 @@ async def test_tls_and_starttls(tmp_path: Path, dovecot: Dovecot, mode: str) -> 
                 await trio.sleep(0.05)
         assert watcher.statistics().connects == 0
         assert "CERTIFICATE_VERIFY_FAILED" in (watcher.statistics().last_error or "")
+
+
+async def test_silent_server_holds_neither_start_nor_stop(tmp_path: Path) -> None:
+    """A server that accepts the TCP connection and never greets: ``started`` comes at once
+    and cancellation returns at once, though connect_timeout and timeout are 30 s."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        cfg = ImapConfig(
+            host="127.0.0.1",
+            port=silent.getsockname()[1],
+            tls="none",
+            username="u",
+            password="p",
+            timeout=30.0,
+            connect_timeout=30.0,
+        )
+        async with open_runtime(Config(), tmp_path / "state") as rt:
+            await rt.store.migrate("fanfic", MIGRATIONS)
+            submitter = StorySubmitter(
+                RecordingEngine(), FanficConfig(enabled=True), Notifier(NotifyConfig())
+            )
+            watcher = ImapWatcher(cfg, rt.store, submitter)
+            async with trio.open_nursery() as nursery:
+                began = time.monotonic()
+                with trio.fail_after(5):
+                    await nursery.start(watcher.serve)
+                assert time.monotonic() - began < 1.0
+                await trio.sleep(0.5)  # the connection attempt is waiting for a greeting
+                conn, _ = silent.accept()  # accepted, never greeted
+                with conn:
+                    stats = watcher.statistics()
+                    assert (stats.connects, stats.errors) == (0, 0)
+                    began = time.monotonic()
+                    nursery.cancel_scope.cancel()
+            assert time.monotonic() - began < 2.0
+
+
+async def test_server_stalled_mid_session_does_not_hold_stop(
+    tmp_path: Path, dovecot: Dovecot
+) -> None:
+    """dovecot frozen (SIGSTOP) while the watcher waits for a NOOP reply: cancellation
+    returns within a few seconds, though the socket timeout is 30 s."""
+    assert dovecot.proc is not None
+    pgid = dovecot.proc.pid
+    engine = RecordingEngine()
+    cfg = dovecot.imap_config(tmp_path / "pw", idle=False, poll_interval=0.2, timeout=30.0)
+    try:
+        async with watching(tmp_path, cfg, engine) as (watcher, _rt, running):
+            with trio.fail_after(60):
+                await watcher.wait_scans(1)
+            os.killpg(pgid, signal.SIGSTOP)
+            await trio.sleep(1.5)  # a NOOP (or the next scan) is now waiting for dovecot
+            assert watcher.statistics().connected is True
+            began = time.monotonic()
+            running.scope.cancel()
+            with trio.fail_after(15):
+                await running.stopped.wait()
+            assert time.monotonic() - began < 5.0
+    finally:
+        os.killpg(pgid, signal.SIGCONT)
+
+
+async def test_extraction_error_leaves_the_mail_to_be_tried_again(
+    tmp_path: Path, dovecot: Dovecot
+) -> None:
+    """A mail whose story extraction raises is neither recorded nor flagged: the next scan
+    tries it again (here it then succeeds). One that always fails is tried EXTRACT_TRIES
+    times per run, then left unseen and unrecorded."""
+    await dovecot.append(story_mail(["http://test1.com?sid=51"]))  # UID 1: fails once
+    await dovecot.append(story_mail(["http://test1.com?sid=52"]))  # UID 2: always fails
+    calls: dict[bytes, int] = {}
+
+    def flaky(raw: bytes) -> list[Story]:
+        calls[raw] = calls.get(raw, 0) + 1
+        if b"sid=52" in raw or calls[raw] == 1:
+            raise RuntimeError("FanFicFare broke")
+        return stories_in_mail(extract_text(raw))
+
+    engine = RecordingEngine()
+    cfg = dovecot.imap_config(tmp_path / "pw", idle=False, poll_interval=0.1)
+    async with open_runtime(Config(), tmp_path / "state") as rt:
+        await rt.store.migrate("fanfic", MIGRATIONS)
+        submitter = StorySubmitter(engine, FanficConfig(enabled=True), Notifier(NotifyConfig()))
+        watcher = ImapWatcher(cfg, rt.store, submitter, extract=flaky)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(watcher.serve)
+            with trio.fail_after(60):
+                await watcher.wait_scans(EXTRACT_TRIES + 3)
+            nursery.cancel_scope.cancel()
+        mailbox = MailboxStore(rt.store, account_name(cfg))
+        cursor = await mailbox.cursor()
+        assert cursor is not None
+        handled = await mailbox.handled(cursor.uidvalidity)
+    assert [j.target for j in engine.jobs] == ["http://test1.com?sid=51"]
+    assert sorted(calls.values()) == [2, EXTRACT_TRIES]
+    stats = watcher.statistics()
+    assert (stats.extract_errors, stats.messages) == (1 + EXTRACT_TRIES, 1)
+    # UID 1 is flagged (so no longer kept); UID 2 is not recorded as handled with no stories
+    assert handled == {}
+    assert seen_map(await dovecot.flags()) == {1: True, 2: False}
+
+
+def test_a_connection_handed_over_or_abandoned_has_exactly_one_closer() -> None:
+    """The worker thread and the Trio side agree on who closes a connection being set up:
+    abandoned before the hand-over, the worker's ``detach`` raises (it closes the client);
+    handed over first, ``abandon`` returns the client marked ready (the Trio side closes)."""
+    client: Any = object()
+    early = _Pending()
+    early.attach(client)
+    assert early.abandon() is client
+    assert not early.ready
+    with pytest.raises(OSError, match="abandoned"):
+        early.detach()
+    late = _Pending()
+    late.attach(client)
+    late.detach()
+    assert late.abandon() is client
+    assert late.ready
+    never = _Pending()
+    assert never.abandon() is None
+    with pytest.raises(OSError):
+        never.attach(client)

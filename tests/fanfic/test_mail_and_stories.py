@@ -46,6 +46,26 @@ def test_stories_are_identified_and_deduplicated() -> None:
     ]
 
 
+def test_links_fanficfare_dropped_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """A link to a supported site that gave no story of that site is named in the log;
+    links to unsupported sites and to sites with a story found are not."""
+    mail = story_mail(
+        [
+            "http://test1.com?sid=2",
+            "https://www.fanfiction.net/u/123/Some-Author",  # an author page, not a story
+            "https://example.com/not/a/story",
+        ]
+    )
+    with caplog.at_level("INFO", logger="hathd.fanfic.stories"):
+        stories = stories_in_mail(extract_text(mail))
+    assert stories == [Story("http://test1.com?sid=2", "test1.com")]
+    dropped = [r.getMessage() for r in caplog.records if "found no story" in r.getMessage()]
+    assert dropped == [
+        "FanFicFare found no story in https://www.fanfiction.net/u/123/Some-Author"
+        " (site www.fanfiction.net)"
+    ]
+
+
 def test_html_only_mail() -> None:
     mail = story_mail(["http://test1.com?sid=9"], html=True)
     text = extract_text(mail)

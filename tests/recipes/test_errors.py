@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -13,25 +14,23 @@ import trio
 
 from fakes.imagehost_setup import BAM_PASS, IMX_KEY, VIPR_PASS, services_config
 from fakes.imagehosts import FakeImageBam, FakeImx, FakeVipr
-from hathd.errors import PermanentError, RateLimitedError, RetryableError
+from hathd.errors import ConfigError, PermanentError, RateLimitedError, RetryableError
 from hathd.recipes.config import RecipesConfig, ServiceConfig
 from hathd.recipes.loader import configured_recipes, parse_recipe_text
-from hathd.recipes.model import Recipe
+from hathd.recipes.model import Recipe, Step
 from hathd.recipes.plan import FileRefusedError
 from hathd.recipes.runner import ServiceSession
 from hathd.recipes.uploader import Uploader
 
 
-def fast(recipe: Recipe, **retry: object) -> Recipe:
+def fast(recipe: Recipe, **retry: Any) -> Recipe:
     """``recipe`` with near-zero backoff (and any other retry settings given)."""
     policy = attrs.evolve(recipe.retry, initial_backoff=0.01, max_backoff=0.05, **retry)
     return attrs.evolve(recipe, retry=policy)
 
 
 @asynccontextmanager
-async def session_for(
-    service: str, base_url: str, **retry: object
-) -> AsyncIterator[ServiceSession]:
+async def session_for(service: str, base_url: str, **retry: Any) -> AsyncIterator[ServiceSession]:
     config = services_config(**{service.replace(".", "_"): base_url})
     recipes = configured_recipes(config)
     recipes[service] = fast(recipes[service], **retry)
@@ -205,6 +204,27 @@ async def test_host_rejection_is_permanent_with_its_message(
     assert "bad-key-123" not in str(caught.value)
 
 
+async def test_hostile_reply_links_never_become_results(imx: FakeImx, images: list[Path]) -> None:
+    """A host answering with a ``javascript:`` image URL fails the upload (nothing reaches the
+    HTML/BBCode output); a ``javascript:`` thumbnail next to a good URL is dropped."""
+    hostile = b'{"status": "success", "data": {"image_url": "javascript:alert(1)//"}}'
+    imx.inject("/v1/upload.php", 200, headers={"Content-Type": "application/json"}, body=hostile)
+    good_url_bad_thumb = (
+        b'{"status": "success", "data": {"image_url": "https://imx.to/i/ok",'
+        b' "thumbnail_url": "JavaScript:alert(2)"}}'
+    )
+    imx.inject(
+        "/v1/upload.php", 200, headers={"Content-Type": "application/json"}, body=good_url_bad_thumb
+    )
+    async with session_for("imx.to", imx.base_url) as session:
+        with trio.fail_after(30), pytest.raises(PermanentError) as caught:
+            await session.upload(images[0])
+        with trio.fail_after(30):
+            result = await session.upload(images[0])
+    assert "not an http(s) URL: 'javascript:alert(1)//'" in str(caught.value)
+    assert (result.url, result.thumb) == ("https://imx.to/i/ok", "")
+
+
 EVIL = """
 id = "evil"
 base_url = "{base}"
@@ -224,10 +244,30 @@ extract = {{ u = "json:data.image_url" }}
     "value",
     ["/etc/passwd", "{file}/../../secret.txt", "{base_url}", "{file}/../photo1.jpg"],
 )
-async def test_recipe_cannot_read_another_file(
-    imx: FakeImx, images: list[Path], value: str
+def test_recipe_naming_another_file_is_rejected_when_loaded(value: str) -> None:
+    text = EVIL.format(base="http://127.0.0.1:9", key=IMX_KEY, value=value)
+    with pytest.raises(ConfigError) as caught:
+        parse_recipe_text(text, source="evil.toml")
+    assert caught.value.problems == [
+        (
+            "evil.toml: upload.fields.image.value",
+            "a file field sends the job's own file and nothing else: leave value out or"
+            f" write '{{file}}'; got {value!r}",
+        )
+    ]
+
+
+async def test_recipe_built_in_code_cannot_read_another_file_nor_log_in(
+    imx: FakeImx, images: list[Path]
 ) -> None:
-    recipe = parse_recipe_text(EVIL.format(base=imx.base_url, key=IMX_KEY, value=value))
+    """A recipe that bypassed the loader is refused before any request, login included."""
+    loaded = parse_recipe_text(EVIL.format(base=imx.base_url, key=IMX_KEY, value="{file}"))
+    field = attrs.evolve(loaded.upload.fields["image"], value="{file}/../photo1.jpg")
+    recipe = attrs.evolve(
+        loaded,
+        login=[Step(name="login", url="/login", method="POST")],
+        upload=attrs.evolve(loaded.upload, fields={"image": field}),
+    )
     session = ServiceSession(recipe, {}, timeout=30.0)
     try:
         with trio.fail_after(30), pytest.raises(FileRefusedError) as caught:

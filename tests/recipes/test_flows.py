@@ -19,6 +19,7 @@ from fakes.imagehost_setup import (
 )
 from fakes.imagehosts import FakeImageBam, FakeImx, FakePixhost, FakeTurbo, FakeVipr, content_id
 from hathd.recipes.loader import configured_recipes
+from hathd.recipes.runner import ServiceSession
 from hathd.recipes.uploader import Uploader
 
 
@@ -263,6 +264,11 @@ async def test_login_is_reused_until_its_ttl_passes(vipr: FakeVipr, images: list
     assert vipr.lines().count("POST /login.html") == 2
 
 
+def is_closed(session: ServiceSession) -> bool:
+    """``session.closed`` read afresh (not narrowed by an earlier assert)."""
+    return session.closed
+
+
 async def test_shutdown_lets_a_running_upload_finish_then_closes(
     imx: FakeImx, images: list[Path]
 ) -> None:
@@ -279,9 +285,9 @@ async def test_shutdown_lets_a_running_upload_finish_then_closes(
                 nursery.start_soon(run)
                 await imx.arrived.wait()  # the upload is at the host, its reply held
                 await up.close_when_idle()
-                assert not session.closed
+                assert not is_closed(session)
                 imx.gate.set()
-            assert session.closed
+            assert is_closed(session)
     assert results[0].url == f"https://imx.to/i/{content_id(images[0].read_bytes())}"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.resources
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from hathd.engine.api import JobState
 from hathd.events import Event, Subscription
 from hathd.recipes.cli import check_recipes, upload, upload_status
 from hathd.recipes.config import RecipesConfig, ServiceConfig
+from hathd.recipes.uploads import UploadRequestError
 
 
 async def wait_batch(stack: Stack, batch: str, *, finalized: bool = False) -> dict[str, Any]:
@@ -55,9 +57,8 @@ async def test_folder_upload_through_the_api(vipr: FakeVipr, images: list[Path])
                 "/api/v1/uploads", {"paths": [str(folder)], "service": "vipr.im"}
             )
         assert [j["path"] for j in reply["jobs"]] == [str(p) for p in images]
-        assert stack.rt.engine is not None
         for job in reply["jobs"]:
-            final = await stack.rt.engine.wait_final(job["job"], timeout=60)
+            final = await stack.engine.wait_final(job["job"], timeout=60)
             assert final.state is JobState.DONE
             assert final.kind == "upload"
             assert final.domain == "vipr.im"
@@ -84,6 +85,50 @@ async def test_folder_upload_through_the_api(vipr: FakeVipr, images: list[Path])
     assert all(e.data["kind"] == "upload" for e in progress)
 
 
+async def test_folder_skips_symlinks_and_names_that_are_not_utf8(
+    imx: FakeImx, images: list[Path], tmp_path: Path
+) -> None:
+    """In a folder, a file whose name has the byte 0xff and a symbolic link to a file outside
+    the folder are skipped and reported; the other files are uploaded. Named directly, the
+    0xff file is refused with a clear 400 (and by the CLI before any request), while a
+    symbolic link is followed."""
+    folder = images[0].parent
+    bad = folder / os.fsdecode(b"bad\xffname.jpg")
+    with open(os.fsencode(bad), "wb") as f:
+        f.write(b"not utf-8 named")
+    outside = tmp_path / "private"
+    outside.mkdir()
+    secret = make_image(outside, "secret.jpg", 1234)
+    (folder / "link.jpg").symlink_to(secret)
+    async with (
+        upload_stack(services_config(imx_to=imx.base_url)) as stack,
+        AdminClient(stack.rt.paths.socket) as admin,
+    ):
+        reply = await admin.post("/api/v1/uploads", {"paths": [str(folder)], "service": "imx.to"})
+        assert [j["path"] for j in reply["jobs"]] == [str(p) for p in images]
+        assert reply["skipped"] == [
+            {"path": f"{folder}/bad\\xffname.jpg", "reason": "name is not valid UTF-8"},
+            {"path": f"{folder}/link.jpg", "reason": "symbolic link"},
+        ]
+        summary = await wait_batch(stack, reply["batch"])
+        assert summary["state"] == "done"
+
+        with pytest.raises(UploadRequestError) as refused:
+            await stack.uploads.submit([str(bad)], "imx.to")
+        assert refused.value.status == 400
+        assert "bad\\xffname.jpg" in str(refused.value)
+        assert "not valid UTF-8" in str(refused.value)
+        cli = await CliRunner().invoke(upload, [str(bad), "--to", "imx.to"], obj=stack.cli)
+        assert cli.exit_code == 1
+        assert "bad\\xffname.jpg: the name is not valid UTF-8" in cli.output
+
+        direct = await stack.uploads.submit([str(folder / "link.jpg")], "imx.to")
+        job = await stack.engine.wait_final(direct.jobs[0]["job"], timeout=60)
+        assert job.state is JobState.DONE
+    uploaded = sorted(r.files["image"].data for r in imx.requests if r.files)
+    assert uploaded == sorted([*(p.read_bytes() for p in images), secret.read_bytes()])
+
+
 async def test_gallery_created_then_finalized_once(
     pixhost: FakePixhost, images: list[Path]
 ) -> None:
@@ -105,6 +150,30 @@ async def test_gallery_created_then_finalized_once(
     assert pixhost.galleries["g0001"]["finalized"] is True
 
 
+async def test_batch_deduplicated_into_an_earlier_job_is_finalized(
+    pixhost: FakePixhost, images: list[Path]
+) -> None:
+    """The same file sent twice to gallery "G" while its first upload is still running: the
+    second batch's item is the first batch's job, and both batches are finalized when it
+    ends (each gallery once)."""
+    hold = trio.Event()
+    pixhost.holds["/images"] = hold
+    async with upload_stack(services_config(pixhost_to=pixhost.base_url)) as stack:
+        first = await stack.uploads.submit([str(images[0])], "pixhost.to", gallery="G")
+        second = await stack.uploads.submit([str(images[0])], "pixhost.to", gallery="G")
+        assert second.jobs[0]["job"] == first.jobs[0]["job"]
+        assert second.jobs[0]["created"] is False
+        hold.set()
+        one = await wait_batch(stack, first.batch, finalized=True)
+        two = await wait_batch(stack, second.batch, finalized=True)
+    assert one["state"] == two["state"] == "done"
+    assert two["items"][0]["url"] == one["items"][0]["url"]
+    assert (one["gallery"]["gallery_id"], two["gallery"]["gallery_id"]) == ("g0001", "g0002")
+    assert pixhost.lines().count("POST /images") == 1
+    assert pixhost.lines().count("POST /galleries/g0001/finalize") == 1
+    assert pixhost.lines().count("POST /galleries/g0002/finalize") == 1
+
+
 async def test_refused_login_fails_the_job_permanently(
     imagebam: FakeImageBam, images: list[Path]
 ) -> None:
@@ -118,8 +187,7 @@ async def test_refused_login_fails_the_job_permanently(
     )
     async with upload_stack(recipes) as stack:
         sub = await stack.uploads.submit([str(images[0])], "imagebam")
-        assert stack.rt.engine is not None
-        job = await stack.rt.engine.wait_final(sub.jobs[0]["job"], timeout=60)
+        job = await stack.engine.wait_final(sub.jobs[0]["job"], timeout=60)
         summary = await wait_batch(stack, sub.batch)
     assert job.state is JobState.FAILED
     assert job.attempts == 1
@@ -145,8 +213,7 @@ async def test_rate_limit_goes_back_to_the_engine_and_retries(
     imx.inject("/v1/upload.php", 429, headers={"Retry-After": "0"})
     async with upload_stack(recipes, retry_delays=(0.1,)) as stack:
         sub = await stack.uploads.submit([str(images[0])], "imx.to")
-        assert stack.rt.engine is not None
-        job = await stack.rt.engine.wait_final(sub.jobs[0]["job"], timeout=60)
+        job = await stack.engine.wait_final(sub.jobs[0]["job"], timeout=60)
     assert job.state is JobState.DONE
     assert job.attempts == 2
     assert job.result is not None

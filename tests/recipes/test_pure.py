@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import tempfile
 from email.parser import BytesParser
@@ -21,11 +22,12 @@ from hathd.recipes.extract import (
     run_extractor,
 )
 from hathd.recipes.model import RetryPolicy
-from hathd.recipes.multipart import FilePart, FileSegment, TextPart, encode
+from hathd.recipes.multipart import FilePart, FileSegment, TextPart, encode, utf8
 from hathd.recipes.output import render_output
 from hathd.recipes.ratelimit import TokenBucket
 from hathd.recipes.retry import Verdict, backoff, classify, parse_retry_after
 from hathd.recipes.template import TemplateError, placeholders, render
+from hathd.recipes.uploads import UploadRequestError, expand_paths
 
 # -- templates -------------------------------------------------------------------------------
 
@@ -180,7 +182,7 @@ def test_multipart_encoding_parses_back(tmp_path: Path) -> None:
     data = bytes(range(256)) * 10
     path = tmp_path / "a.bin"
     path.write_bytes(data)
-    parts = [
+    parts: list[TextPart | FilePart] = [
         TextPart("sess_id", "abc"),
         FilePart('fi"le\r\n', path, len(data), 'na"me.jpg', "image/jpeg"),
         TextPart("tos", "1"),
@@ -207,6 +209,42 @@ def test_multipart_encoding_parses_back(tmp_path: Path) -> None:
     ]
 
 
+def test_multipart_file_name_that_is_not_utf8_never_fails(tmp_path: Path) -> None:
+    """A real file whose name has the byte 0xff (Python holds it as a lone surrogate): the
+    encoder sends U+FFFD in its place instead of raising UnicodeEncodeError."""
+    raw = os.path.join(os.fsencode(tmp_path), b"bad\xffname.jpg")
+    with open(raw, "wb") as f:
+        f.write(b"jpeg")
+    path = Path(os.fsdecode(raw))
+    assert path.exists()
+    segments, length = encode(
+        [
+            TextPart("title", path.stem),
+            FilePart("file", path, 4, path.name, "image/jpeg"),
+        ],
+        "BOUNDARY42",
+    )
+    body = b"".join(s if isinstance(s, bytes) else path.read_bytes() for s in segments)
+    assert len(body) == length
+    message = BytesParser(policy=HTTP).parsebytes(
+        b"Content-Type: multipart/form-data; boundary=BOUNDARY42\r\n\r\n" + body
+    )
+    title, image = message.iter_parts()
+    assert title.get_payload(decode=True) == "bad\ufffdname".encode()
+    assert image.get_filename() == "bad\ufffdname.jpg"
+    assert image.get_payload(decode=True) == b"jpeg"
+
+
+def test_lone_surrogates_from_json_are_refused_or_replaced_never_raised() -> None:
+    """A JSON body may carry ``\\ud800`` (valid JSON, not encodable text): a path with it is
+    a clear UploadRequestError naming it, and a text field sends U+FFFD."""
+    with pytest.raises(UploadRequestError, match=r"a\\ud800b\.jpg': the name is not valid"):
+        expand_paths(["/tmp/a\ud800b.jpg"], [])
+    assert utf8("x\ud800y") == "x\ufffdy".encode()
+    segments, _ = encode([TextPart("gallery", "g\ud800")], "B")
+    assert "g\ufffd".encode() in b"".join(s for s in segments if isinstance(s, bytes))
+
+
 # -- output ----------------------------------------------------------------------------------
 
 
@@ -228,6 +266,27 @@ def test_output_formats_escape_and_fall_back_to_url() -> None:
     assert render_output("mine", items[:1], {"mine": "{index}:{filename}"}) == "0:a.jpg"
     with pytest.raises(KeyError):
         render_output("nope", items)
+
+
+def test_output_uses_only_http_links() -> None:
+    """Links are a remote host's words: only http(s) URLs reach the HTML/BBCode/Markdown."""
+    items = [
+        {"url": "javascript:alert(1)", "filename": "x.jpg", "index": "0"},
+        {"url": " https://h/1", "filename": "y.jpg", "index": "1"},  # browsers strip the space
+        {
+            "url": "HTTPS://h/2",
+            "thumb": "data:text/html,<script>",
+            "delete": "vbscript:x",
+            "filename": "z.jpg",
+            "index": "2",
+        },
+    ]
+    assert (
+        render_output("html", items)
+        == '<a href="HTTPS://h/2"><img src="HTTPS://h/2" alt="z.jpg"></a>'
+    )
+    assert render_output("bbcode", items) == "[url=HTTPS://h/2][img]HTTPS://h/2[/img][/url]"
+    assert render_output("mine", items, {"mine": "{url} {delete}"}) == "HTTPS://h/2 "
 
 
 async def test_limiter_waits_for_the_slowest_bucket(autojump_clock: object) -> None:

@@ -36,10 +36,9 @@ from werkzeug.exceptions import HTTPException
 import hathd
 from hathd.admin.metrics import render_metrics
 from hathd.config import unstructure_redacted
+from hathd.events import ROOMS
 from hathd.runtime import Plugin, Runtime
 from hathd.supervisor import to_plain
-
-ROOMS = ("system", "jobs", "progress", "hath")
 
 
 def is_trusted_scope(scope: Mapping[str, Any]) -> bool:
@@ -142,9 +141,18 @@ def create_app(
         return Response(body, status=200, content_type=content_type)
 
     @app.websocket("/api/v1/ws")
-    async def ws() -> None:
+    async def ws() -> Response | None:
         wanted = websocket.args.get("rooms")
-        rooms = [r for r in wanted.split(",") if r] if wanted else ["*"]
+        rooms = [r.strip() for r in wanted.split(",") if r.strip()] if wanted else ["*"]
+        unknown = sorted(set(rooms) - ROOMS - {"*"})
+        if unknown:
+            # refused before the upgrade: the client sees an HTTP 400 with the reason
+            known = ", ".join(sorted(ROOMS))
+            return Response(
+                json.dumps({"error": f"rooms: unknown {', '.join(unknown)}; known: {known}, or *"}),
+                status=400,
+                mimetype="application/json",
+            )
         async with rt.bus.subscribe(rooms) as sub:
             await websocket.send(
                 json.dumps(
@@ -162,6 +170,7 @@ def create_app(
                 async for event in sub:
                     await websocket.send(json.dumps(event.to_json()))
                 nursery.cancel_scope.cancel()
+        return None
 
     for plugin in plugins:
         blueprint = plugin.blueprint(rt)

@@ -6,9 +6,11 @@ library is a single SQLite file and calibre refuses concurrent writers).
 
 Command shapes and outputs (calibre 6.13 ``src/calibre/db/cli/cmd_*.py``; q4d-and-fanfic.md §4):
 
-- global options after the command: ``--with-library PATH|http://host:port/#lib``,
+- global options right after the command: ``--with-library PATH|http://host:port/#lib``,
   ``--username U``, ``--password <f:/path/to/file>`` (calibre's file form; the password is
-  never on argv).
+  never on argv). calibredb parses options anywhere (optparse), so a positional value that
+  starts with ``-`` (a custom column value ``-3`` or ``-WIP``) must follow ``--``; options
+  after ``--`` are positional too, hence the global options come first.
 - ``search EXPR`` prints ids comma-joined without a newline; no match exits 1 with
   ``No books matching the search expression``. The expression is FanFicFare's own
   (``adapters.get_url_search``: a regex on the ``url`` identifier FanFicFare writes into the
@@ -18,7 +20,9 @@ Command shapes and outputs (calibre 6.13 ``src/calibre/db/cli/cmd_*.py``; q4d-an
 - ``remove ID``, ``add_format ID FILE`` (replaces by default), ``export ID --single-dir
   --to-dir D --dont-save-cover --dont-write-opf --formats epub``,
   ``list --for-machine --fields all --search id:ID`` (JSON; custom columns as ``*name``),
-  ``set_custom COLUMN ID VALUE`` (column without ``#``: calibre adds it).
+  ``set_custom -- COLUMN ID VALUE`` (column without ``#``: calibre adds it),
+  ``custom_columns --details`` (per column: the label, a blank line, a ``pprint`` dict with
+  ``datatype``, ``is_multiple``, ``multiple_seps``…).
 - ``Another calibre program such as calibre-server or the main calibre program is running``
   (a local library locked by the GUI or a server) is retryable; ``The username/password
   combination is incorrect`` (content server) is permanent.
@@ -26,11 +30,12 @@ Command shapes and outputs (calibre 6.13 ``src/calibre/db/cli/cmd_*.py``; q4d-an
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +53,8 @@ _ADDED = re.compile(r"Added book ids:\s*([\d,\s]+)")
 _ANOTHER = "Another calibre program"
 _NO_MATCH = "No books matching"
 _BAD_LOGIN = "username/password combination is incorrect"
+CLEANUP_TIMEOUT = 60.0
+"""Seconds a failed replace may spend removing its new copy (shielded from cancellation)."""
 
 
 class CalibreBusy(RetryableError):
@@ -78,16 +85,61 @@ def url_search(url: str) -> str:
     return "identifiers:" + quote_search(f"url:={url}")
 
 
-def custom_value(value: Any) -> str | None:
+def custom_value(value: Any, separator: str = ", ") -> str | None:
     """A custom column value from ``list --for-machine`` as ``set_custom`` wants it (lists
-    comma-joined), or ``None`` when there is nothing to restore."""
+    joined with ``separator``: the column's ``multiple_seps["list_to_ui"]``, ``", "`` for
+    tag-like and ``" & "`` for name-like columns), or ``None`` when there is nothing to
+    restore."""
     if value is None or value == "" or value == []:
         return None
     if isinstance(value, list):
-        return ", ".join(str(v) for v in value)
+        return separator.join(str(v) for v in value)
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+_COLUMN_BLOCK = re.compile(r"^(?P<label>[^\s{][^\n]*)\n\n(?P<data>\{.*?\})\n\n", re.M | re.S)
+
+
+def parse_custom_columns(stdout: str) -> dict[str, dict[str, Any]]:
+    """``calibredb custom_columns --details`` output → label → details (``datatype``,
+    ``is_multiple``, ``multiple_seps``…). Blocks that do not parse are left out."""
+    columns: dict[str, dict[str, Any]] = {}
+    for match in _COLUMN_BLOCK.finditer(stdout):
+        try:
+            data = ast.literal_eval(match.group("data"))
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            continue
+        if isinstance(data, dict):
+            columns[match.group("label").strip()] = data
+    return columns
+
+
+def restorable_columns(
+    meta: Mapping[str, Any], columns: Mapping[str, Mapping[str, Any]]
+) -> list[tuple[str, str]]:
+    """``(label, value)`` pairs to write back with ``set_custom`` from a book's
+    ``list --for-machine`` row ``meta`` (custom columns named ``*label``), given the
+    library's ``columns`` (:func:`parse_custom_columns`). Empty values, composite (computed,
+    read-only) columns and columns the library does not list (logged: a calibredb whose
+    output is not understood) are skipped."""
+    out: list[tuple[str, str]] = []
+    for key, value in meta.items():
+        if not key.startswith(("*", "#")):
+            continue
+        label = key.lstrip("*#")
+        details = columns.get(label)
+        if details is None:
+            log.warning("custom column %r is not in calibredb custom_columns; not restored", label)
+            continue
+        if details.get("datatype") == "composite":
+            continue
+        seps = details.get("multiple_seps") or {}
+        text = custom_value(value, str(seps.get("list_to_ui") or ", "))
+        if text is not None:
+            out.append((label, text))
+    return out
 
 
 @attrs.define
@@ -151,14 +203,15 @@ class CalibreSession:
         return opts
 
     async def run(self, command: str, args: Sequence[str]) -> spawn.SpawnResult:
-        """Run ``calibredb COMMAND ARGS… GLOBAL-OPTIONS`` under the library lock.
+        """Run ``calibredb COMMAND GLOBAL-OPTIONS ARGS…`` under the library lock (``ARGS`` may
+        start with ``--`` to make every later argument positional).
 
         :raises CalibreBusy: another calibre program holds the library.
         :raises PermanentError: the content server refused the username/password.
         :raises RetryableError: the call timed out or calibredb could not be started.
         """
         cfg = self.calibre.config
-        argv = [cfg.calibredb, command, *args, *await self._global_options()]
+        argv = [cfg.calibredb, command, *await self._global_options(), *args]
         env: dict[str, str | None] = {"CALIBRE_TEMP_DIR": str(self.workdir)}
         if self.calibre.config_dir is not None:
             env["CALIBRE_CONFIG_DIRECTORY"] = str(self.calibre.config_dir)
@@ -200,43 +253,57 @@ class CalibreSession:
             f"calibredb {command} failed (status {result.returncode}): {result.tail(3)}"
         )
 
-    async def find(self, url: str) -> int | None:
-        """The id of the book of story ``url`` (by its ``url`` identifier), or ``None``."""
+    async def find_all(self, url: str) -> list[int]:
+        """The ids (ascending) of every book of story ``url``, ``[]`` when none.
+
+        The expression is FanFicFare's ``get_url_search`` (a regex on the ``url`` identifier,
+        http or https; :func:`~hathd.fanfic.stories.calibre_search`), or the exact
+        ``identifiers:"url:=URL"`` (:func:`url_search`) when FanFicFare cannot build one.
+        """
         expression = await trio.to_thread.run_sync(calibre_search, url) or url_search(url)
-        result = await self.run("search", ["--limit", "1", expression])
+        result = await self.run("search", ["--", expression])
         if result.returncode != 0:
             if _NO_MATCH in result.stderr or _NO_MATCH in result.stdout:
-                return None
+                return []
             raise self._fail("search", result)
-        ids = parse_search_ids(result.stdout)
+        return sorted(parse_search_ids(result.stdout))
+
+    async def find(self, url: str) -> int | None:
+        """The id of the book of story ``url`` (the oldest when a failed replacement left two;
+        see :meth:`find_all`), or ``None``."""
+        ids = await self.find_all(url)
         return ids[0] if ids else None
 
-    async def add(self, epub: Path, url: str) -> int:
-        """Add ``epub`` as a new book (``add -d``); returns its id.
+    async def add(self, epub: Path, url: str, *, besides: int | None = None) -> int:
+        """Add ``epub`` as a new book (``add -d``: duplicates allowed); returns its id.
+
+        ``besides``: the id of a book of the same story that stays in the library for now
+        (a replacement); never returned when calibredb prints no id and the new book is
+        looked up by its URL.
 
         :raises RetryableError: calibredb failed or reported no id and the book cannot be
             found by its URL either.
         """
-        result = await self.run("add", ["-d", str(epub)])
+        result = await self.run("add", ["-d", "--", str(epub)])
         if result.returncode != 0:
             raise self._fail("add", result)
         ids = parse_added_ids(result.stdout)
         if ids:
             return ids[0]
-        found = await self.find(url)
-        if found is None:
+        found = [i for i in await self.find_all(url) if i != besides]
+        if not found:
             raise RetryableError(f"calibredb add printed no book id: {result.tail(3)}")
-        return found
+        return found[-1]
 
     async def remove(self, book_id: int) -> None:
         """Remove the book (into calibre's recycle bin)."""
-        result = await self.run("remove", [str(book_id)])
+        result = await self.run("remove", ["--", str(book_id)])
         if result.returncode != 0:
             raise self._fail("remove", result)
 
     async def add_format(self, book_id: int, epub: Path) -> None:
         """Replace the book's EPUB with ``epub``, keeping the id and all metadata."""
-        result = await self.run("add_format", [str(book_id), str(epub)])
+        result = await self.run("add_format", ["--", str(book_id), str(epub)])
         if result.returncode != 0:
             raise self._fail("add_format", result)
 
@@ -274,13 +341,24 @@ class CalibreSession:
             raise RetryableError(f"calibredb list gave no JSON: {exc}") from None
         return dict(rows[0]) if rows else {}
 
+    async def custom_columns(self) -> dict[str, dict[str, Any]]:
+        """The library's custom columns: label (no ``#``) → details
+        (:func:`parse_custom_columns`)."""
+        result = await self.run("custom_columns", ["--details"])
+        if result.returncode != 0:
+            raise self._fail("custom_columns", result)
+        return parse_custom_columns(result.stdout)
+
     async def set_custom(self, column: str, book_id: int, value: str) -> None:
-        """Set custom column ``column`` (bare, or with ``#`` / ``*``) of the book to ``value``.
+        """Set custom column ``column`` (bare, or with ``#`` / ``*``) of the book to ``value``
+        (any text, ``-3`` and ``-WIP`` included: it follows ``--``).
 
         calibre's order is ``set_custom COLUMN ID VALUE`` with the column name without ``#``
         (``cmd_set_custom.py``).
+
+        :raises RetryableError: calibredb refused (no such book or column, a bad value).
         """
-        result = await self.run("set_custom", [column.lstrip("#*"), str(book_id), value])
+        result = await self.run("set_custom", ["--", column.lstrip("#*"), str(book_id), value])
         if result.returncode != 0:
             raise self._fail("set_custom", result)
 
@@ -289,25 +367,47 @@ class CalibreSession:
 
         ``mode``: ``add_format`` (same id, all metadata kept), ``remove_add`` (new id, custom
         columns lost) or ``preserve_metadata`` (new id, custom columns restored: calibredb
-        list names them ``*column``).
+        list names them ``*column``; composite columns are computed and skipped).
+
+        The new book is added (and its columns restored) before the old one is removed, so
+        a failure on the way loses nothing: the old book stays as it was, and the new one is
+        removed again (best effort; at worst a duplicate remains, which :meth:`find` passes
+        over in favour of the old one).
 
         :raises PermanentError: unknown mode.
+        :raises RetryableError: a calibredb call failed (see :meth:`run`).
         """
         if mode == "add_format":
             await self.add_format(book_id, epub)
             return book_id
-        if mode == "remove_add":
-            await self.remove(book_id)
-            return await self.add(epub, url)
+        if mode not in ("remove_add", "preserve_metadata"):
+            raise PermanentError(f"unknown metadata mode {mode!r}")
+        restore: list[tuple[str, str]] = []
         if mode == "preserve_metadata":
             meta = await self.metadata(book_id)
+            if any(key.startswith(("*", "#")) for key in meta):
+                restore = restorable_columns(meta, await self.custom_columns())
+        new_id = await self.add(epub, url, besides=book_id)
+        try:
+            for label, text in restore:
+                await self.set_custom(label, new_id, text)
             await self.remove(book_id)
-            new_id = await self.add(epub, url)
-            for key, value in meta.items():
-                if not key.startswith(("*", "#")):
-                    continue
-                text = custom_value(value)
-                if text is not None:
-                    await self.set_custom(key, new_id, text)
-            return new_id
-        raise PermanentError(f"unknown metadata mode {mode!r}")
+        except BaseException:
+            # shielded and bounded: a shutdown during the restore still tries the clean-up
+            with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
+                await self._drop_new_copy(new_id, book_id, url)
+            raise
+        return new_id
+
+    async def _drop_new_copy(self, new_id: int, book_id: int, url: str) -> None:
+        """After a failed replace: remove ``new_id`` unless the old book is already gone (a
+        remove that reported an error but worked), so the story is never left with no book."""
+        try:
+            if book_id not in await self.find_all(url):
+                log.warning(
+                    "book %d replaced %d although calibredb reported an error", new_id, book_id
+                )
+                return
+            await self.remove(new_id)
+        except Exception as exc:
+            log.warning("book %d left as a duplicate of %d: %s", new_id, book_id, exc)

@@ -30,10 +30,17 @@ TLS_MODES = ("tls", "starttls", "none")
 
 
 def _read_secret_file(path: str, what: str) -> str:
+    """The first line of the file at ``path``, surrounding whitespace stripped (``""`` for an
+    empty file), as every ``*_file`` key of hathd reads it.
+
+    :raises ConfigError: the file cannot be read or is not UTF-8 (the error names ``what``).
+    """
     try:
-        return Path(path).expanduser().read_text(encoding="utf-8").strip()
-    except OSError as exc:
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([(what, f"cannot read {path}: {exc}")]) from None
+    lines = text.splitlines()
+    return lines[0].strip() if lines else ""
 
 
 @attrs.frozen
@@ -41,8 +48,8 @@ class ImapConfig:
     """``[imap]``: the mailbox watched for story URLs.
 
     ``port`` 0 means the default for ``tls`` (993 for ``tls``, 143 otherwise). Times are
-    seconds. ``idle_check`` bounds how long one IDLE wait blocks its worker thread, and so
-    how long cancellation may take (1–5 s keeps shutdown quick).
+    seconds. Stopping the watcher never waits for these timeouts: a blocked call gets 2 s,
+    then its socket is shut down (:mod:`hathd.fanfic.imap`).
     """
 
     host: str = ""
@@ -60,19 +67,23 @@ class ImapConfig:
     password: str | None = secret()
     """IMAP password (secret); prefer ``password_file``."""
     password_file: str = ""
-    """File holding the password (surrounding whitespace stripped) when ``password`` is unset."""
+    """File whose first line (surrounding whitespace stripped) is the password when
+    ``password`` is unset."""
     mailbox: str = "INBOX"
     """Folder watched for story URLs."""
     idle: bool = True
     """Use IDLE when the server offers it; otherwise poll."""
     idle_check: float = attrs.field(default=2.0, validator=in_range(0.1, 30))
-    """Seconds one IDLE wait blocks its worker thread (bounds shutdown time)."""
+    """Seconds one IDLE wait blocks its worker thread before the renewal time is checked."""
     idle_renew: float = attrs.field(default=600.0, validator=in_range(1, 1740))
     """Seconds after which an IDLE is ended and restarted."""
     poll_interval: float = attrs.field(default=60.0, validator=in_range(0.1, 86400))
     """Seconds between mailbox scans when IDLE is not used."""
     timeout: float = attrs.field(default=30.0, validator=in_range(1, 600))
-    """Socket timeout in seconds of the IMAP connection."""
+    """Socket timeout in seconds of the IMAP connection (each read or write)."""
+    connect_timeout: float = attrs.field(default=10.0, validator=in_range(0.1, 600))
+    """Seconds allowed for the TCP connect, the TLS handshake (implicit TLS) and the server's
+    greeting; a STARTTLS handshake comes later and falls under ``timeout``."""
     reconnect_min: float = attrs.field(default=1.0, validator=in_range(0.01, 3600))
     """First wait in seconds before reconnecting after an error (doubles each time)."""
     reconnect_max: float = attrs.field(default=300.0, validator=in_range(0.01, 86400))
@@ -115,7 +126,8 @@ class CalibreConfig:
     password: str | None = secret()
     """Content-server password (secret); prefer ``password_file``."""
     password_file: str = ""
-    """File holding the content-server password when ``password`` is unset; empty = none."""
+    """File whose first line (surrounding whitespace stripped) is the content-server password
+    when ``password`` is unset; empty = none."""
     metadata_mode: str = attrs.field(default="remove_add", validator=one_of(*METADATA_MODES))
     """How an update replaces the book: ``remove_add``, ``preserve_metadata`` or ``add_format``."""
     calibredb: str = "calibredb"
@@ -124,7 +136,8 @@ class CalibreConfig:
     """Seconds one calibredb call may take."""
 
     def read_password(self) -> str:
-        """The content-server password (``password`` or ``password_file``), or ``""``.
+        """The content-server password (``password``, else the first line of
+        ``password_file``), or ``""``.
 
         :raises ConfigError: the file cannot be read.
         """

@@ -2,7 +2,9 @@
 
 Per try (the engine gives a private ``tmp_dir`` and removes it afterwards):
 
-1. Calibre lookup by the story URL (``identifiers:"url:=<storyUrl>"``); when the book exists
+1. Calibre lookup by the story URL (:meth:`~hathd.fanfic.calibre.CalibreSession.find`:
+   FanFicFare's ``get_url_search`` expression, a regex on the ``url``/``uri`` identifier
+   accepting http and https, else ``identifiers:"url:=<storyUrl>"``); when the book exists
    its EPUB is exported and becomes FanFicFare's update target.
 2. FanFicFare runs (:mod:`hathd.fanfic.fff`); the output is classified
    (:mod:`hathd.fanfic.outcome`). A forceable outcome ("EPUB newer than story", "more chapters

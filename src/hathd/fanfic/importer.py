@@ -72,66 +72,142 @@ def _site(key: str) -> str:
     return SITE_KEYS.get(key.lower(), key)
 
 
+def _kind(value: Any) -> str:
+    return "a table" if isinstance(value, dict) else f"{type(value).__name__} {value!r}"
+
+
+class _Reader:
+    """Typed access to the parsed AutomatedFanfic document; every type problem is collected
+    as ``"key.path: expected …, got …"``."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+        self.problems: list[str] = []
+
+    def table(self, name: str) -> dict[str, Any]:
+        value = self.data.get(name)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problems.append(f"[{name}]: expected a table, got {_kind(value)}")
+            return {}
+        return value
+
+    def _bad(self, where: str, key: str, expected: str, value: Any) -> None:
+        self.problems.append(f"{where}.{key}: expected {expected}, got {_kind(value)}")
+
+    def text(self, table: dict[str, Any], where: str, key: str) -> str | None:
+        value = table.get(key)
+        if value is None or isinstance(value, str):
+            return value
+        self._bad(where, key, "a string", value)
+        return None
+
+    def number(self, table: dict[str, Any], where: str, key: str) -> float | None:
+        value = table.get(key)
+        if value is None:
+            return None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        self._bad(where, key, "a number", value)
+        return None
+
+    def flag(self, table: dict[str, Any], where: str, key: str) -> bool | None:
+        value = table.get(key)
+        if value is None or isinstance(value, bool):
+            return value
+        self._bad(where, key, "true or false", value)
+        return None
+
+    def texts(self, table: dict[str, Any], where: str, key: str) -> list[str]:
+        """A list of strings; a single string is taken as a list of one."""
+        value = table.get(key)
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+        self._bad(where, key, "a list of strings", value)
+        return []
+
+
 def convert(data: dict[str, Any]) -> Imported:
-    """Convert parsed AutomatedFanfic configuration ``data`` (see the module table)."""
+    """Convert parsed AutomatedFanfic configuration ``data`` (see the module table).
+
+    A single string where a list is expected (``disabled_sites = "fanfiction"``,
+    ``[apprise] urls = "json://…"``) counts as a list of one.
+
+    :raises ValueError: values of the wrong type, every one named by its key path
+        (``email.sleep_time: expected a number, got str '60s'``).
+    """
     notes: list[str] = []
-    email = dict(data.get("email") or {})
-    calibre = dict(data.get("calibre") or {})
-    retry = dict(data.get("retry") or {})
+    read = _Reader(data)
+    email = read.table("email")
+    calibre = read.table("calibre")
+    retry = read.table("retry")
+    apprise = read.table("apprise")
+    pushbullet = read.table("pushbullet")
     imap: dict[str, Any] = {}
     fanfic: dict[str, Any] = {"enabled": True}
     cal: dict[str, Any] = {}
     notify_urls: list[str] = []
-    if email.get("server"):
-        imap.update(host=email["server"], tls="tls", port=993)
-    if email.get("email"):
-        imap["username"] = email["email"]
-    if email.get("password"):
-        imap["password"] = email["password"]
+    if server := read.text(email, "email", "server"):
+        imap.update(host=server, tls="tls", port=993)
+    if user := read.text(email, "email", "email"):
+        imap["username"] = user
+    if password := read.text(email, "email", "password"):
+        imap["password"] = password
         notes.append("the IMAP password was copied; consider [imap] password_file instead")
-    if email.get("mailbox"):
-        imap["mailbox"] = email["mailbox"]
-    if "sleep_time" in email:
-        imap["poll_interval"] = float(email["sleep_time"])
-    sites = [_site(s) for s in email.get("disabled_sites") or [] if str(s).strip()]
-    if email.get("ffnet_disable") and "www.fanfiction.net" not in sites:
+    if mailbox := read.text(email, "email", "mailbox"):
+        imap["mailbox"] = mailbox
+    sleep_time = read.number(email, "email", "sleep_time")
+    if sleep_time is not None:
+        imap["poll_interval"] = sleep_time
+    sites = [_site(s) for s in read.texts(email, "email", "disabled_sites") if s.strip()]
+    if read.flag(email, "email", "ffnet_disable") and "www.fanfiction.net" not in sites:
         sites.append("www.fanfiction.net")
     if sites:
         fanfic["disabled_sites"] = sites
-    if calibre.get("path"):
-        cal["library"] = calibre["path"]
+    if path := read.text(calibre, "calibre", "path"):
+        cal["library"] = path
     for key in ("username", "password"):
-        if calibre.get(key):
-            cal[key] = calibre[key]
-    if calibre.get("default_ini"):
-        fanfic["defaults_ini"] = calibre["default_ini"]
-    if calibre.get("personal_ini"):
-        fanfic["personal_ini"] = calibre["personal_ini"]
-    if calibre.get("update_method"):
-        fanfic["update_method"] = calibre["update_method"]
-    if calibre.get("metadata_preservation_mode"):
-        cal["metadata_mode"] = calibre["metadata_preservation_mode"]
+        if value := read.text(calibre, "calibre", key):
+            cal[key] = value
+    if default_ini := read.text(calibre, "calibre", "default_ini"):
+        fanfic["defaults_ini"] = default_ini
+    if personal_ini := read.text(calibre, "calibre", "personal_ini"):
+        fanfic["personal_ini"] = personal_ini
+    if update_method := read.text(calibre, "calibre", "update_method"):
+        fanfic["update_method"] = update_method
+    if mode := read.text(calibre, "calibre", "metadata_preservation_mode"):
+        cal["metadata_mode"] = mode
     engine: dict[str, Any] = {}
     if retry:
-        normal = int(retry.get("max_normal_retries", 11))
+        normal = read.number(retry, "retry", "max_normal_retries")
+        count = 11 if normal is None else int(normal)
         preset: dict[str, Any] = {
-            "delays": [60.0 * min(n, 20) for n in range(1, max(normal, 1))],
+            "delays": [60.0 * min(n, 20) for n in range(1, max(count, 1))],
             "jitter": 0.5,
         }
-        if retry.get("hail_mary_enabled", True):
-            preset["final_wait"] = float(retry.get("hail_mary_wait_hours", 12.0)) * 3600.0
+        if read.flag(retry, "retry", "hail_mary_enabled") is not False:
+            hours = read.number(retry, "retry", "hail_mary_wait_hours")
+            preset["final_wait"] = (12.0 if hours is None else hours) * 3600.0
         else:
             preset["final_try"] = False
         engine = {"retry": {"fanfic": preset}}
-    notify_urls += [u for u in (data.get("apprise") or {}).get("urls") or [] if u]
-    pushbullet = dict(data.get("pushbullet") or {})
-    if pushbullet.get("enabled") and pushbullet.get("api_key"):
-        notify_urls.append(f"pbul://{pushbullet['api_key']}")
-        if pushbullet.get("device"):
+    notify_urls += [u for u in read.texts(apprise, "apprise", "urls") if u]
+    api_key = read.text(pushbullet, "pushbullet", "api_key")
+    device = read.text(pushbullet, "pushbullet", "device")
+    if read.flag(pushbullet, "pushbullet", "enabled") and api_key:
+        notify_urls.append(f"pbul://{api_key}")
+        if device:
             notes.append(
-                f"pushbullet device {pushbullet['device']!r} is not resolved; "
+                f"pushbullet device {device!r} is not resolved; "
                 "append /DEVICE_IDEN to the pbul:// URL to target it"
             )
+    if read.problems:
+        raise ValueError("; ".join(read.problems))
     for key in IGNORED:
         if key in data:
             notes.append(f"{key!r} has no hathd equivalent and was left out")
@@ -150,7 +226,8 @@ def convert(data: dict[str, Any]) -> Imported:
 def convert_text(text: str) -> Imported:
     """Convert the text of an AutomatedFanfic ``config.toml``.
 
-    :raises ValueError: the text is not valid TOML.
+    :raises ValueError: the text is not valid TOML, or a value has the wrong type
+        (:func:`convert`).
     """
     try:
         data = tomllib.loads(text)

@@ -15,7 +15,9 @@ call them through ``trio.to_thread.run_sync``.
 from __future__ import annotations
 
 import functools
+import html as html_lib
 import logging
+import re
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -87,14 +89,52 @@ def _quiet_extract(fn: Any, data: str) -> list[str]:
     return urls
 
 
+_CANDIDATE = re.compile(r"https?://[^\s<>\"'()\[\]{}]+", re.IGNORECASE)
+
+
+def _site_of(url: str) -> str | None:
+    """The FanFicFare site domain whose adapter handles ``url``'s host, or ``None``; a table
+    look-up, no network."""
+    from fanficfare import adapters
+
+    try:
+        cls, _fixed = adapters._get_class_for(url)
+        return str(cls.getSiteDomain()) if cls is not None else None
+    except Exception:
+        return None
+
+
+def dropped_urls(texts: Iterable[str], stories: Iterable[Story]) -> list[tuple[str, str]]:
+    """``(url, site)`` for each distinct link in ``texts`` (plain text or HTML) on a site
+    FanFicFare supports when no story of that site was found: links FanFicFare dropped
+    (not a story URL, or the site could not be reached to tell). Blocking."""
+    sites = {story.site for story in stories}
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for text in texts:
+        for url in _CANDIDATE.findall(html_lib.unescape(text)):
+            url = url.rstrip(".,;:!?")
+            if url in seen:
+                continue
+            seen.add(url)
+            site = _site_of(url)
+            if site is not None and site not in sites:
+                out.append((url, site))
+    return out
+
+
 def stories_in_text(plain: Iterable[str] = (), html: Iterable[str] = ()) -> list[Story]:
     """Every distinct story in the given plain-text and HTML bodies, in order of appearance.
 
-    URLs FanFicFare does not recognise are dropped. Blocking (see module docstring); never
-    raises on bad input.
+    URLs FanFicFare does not recognise are dropped; links to a site FanFicFare supports that
+    gave no story of that site are logged (INFO, :func:`dropped_urls`). Blocking (see module
+    docstring). A part FanFicFare cannot parse yields no URLs (logged); other exceptions
+    (an adapter failing unexpectedly) propagate.
     """
     from fanficfare import geturls
 
+    plain = list(plain)
+    html = list(html)
     found: list[str] = []
     _quiet()
     with _lock:
@@ -113,6 +153,10 @@ def stories_in_text(plain: Iterable[str] = (), html: Iterable[str] = ()) -> list
         if story.url not in seen:
             seen.add(story.url)
             stories.append(story)
+    with _lock:
+        dropped = dropped_urls([*plain, *html], stories)
+    for url, site in dropped:
+        log.info("FanFicFare found no story in %s (site %s)", url, site)
     return stories
 
 

@@ -2,8 +2,10 @@
 
 - ``POST /api/v1/uploads`` — body ``{"paths": [abs path, …], "service": id,
   "gallery": name?, "priority": int?}``; ``202`` with ``{"batch", "service", "jobs":
-  [{"index", "path", "job", "created"}], "gallery"}``; ``400`` for bad input, ``502`` when
-  the gallery could not be created; errors as ``{"error": message}``.
+  [{"index", "path", "job", "created"}], "gallery", "skipped": [{"path", "reason"}]}``
+  (``skipped``: entries of the given folders left out: symbolic links, names that are not
+  valid UTF-8); ``400`` for bad input (a path named directly that is not valid UTF-8
+  included), ``502`` when the gallery could not be created; errors as ``{"error": message}``.
 - ``GET /api/v1/uploads`` — the newest batches (``?limit=``, default 20).
 - ``GET /api/v1/uploads/<batch>`` — the batch summary with per-file state and links and
   ``output`` in every format; ``404`` for an unknown batch.

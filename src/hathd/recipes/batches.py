@@ -122,9 +122,20 @@ async def get_batch(store: Store, batch_id: str) -> tuple[Batch, list[Item]] | N
 
 
 async def batch_of_job(store: Store, job_id: str) -> str | None:
-    """The batch id a job belongs to, or ``None``."""
-    rows = await store.query("SELECT batch_id FROM upload_items WHERE job_id = ?", (job_id,))
-    return str(rows[0]["batch_id"]) if rows else None
+    """The id of one batch the job belongs to (the oldest), or ``None``."""
+    found = await batches_of_job(store, job_id)
+    return found[0] if found else None
+
+
+async def batches_of_job(store: Store, job_id: str) -> list[str]:
+    """The ids of every batch with an item on the job, oldest first: a file submitted again
+    while its job was active joins the later batch with the earlier batch's job."""
+    rows = await store.query(
+        "SELECT DISTINCT i.batch_id FROM upload_items i JOIN upload_batches b"
+        " ON b.id = i.batch_id WHERE i.job_id = ? ORDER BY b.created_at, b.id",
+        (job_id,),
+    )
+    return [str(r["batch_id"]) for r in rows]
 
 
 async def recent_batches(store: Store, limit: int) -> list[Batch]:

@@ -1,7 +1,8 @@
 """``hathd upload …``, ``hathd upload-status …`` and ``hathd recipes …`` commands.
 
 * ``upload PATH... --to SERVICE [--gallery NAME] [--priority N] [--wait] [--format F]``:
-  submit files or folders (one job per file) through ``POST /api/v1/uploads``; with
+  submit files or folders (one job per file) through ``POST /api/v1/uploads`` (a path that is
+  not valid UTF-8 is refused; folder entries the daemon skipped are listed on stderr); with
   ``--wait``, poll the batch until no job is active and print its links in format ``F``
   (bbcode, html, markdown, links).
 * ``upload-status BATCH [--format F] [--json]``: a batch's state and links.
@@ -22,6 +23,7 @@ from hathd.clictx import CliContext
 from hathd.client import AdminError
 from hathd.errors import ConfigError
 from hathd.recipes.loader import load_recipe_file
+from hathd.recipes.uploads import shown, utf8_name
 
 POLL = 0.5
 """Seconds between two polls of ``--wait``."""
@@ -78,8 +80,14 @@ async def upload(
     as_json: bool,
 ) -> None:
     """Upload files or folders (one job per file) to an image host."""
+    resolved = [p.resolve() for p in paths]
+    for path in resolved:
+        if not utf8_name(path):
+            raise click.ClickException(
+                f"{shown(path)}: the name is not valid UTF-8; rename it to upload it"
+            )
     body = {
-        "paths": [str(p.resolve()) for p in paths],
+        "paths": [str(p) for p in resolved],
         "service": service,
         "gallery": gallery,
         "priority": priority,
@@ -87,6 +95,8 @@ async def upload(
     try:
         async with obj.admin() as admin:
             reply: dict[str, Any] = await admin.post("/api/v1/uploads", body)
+        for skipped in reply.get("skipped") or []:
+            click.echo(f"skipped {skipped['path']}: {skipped['reason']}", err=True)
         if wait:
             summary = await _wait(obj, reply["batch"], timeout)
             if as_json:

@@ -34,6 +34,7 @@ from hathd.errors import ConfigError
 from hathd.recipes.config import RecipesConfig, ServiceConfig
 from hathd.recipes.extract import Extractor, parse_extractor
 from hathd.recipes.model import Recipe, Step
+from hathd.recipes.plan import FILE_FIELD_VALUES
 from hathd.recipes.template import TemplateError, placeholders
 
 BUILTIN_NAMES = frozenset(
@@ -178,6 +179,12 @@ def _template_problems(recipe: Recipe) -> Iterator[tuple[str, str]]:
         if field.when and field.when not in known:
             yield f"{fpath}.when", f"no value named {field.when!r}"
         if field.type == "file":
+            if field.value not in FILE_FIELD_VALUES:
+                yield (
+                    f"{fpath}.value",
+                    "a file field sends the job's own file and nothing else: leave value out"
+                    f" or write '{{file}}'; got {field.value!r}",
+                )
             if field.when:
                 yield f"{fpath}.when", "a file field is always sent"
             yield from check(f"{fpath}.filename", field.filename)

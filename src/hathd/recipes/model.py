@@ -111,9 +111,10 @@ class Step:
 class Field:
     """A multipart field of the upload.
 
-    ``type = "file"``: the job's file; ``value`` (default ``{file}``) must name that file and
-    nothing else. ``type = "text"``: ``value`` is a template. ``type = "value"``: ``value`` is
-    the name of an extracted value (ConniesUploader's ``dynamic``). ``filename`` and
+    ``type = "file"``: the job's file; ``value`` must be empty or exactly ``{file}`` (the
+    loader rejects anything else). ``type = "text"``: ``value`` is a template.
+    ``type = "value"``: ``value`` is the name of an extracted value (ConniesUploader's
+    ``dynamic``). ``filename`` and
     ``content_type`` (templates) apply to file fields. ``when`` names a value: the field is
     sent only when that value is non-empty (e.g. ``when = "gallery_id"``).
     """

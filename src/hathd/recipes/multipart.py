@@ -10,6 +10,7 @@ chunked bodies still accept it.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,6 +48,15 @@ class FileSegment:
 
 Segment = bytes | FileSegment
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def utf8(text: str) -> bytes:
+    """``text`` as UTF-8; a lone surrogate (a file name byte that is not UTF-8, as
+    ``os.fsdecode`` keeps it, or a JSON ``\\ud800`` escape) becomes U+FFFD instead of
+    failing."""
+    return _SURROGATE.sub("\ufffd", text).encode("utf-8")
+
 
 def _quote(text: str) -> str:
     return text.replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
@@ -58,7 +68,11 @@ def new_boundary() -> str:
 
 
 def encode(parts: Sequence[TextPart | FilePart], boundary: str) -> tuple[list[Segment], int]:
-    """The body segments and total length in bytes of ``parts`` under ``boundary``."""
+    """The body segments and total length in bytes of ``parts`` under ``boundary``.
+
+    Names, file names and values are sent as UTF-8; characters that cannot be (lone
+    surrogates from a file name that is not UTF-8) are sent as U+FFFD: encoding never fails.
+    """
     segments: list[Segment] = []
     length = 0
 
@@ -73,16 +87,20 @@ def encode(parts: Sequence[TextPart | FilePart], boundary: str) -> tuple[list[Se
     for part in parts:
         if isinstance(part, TextPart):
             add(
-                f'--{boundary}\r\nContent-Disposition: form-data; name="{_quote(part.name)}"'
-                f"\r\n\r\n".encode()
-                + part.value.encode()
+                utf8(
+                    f'--{boundary}\r\nContent-Disposition: form-data; name="{_quote(part.name)}"'
+                    "\r\n\r\n"
+                )
+                + utf8(part.value)
                 + b"\r\n"
             )
         else:
             add(
-                f'--{boundary}\r\nContent-Disposition: form-data; name="{_quote(part.name)}";'
-                f' filename="{_quote(part.filename)}"\r\n'
-                f"Content-Type: {part.content_type}\r\n\r\n".encode()
+                utf8(
+                    f'--{boundary}\r\nContent-Disposition: form-data; name="{_quote(part.name)}";'
+                    f' filename="{_quote(part.filename)}"\r\n'
+                    f"Content-Type: {part.content_type}\r\n\r\n"
+                )
             )
             segments.append(FileSegment(part.path, part.size))
             length += part.size

@@ -4,11 +4,17 @@ Each template renders one uploaded image from ``{url}``, ``{thumb}`` (the image 
 when the host gave no thumbnail), ``{delete}``, ``{filename}`` and ``{index}``; the lines are
 joined with newlines in upload order (ConniesUploader's BBCode/HTML/Markdown output,
 README.md). Values are escaped for the target format (HTML entities; Markdown brackets).
+
+The links come from a remote host's reply, so only ``http://`` and ``https://`` URLs are
+used (:func:`web_url`): a ``javascript:`` or ``data:`` link from a hostile host never reaches
+the HTML or BBCode a user pastes. An item without a usable ``url`` is left out; an unusable
+``thumb`` falls back to the ``url``, an unusable ``delete`` becomes empty.
 """
 
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Mapping, Sequence
 
 from hathd.recipes.template import render
@@ -19,6 +25,15 @@ BUILTIN_TEMPLATES: dict[str, str] = {
     "markdown": "[![{filename}]({thumb})]({url})",
     "links": "{url}",
 }
+
+
+_WEB_URL = re.compile(r"https?://[^\s\x00-\x1f\x7f]+", re.IGNORECASE)
+
+
+def web_url(value: str) -> str:
+    """``value`` when it is an absolute ``http(s)://`` URL without whitespace or control
+    characters, else ``""``."""
+    return value if _WEB_URL.fullmatch(value) else ""
 
 
 def _escape(fmt: str, value: str) -> str:
@@ -35,7 +50,8 @@ def render_output(
     fmt: str, items: Sequence[Mapping[str, str]], templates: Mapping[str, str] | None = None
 ) -> str:
     """Render ``items`` (each with ``url``, optional ``thumb``, ``delete``, ``filename``,
-    ``index``) through the template named ``fmt``.
+    ``index``) through the template named ``fmt``, one line per item with an http(s) ``url``
+    (see the module docstring).
 
     :raises KeyError: no template of that name.
     :raises TemplateError: a custom template uses an unknown placeholder.
@@ -44,10 +60,13 @@ def render_output(
     template = table[fmt]
     lines = []
     for item in items:
+        url = web_url(item.get("url", ""))
+        if not url:
+            continue
         values = {
-            "url": item.get("url", ""),
-            "thumb": item.get("thumb") or item.get("url", ""),
-            "delete": item.get("delete", ""),
+            "url": url,
+            "thumb": web_url(item.get("thumb", "")) or url,
+            "delete": web_url(item.get("delete", "")),
             "filename": item.get("filename", ""),
             "index": str(item.get("index", "")),
         }

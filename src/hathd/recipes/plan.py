@@ -18,11 +18,31 @@ from hathd.errors import PermanentError
 from hathd.recipes.extract import ResponseView, extract_all, try_extract
 from hathd.recipes.model import Recipe, ResponseSpec, Step
 from hathd.recipes.multipart import FilePart, TextPart
+from hathd.recipes.output import web_url
 from hathd.recipes.template import render
 
 
 class FileRefusedError(PermanentError):
     """A recipe's file field names a path other than the job's own file."""
+
+
+FILE_FIELD_VALUES = ("", "{file}")
+"""The only values a ``file`` field may have: the job's own file, implicitly or explicitly."""
+
+
+def check_file_fields(recipe: Recipe) -> None:
+    """Refuse a recipe whose ``file`` field's ``value`` is anything but empty or exactly
+    ``{file}`` (the loader rejects such recipes already; this guards recipes built in code,
+    before any request is sent).
+
+    :raises FileRefusedError: such a field, named.
+    """
+    for name, field in recipe.upload.fields.items():
+        if field.type == "file" and field.value not in FILE_FIELD_VALUES:
+            raise FileRefusedError(
+                f"recipe {recipe.id!r} field {name!r} asks for {field.value!r}; a recipe may"
+                " read only the job's own file ('{file}')"
+            )
 
 
 @attrs.frozen
@@ -158,7 +178,9 @@ def parse_upload(
     """Apply ``spec`` to the upload reply ``view``; ``values`` are the request's values.
 
     Extractors that find nothing leave their value out; a ``url`` template that then cannot
-    be filled means failure.
+    be filled means failure, and so does a ``url`` that is not an ``http(s)://`` URL (a host
+    must not hand out ``javascript:`` links); a ``thumb`` or ``delete`` that is not one is
+    dropped (``""``).
     """
     found: dict[str, str] = {}
     for name, ex in spec.extract.items():
@@ -167,9 +189,10 @@ def parse_upload(
         except LookupError:
             continue
     merged = {**values, **found}
-    url = _render_optional(spec.url, merged)
-    thumb = _render_optional(spec.thumb, merged)
-    delete = _render_optional(spec.delete, merged)
+    raw_url = _render_optional(spec.url, merged)
+    url = web_url(raw_url)
+    thumb = web_url(_render_optional(spec.thumb, merged))
+    delete = web_url(_render_optional(spec.delete, merged))
     ok = 200 <= view.status < 300 and bool(url)
     if ok and spec.success is not None:
         got = try_extract("success", spec.success, view)
@@ -178,6 +201,8 @@ def parse_upload(
     if not ok:
         if spec.error is not None:
             message = try_extract("error", spec.error, view) or ""
+        if not message and raw_url and not url:
+            message = f"HTTP {view.status}: the reply's url is not an http(s) URL: {raw_url[:80]!r}"
         if not message:
             message = f"HTTP {view.status}: no {('url' if not url else 'success value')} in reply"
     return UploadOutcome(ok, url, thumb, delete, message, found)

@@ -14,8 +14,8 @@ Outcomes map onto the engine's classified errors (:mod:`hathd.errors`):
   ``Retry-After`` longer than ``max_retry_after`` ends the try at once with
   ``RateLimitedError``.
 - a refused login step (401/403 or any other 4xx), a value a step could not extract, a file
-  field that names another file, a missing credential, an upload the host rejected:
-  ``PermanentError``.
+  field that names another file (refused before any request), a missing credential, an
+  upload the host rejected: ``PermanentError``.
 
 Every message passes through :func:`hathd.recipes.redact.redact`: secrets never appear.
 """
@@ -38,7 +38,14 @@ from hathd.errors import PermanentError, RateLimitedError, RetryableError
 from hathd.recipes import multipart
 from hathd.recipes.extract import ExtractionError, ResponseView, extract_all, try_extract
 from hathd.recipes.model import Recipe, Step
-from hathd.recipes.plan import RequestPlan, file_values, parse_upload, plan_step, plan_upload
+from hathd.recipes.plan import (
+    RequestPlan,
+    check_file_fields,
+    file_values,
+    parse_upload,
+    plan_step,
+    plan_upload,
+)
 from hathd.recipes.ratelimit import Limiter, TokenBucket, new_bucket
 from hathd.recipes.redact import install_log_filter, redact, register
 from hathd.recipes.retry import Verdict, backoff, classify, parse_retry_after
@@ -480,6 +487,7 @@ class ServiceSession:
 
     def _check_file(self, path: Path, size: int) -> None:
         recipe = self.recipe
+        check_file_fields(recipe)
         if recipe.max_file_size is not None and size > recipe.max_file_size:
             raise PermanentError(
                 f"{path.name}: {size} bytes is above {recipe.id}'s limit of"

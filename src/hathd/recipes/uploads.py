@@ -6,7 +6,9 @@ engine lane that carries the recipe's concurrency and rate); ``params`` =
 ``{"service", "path", "batch", "index", "gallery": {…} | None}``; the result is
 ``{"service", "file", "size", "url", "thumb", "delete"}``. A file is de-duplicated by
 ``dedupe_key = "<service>:<gallery name>:<path>"`` while its job is active, so submitting the
-same folder twice does not upload twice.
+same folder twice does not upload twice: the later batch's item then points at the earlier
+batch's job (and the file lands in the earlier batch's gallery). A batch is finalized once
+none of its items' jobs is active, whichever batch those jobs were submitted for.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +45,16 @@ class UploadRequestError(HathdError):
 
 @attrs.frozen
 class Submission:
-    """What :meth:`Uploads.submit` returns (JSON-ready through :meth:`to_json`)."""
+    """What :meth:`Uploads.submit` returns (JSON-ready through :meth:`to_json`).
+
+    ``skipped`` lists the files of the given folders that were left out, each as
+    ``{"path", "reason"}`` (see :func:`expand_paths`)."""
 
     batch: str
     service: str
     jobs: list[dict[str, Any]]
     gallery: dict[str, str] | None
+    skipped: list[dict[str, str]] = attrs.field(factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The API reply body."""
@@ -57,20 +63,58 @@ class Submission:
             "service": self.service,
             "jobs": self.jobs,
             "gallery": self.gallery,
+            "skipped": self.skipped,
         }
 
 
-def expand_paths(paths: Sequence[str], extensions: Sequence[str]) -> list[Path]:
-    """Absolute files from ``paths``: a file as is; a folder as its direct, non-hidden files
-    (sorted by name; only ``extensions`` when the recipe lists some).
+@attrs.frozen
+class Expanded:
+    """The files to upload, and the folder entries left out as ``(shown path, reason)``."""
 
-    :raises UploadRequestError: a relative, missing or unreadable path, a file with an
-        extension the recipe refuses, or nothing to upload.
+    files: list[Path]
+    skipped: list[tuple[str, str]]
+
+
+def shown(path: str | Path) -> str:
+    """``path`` as text that is always valid UTF-8: bytes of a name that are not UTF-8 (held
+    by Python as lone surrogates) appear as ``\\xff`` escapes; other lone surrogates (a JSON
+    ``\\ud800`` escape) as ``\\ud800``."""
+    try:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return str(path).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def utf8_name(path: str | Path) -> bool:
+    """Whether ``path`` is valid UTF-8 (and so can be stored, logged and sent as text)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def expand_paths(paths: Sequence[str], extensions: Sequence[str]) -> Expanded:
+    """Absolute files from ``paths``: a file as is; a folder as its direct, non-hidden regular
+    files (sorted by name; only ``extensions`` when the recipe lists some).
+
+    A folder's entries that are symbolic links (which could lead anywhere outside it) or
+    whose names are not valid UTF-8 are skipped and reported; a symbolic link named
+    directly is followed (the user chose it).
+
+    :raises UploadRequestError: a relative, missing or unreadable path, a path that is not
+        valid UTF-8 (named with ``\\xNN`` escapes), a file with an extension the recipe
+        refuses, or nothing to upload.
     """
     allowed = {e.lower().lstrip(".") for e in extensions}
     out: list[Path] = []
+    skipped: list[tuple[str, str]] = []
     for raw in paths:
         path = Path(raw)
+        if not utf8_name(raw):
+            raise UploadRequestError(
+                f"'{shown(raw)}': the name is not valid UTF-8; rename it to upload it"
+            )
         if not path.is_absolute():
             raise UploadRequestError(f"{raw!r}: paths must be absolute")
         if path.is_dir():
@@ -79,9 +123,17 @@ def expand_paths(paths: Sequence[str], extensions: Sequence[str]) -> list[Path]:
             except OSError as exc:
                 raise UploadRequestError(f"{raw!r}: cannot list: {exc.strerror}") from None
             for entry in entries:
-                if entry.name.startswith(".") or not entry.is_file():
+                if entry.name.startswith("."):
                     continue
                 if allowed and entry.suffix.lower().lstrip(".") not in allowed:
+                    continue
+                if entry.is_symlink():
+                    skipped.append((shown(entry), "symbolic link"))
+                    continue
+                if not entry.is_file():
+                    continue
+                if not utf8_name(entry):
+                    skipped.append((shown(entry), "name is not valid UTF-8"))
                     continue
                 out.append(entry)
         elif path.is_file():
@@ -95,8 +147,9 @@ def expand_paths(paths: Sequence[str], extensions: Sequence[str]) -> list[Path]:
         else:
             raise UploadRequestError(f"{raw!r}: no such file or folder")
     if not out:
-        raise UploadRequestError("nothing to upload")
-    return out
+        detail = "; ".join(f"{p}: {why}" for p, why in skipped)
+        raise UploadRequestError("nothing to upload" + (f" (skipped {detail})" if detail else ""))
+    return Expanded(out, skipped)
 
 
 class Uploads:
@@ -137,6 +190,9 @@ class Uploads:
     ) -> Submission:
         """Create a batch: the gallery (when asked, right away), then one job per file.
 
+        Folder entries left out (symbolic links, names that are not UTF-8; see
+        :func:`expand_paths`) are logged and listed in :attr:`Submission.skipped`.
+
         :raises UploadRequestError: bad input (400), or the gallery could not be created (502).
         """
         try:
@@ -149,7 +205,10 @@ class Uploads:
                 if recipe.gallery is None
                 else "the gallery name must not be empty"
             )
-        files = await trio.to_thread.run_sync(expand_paths, list(paths), recipe.extensions)
+        expanded = await trio.to_thread.run_sync(expand_paths, list(paths), recipe.extensions)
+        files = expanded.files
+        for path, reason in expanded.skipped:
+            log.warning("upload to %s: skipping %s: %s", service, path, reason)
         batch_id = uuid.uuid4().hex[:12]
         gallery_values: dict[str, str] | None = None
         if gallery is not None:
@@ -184,11 +243,17 @@ class Uploads:
             for index, (path, sub) in enumerate(zip(files, submitted, strict=True))
         ]
         await batches.insert_batch(self.store, batch_id, service, gallery, gallery_values, items)
+        # every job may have ended (deduplicated into jobs that finished meanwhile) before
+        # the batch existed for their on_final to see; checked without the finalize lock
+        # first, so a submission does not wait behind another batch's finalize
+        if not await self._any_active(it.job_id for it in items):
+            await self._finalize_if_done(batch_id)
         jobs = [
             {"index": it.index, "path": it.path, "job": it.job_id, "created": sub.created}
             for it, sub in zip(items, submitted, strict=True)
         ]
-        return Submission(batch_id, service, jobs, gallery_values)
+        skipped = [{"path": path, "reason": reason} for path, reason in expanded.skipped]
+        return Submission(batch_id, service, jobs, gallery_values, skipped)
 
     async def handle(self, ctx: JobContext) -> dict[str, Any]:
         """The ``upload`` job handler: upload ``params.path`` with ``params.service``.
@@ -221,15 +286,31 @@ class Uploads:
         return result.to_json()
 
     async def on_final(self, job: Job) -> None:
-        """After each upload job ends: when it was the last active job of a batch, run the
-        gallery's finalize steps (if any) and mark the batch finalized, exactly once.
+        """After each upload job ends: for every batch with an item on this job (its own, and
+        later batches whose same file was deduplicated into it), when no job of the batch is
+        active any more, run the gallery's finalize steps (if any) and mark the batch
+        finalized, exactly once.
 
         Calls are serialized and re-read the batch, so two jobs ending together cannot both
         finalize, nor both miss it. Finalize errors are recorded on the batch, not raised.
         """
-        batch_id = job.params.get("batch")
-        if not isinstance(batch_id, str):
-            return
+        ids = await batches.batches_of_job(self.store, job.id)
+        own = job.params.get("batch")
+        if isinstance(own, str) and own not in ids:
+            ids.insert(0, own)
+        for batch_id in ids:
+            await self._finalize_if_done(batch_id, ended=job)
+
+    async def _any_active(self, job_ids: Iterable[str]) -> bool:
+        for job_id in job_ids:
+            job = await self.engine.get(job_id)
+            if job is not None and job.state in ACTIVE_STATES:
+                return True
+        return False
+
+    async def _finalize_if_done(self, batch_id: str, *, ended: Job | None = None) -> None:
+        """Finalize ``batch_id`` unless it is unknown, already finalized, or has an active
+        job (``ended`` is the job whose end triggered the check, as the engine reported it)."""
         async with self._final_lock:
             found = await batches.get_batch(self.store, batch_id)
             if found is None:
@@ -238,7 +319,10 @@ class Uploads:
             if batch.finalized_at is not None:
                 return
             for item in items:
-                other = job if item.job_id == job.id else await self.engine.get(item.job_id)
+                if ended is not None and item.job_id == ended.id:
+                    other: Job | None = ended
+                else:
+                    other = await self.engine.get(item.job_id)
                 if other is not None and other.state in ACTIVE_STATES:
                     return
             error: str | None = None
