@@ -19,6 +19,7 @@ from hathd.errors import PermanentError, RetryableError
 from hathd.fanfic.calibre import (
     Calibre,
     CalibreBusy,
+    CalibreSession,
     custom_value,
     parse_added_ids,
     parse_custom_columns,
@@ -167,33 +168,31 @@ async def test_preserve_metadata_keeps_dash_values_and_never_loses_the_book(
     await session.set_custom("ppl", first, "Ann, B & Cee")
 
     real = shutil.which("calibredb") or "calibredb"
-    wrapper = tmp_path / "calibredb-no-set-custom"
-    wrapper.write_text(
-        "#!/bin/sh\n"
-        'if [ "$1" = set_custom ]; then echo "simulated failure" >&2; exit 1; fi\n'
-        f'exec {real} "$@"\n'
+
+    def through(name: str, rule: str) -> CalibreSession:
+        """A session whose calibredb is a shell wrapper: ``rule`` (shell, ``$last`` is the
+        last argument) runs first, then the real calibredb."""
+        wrapper = tmp_path / name
+        wrapper.write_text(f'#!/bin/sh\nfor last; do :; done\n{rule}\nexec {real} "$@"\n')
+        wrapper.chmod(0o755)
+        return Calibre(
+            CalibreConfig(library=str(library), calibredb=str(wrapper)), config_dir=config_dir
+        ).session(work)
+
+    failing = through(
+        "no-set-custom",
+        'if [ "$1" = set_custom ]; then echo "simulated failure" >&2; exit 1; fi',
     )
-    wrapper.chmod(0o755)
-    failing = Calibre(
-        CalibreConfig(library=str(library), calibredb=str(wrapper)), config_dir=config_dir
-    ).session(work)
     with pytest.raises(RetryableError, match="simulated failure"):
         await failing.replace(first, epub, URL2, "preserve_metadata")
     assert await session.find_all(URL2) == [first]
     assert (await session.metadata(first))["*delta"] == -3
 
     # the old book's remove fails: the new copy goes again and the old book stays
-    refuses_remove = tmp_path / "calibredb-no-remove"
-    refuses_remove.write_text(
-        "#!/bin/sh\n"
-        "for last; do :; done\n"
-        f'if [ "$1" = remove ] && [ "$last" = {first} ]; then echo "no remove" >&2; exit 1; fi\n'
-        f'exec {real} "$@"\n'
+    stuck = through(
+        "no-remove",
+        f'if [ "$1" = remove ] && [ "$last" = {first} ]; then echo "no remove" >&2; exit 1; fi',
     )
-    refuses_remove.chmod(0o755)
-    stuck = Calibre(
-        CalibreConfig(library=str(library), calibredb=str(refuses_remove)), config_dir=config_dir
-    ).session(work)
     with pytest.raises(RetryableError, match="no remove"):
         await stuck.replace(first, epub, URL2, "remove_add")
     assert await session.find_all(URL2) == [first]
@@ -210,17 +209,10 @@ async def test_preserve_metadata_keeps_dash_values_and_never_loses_the_book(
     assert cal.statistics().failures == 0
 
     # a remove that worked but reported an error: the new book is kept, the story not lost
-    lies = tmp_path / "calibredb-remove-then-fail"
-    lies.write_text(
-        "#!/bin/sh\n"
-        "for last; do :; done\n"
-        f'if [ "$1" = remove ] && [ "$last" = {new} ]; then {real} "$@"; exit 1; fi\n'
-        f'exec {real} "$@"\n'
+    liar = through(
+        "remove-then-fail",
+        f'if [ "$1" = remove ] && [ "$last" = {new} ]; then {real} "$@"; exit 1; fi',
     )
-    lies.chmod(0o755)
-    liar = Calibre(
-        CalibreConfig(library=str(library), calibredb=str(lies)), config_dir=config_dir
-    ).session(work)
     with pytest.raises(RetryableError):
         await liar.replace(new, epub, URL2, "remove_add")
     remaining = await session.find_all(URL2)
