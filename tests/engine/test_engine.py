@@ -15,7 +15,7 @@ import trio
 from hathd.engine import JobConflict, JobNotFound
 from hathd.engine.api import PRIORITY_MAX, InvalidInput, JobContext, JobSpec, JobState
 from hathd.engine.config import LaneConfig, RetryPresetConfig
-from hathd.engine.core import DISK_FULL_FREE_TRIES
+from hathd.engine.core import DISK_FULL_FREE_TRIES, RATE_LIMITED_FREE_TRIES
 from hathd.errors import PermanentError, RateLimitedError, RetryableError, StoreError
 
 SLOW_RETRY = RetryPresetConfig(delays=[3600.0], jitter=0.0, final_wait=None)
@@ -209,11 +209,35 @@ async def test_rate_limited_honours_retry_after_and_blocks_the_lane(make_engine:
         for sub in (a, b):
             job = await engine.wait_final(sub.job.id, timeout=20)
             assert job.state == JobState.DONE
-        assert engine.statistics().finished == 3
+        with trio.fail_after(5):  # counted by the task that wrote the final state
+            while engine.statistics().finished != 3:
+                await trio.sleep(0.01)
         # the lane is blocked for max(Retry-After 0.6 s, first backoff 1 s)
         assert started["b"][0] - limited_at[0] >= 0.95
         assert started["a"][1] - started["a"][0] >= 0.95
         assert len(started["a"]) == 2
+
+
+async def test_rate_limited_tries_are_not_counted_up_to_a_cap(make_engine: Any) -> None:
+    """A site that answers 429 RATE_LIMITED_FREE_TRIES times does not spend the job's retries
+    (a one-retry preset would otherwise fail it); once past the cap the tries count and the
+    job fails."""
+    tries = 0
+
+    async def always_limited(ctx: JobContext) -> None:
+        nonlocal tries
+        tries += 1
+        raise RateLimitedError("HTTP 429", retry_after=0.01)
+
+    preset = RetryPresetConfig(delays=[0.01], jitter=0.0, final_wait=None)
+    async with make_engine(retry={"quick": preset}) as (_rt, engine):
+        engine.register("limited", always_limited, retry_preset="quick")
+        sub = await engine.submit(spec("limited"))
+        job = await engine.wait_final(sub.job.id, timeout=30)
+    assert job.state == JobState.FAILED
+    assert tries == RATE_LIMITED_FREE_TRIES + 2  # uncounted ones, then two counted tries
+    assert job.attempts == 2
+    assert job.error_class == "rate_limited"
 
 
 async def test_unexpected_exception_group_is_contained(make_engine: Any) -> None:

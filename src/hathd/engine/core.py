@@ -22,6 +22,10 @@ Disk space: while there is work, a watcher reads the free space under the downlo
 queue the same way and its job goes back to ``queued`` without consuming an attempt (at most
 ``DISK_FULL_FREE_TRIES`` times per job; later tries count, so a quota the free-space check
 cannot see ends in ``failed`` instead of looping).
+
+Rate limits: a try that ends rate-limited blocks its lane for the Retry-After time and waits at
+least that long; the first ``RATE_LIMITED_FREE_TRIES`` such tries of a job do not count as
+attempts.
 """
 
 from __future__ import annotations
@@ -76,6 +80,10 @@ USER = "user"
 DISK = "disk"
 _QUEUE_PAUSE_FLAG = "queue_paused_by_user"
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+RATE_LIMITED_FREE_TRIES = 5
+"""Tries of one job that may end rate-limited (HTTP 429/503 with Retry-After, …) without
+counting as attempts: the site asked us to slow down, the job is not at fault. Later ones
+count, so a site that never lets us in still ends the job."""
 DISK_FULL_FREE_TRIES = 3
 """Tries of one job that may end on a full disk without counting as attempts; later ones
 count (a quota that the free-space check cannot see would otherwise loop for ever)."""
@@ -102,6 +110,7 @@ class _Ref:
         "position",
         "priority",
         "progress",
+        "rate_limited_tries",
         "scope",
         "settled",
         "state",
@@ -125,6 +134,8 @@ class _Ref:
         self.settled: trio.Event | None = None
         self.disk_full_tries = 0
         """Tries of this job (in this run) that ended on a full disk and were not counted."""
+        self.rate_limited_tries = 0
+        """Tries of this job (in this run) the site refused as rate-limited, not counted."""
 
 
 @attrs.define
@@ -1431,9 +1442,15 @@ class Engine:
             error_class = "timeout"
         if not isinstance(error, HathdError | trio.TooSlowError):
             log.warning("job %s (%s) raised %s", job.id, job.kind, text)
+        attempts = job.attempts
         if decision.rate_limited:
             self._coord.rate_limited(ref.domain, decision.retry_after, now=trio.current_time())
             self._kick.set()
+            if ref.rate_limited_tries < RATE_LIMITED_FREE_TRIES:
+                ref.rate_limited_tries += 1
+                attempts = max(0, job.attempts - 1)
+                if decision.delay is None:
+                    decision = decide(preset, 1, error, self._rng)
         if decision.delay is None:
             final = await self._move_state(
                 ref,
@@ -1449,6 +1466,7 @@ class Engine:
         changes = {
             "state": JobState.WAITING,
             "not_before": not_before,
+            "attempts": attempts,
             "error": text,
             "error_class": error_class,
             "updated_at": self._wall(),
