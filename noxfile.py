@@ -27,7 +27,7 @@ def tests(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
-    session.install("ruff>=0.8")
+    session.install("ruff>=0.8,<0.18")
     session.run("ruff", "check", "src", "tests", "bench", "noxfile.py")
     session.run("ruff", "format", "--check", "src", "tests", "bench", "noxfile.py")
 
@@ -35,7 +35,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over src/hathd."""
-    session.install("-e", ".[test]", "mypy>=1.13")
+    session.install("-e", ".[test]", "mypy>=1.13,<3")
     session.run("mypy")
 
 

@@ -254,6 +254,19 @@ async def test_wrong_sha256_fails_and_leaves_no_file(make_engine: Any, http_serv
         assert list(download_root(rt).iterdir()) == []
 
 
+async def test_announced_size_other_than_expected_fails_before_any_byte(
+    make_engine: Any, http_server: Any
+) -> None:
+    async with make_engine() as (rt, engine):
+        spec = download_spec(http_server.url("/sized.bin"), size=len(http_server.body) + 1)
+        job = await engine.wait_final((await engine.submit(spec)).job.id, timeout=60)
+        assert job.state == JobState.FAILED
+        assert job.error_class == "permanent"
+        assert job.error is not None
+        assert f"server announces {len(http_server.body)} bytes" in job.error
+        assert list(download_root(rt).iterdir()) == []
+
+
 async def test_missing_url_fails_permanently(make_engine: Any, http_server: Any) -> None:
     async with make_engine() as (_rt, engine):
         spec = download_spec(http_server.url("/missing"))

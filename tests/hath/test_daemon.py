@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from fakes.hath_control import open_fake_control
+from fakes.hath_dl import FakeGallery, GalleryQueue
 from hathd.hath import protocol as p
 from hathd.hath.config import HathConfig
 from hathd.hath.credentials import load_credentials
@@ -63,6 +64,24 @@ async def test_daemon_runs_the_node_against_the_fake(
             assert b"kept 1 files (64000 bytes), removed 0, moved 0 (by the running node)" in (
                 live.stdout
             )
+
+            # the control server's servercmd start_downloader runs the gallery downloader
+            queue = GalleryQueue.attach(fake)
+            queue.add(FakeGallery.build(802, "Through servercmd", [500, 600]))
+            reply = await fake.servercmd(f"https://127.0.0.1:{port}", "start_downloader")
+            assert reply.status_code == 200
+            with trio.fail_after(60):
+                while True:
+                    async with daemon.admin() as admin:
+                        jobs = await admin.get("/api/v1/jobs", params={"kind": "gallery"})
+                    if [j["state"] for j in jobs["jobs"]] == ["done"]:
+                        break
+                    await trio.sleep(0.1)
+            assert jobs["jobs"][0]["source"] == "hath"
+            assert queue.done == ["802;org"]
+            gallery = state / "download" / "Through servercmd [802]"
+            assert (gallery / "galleryinfo.txt").is_file()
+
             assert await daemon.stop() == 0
             assert fake.calls[-1] == ("client_stop", "")
             acts = [a for a, _ in fake.calls]
