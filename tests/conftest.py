@@ -108,7 +108,10 @@ async def start_daemon(tmp_path: Path) -> AsyncIterator[StartDaemon]:
         state_dir: Path | None = None,
         wait: bool = True,
         args: tuple[str, ...] = (),
+        bare: bool = False,
     ) -> DaemonHandle:
+        """``bare``: no ``--state-dir`` and no ``--config`` (the daemon finds its defaults;
+        ``state_dir`` then only tells the handle where to look)."""
         nonlocal counter
         counter += 1
         state = state_dir or tmp_path / f"state{counter}"
@@ -122,10 +125,7 @@ async def start_daemon(tmp_path: Path) -> AsyncIterator[StartDaemon]:
                     sys.executable,
                     "-m",
                     "hathd",
-                    "--state-dir",
-                    str(state),
-                    "--config",
-                    str(config_path),
+                    *(() if bare else ("--state-dir", str(state), "--config", str(config_path))),
                     *args,
                     "run",
                 ],

@@ -13,6 +13,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import DaemonHandle, StartDaemon, run_cli
+from hathd.runtime import default_state_dir
 
 
 async def test_status_lists_every_service_running(start_daemon: StartDaemon) -> None:
@@ -134,6 +135,36 @@ async def test_sighup_reloads_the_configuration(start_daemon: StartDaemon) -> No
         assert (await admin.get("/api/v1/config"))["daemon"]["shutdown_grace"] == 9.0
     assert await daemon.stop() == 0
     assert "reload refused" in daemon.log()
+
+
+async def test_no_options_under_systemd_uses_state_directory_and_sigint_stops(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """``hathd run`` with no option and no configuration file: the state goes to the first
+    entry of ``$STATE_DIRECTORY``, the CLI finds it the same way, SIGINT ends it with 0."""
+    state = tmp_path / "systemd-state"
+    env = {
+        "STATE_DIRECTORY": f"{state}:{tmp_path / 'second'}",
+        "XDG_CONFIG_HOME": str(tmp_path / "no-config"),
+        "XDG_STATE_HOME": str(tmp_path / "not-used"),
+    }
+    daemon = await start_daemon(env=env, state_dir=state, bare=True)
+    result = await run_cli("status", "--json", env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    assert json.loads(result.stdout)["pid"] == daemon.proc.pid
+    assert stat.S_IMODE(os.stat(state / "admin.token").st_mode) == 0o600
+    assert not (tmp_path / "not-used").exists()
+    assert not (tmp_path / "second").exists()
+    assert await daemon.stop(signal.SIGINT) == 0
+    assert not daemon.socket.exists()
+
+
+def test_default_state_dir_follows_xdg_then_home() -> None:
+    assert default_state_dir({"XDG_STATE_HOME": "/srv/xdg"}) == Path("/srv/xdg/hathd")
+    assert default_state_dir({"STATE_DIRECTORY": "/var/lib/hathd", "XDG_STATE_HOME": "/x"}) == (
+        Path("/var/lib/hathd")
+    )
+    assert default_state_dir({}) == Path.home() / ".local" / "state" / "hathd"
 
 
 async def test_cli_without_a_daemon_exits_2(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.resources
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -132,11 +133,18 @@ async def test_folder_skips_symlinks_and_names_that_are_not_utf8(
 async def test_gallery_created_then_finalized_once(
     pixhost: FakePixhost, images: list[Path]
 ) -> None:
+    """``hathd upload … --gallery Trip --wait``: the gallery is created first, every file
+    lands in it, and it is finalized once."""
     async with upload_stack(services_config(pixhost_to=pixhost.base_url)) as stack:
-        sub = await stack.uploads.submit([str(p) for p in images], "pixhost.to", gallery="Trip")
-        summary = await wait_batch(stack, sub.batch, finalized=True)
-    assert sub.gallery is not None
-    assert sub.gallery["gallery_id"] == "g0001"
+        cli = await CliRunner().invoke(
+            upload,
+            [*(str(p) for p in images), "--to", "pixhost.to", "--gallery", "Trip", "--json"],
+            obj=stack.cli,
+        )
+        assert cli.exit_code == 0, cli.output
+        sub = json.loads(cli.output)
+        summary = await wait_batch(stack, sub["batch"], finalized=True)
+    assert sub["gallery"]["gallery_id"] == "g0001"
     assert summary["state"] == "done"
     assert summary["gallery"]["name"] == "Trip"
     assert summary["gallery"]["gallery_url"] == "https://pixhost.to/gallery/g0001"
