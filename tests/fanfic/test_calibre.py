@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -307,3 +308,34 @@ async def test_content_server_and_busy_library(
     ).session(work)
     with pytest.raises(PermanentError, match="refused the login"):
         await refused.find("http://test1.com?sid=3")
+
+
+async def test_calibredb_runs_one_call_at_a_time(tmp_path: Path) -> None:
+    """Sessions of several jobs share one library: their calibredb calls never overlap (a
+    wrapper records any call that starts while another one runs)."""
+    marker = tmp_path / "running"
+    log = tmp_path / "calls.log"
+    fake = tmp_path / "calibredb"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'mkdir "{marker}" 2>/dev/null || echo overlap >> "{log}"\n'
+        f'echo "$1" >> "{log}"\n'
+        "sleep 0.2\n"
+        f'rmdir "{marker}" 2>/dev/null\n'
+        "exit 0\n"
+    )
+    fake.chmod(0o755)
+    cal = Calibre(CalibreConfig(library=str(tmp_path / "lib"), calibredb=str(fake)))
+    found: list[dict[str, Any]] = []
+
+    async def one(index: int) -> None:
+        work = tmp_path / f"work{index}"
+        work.mkdir()
+        found.append(await cal.session(work).custom_columns())
+
+    async with trio.open_nursery() as nursery:
+        for index in range(4):
+            nursery.start_soon(one, index)
+    assert log.read_text().split() == ["custom_columns"] * 4
+    assert found == [{}] * 4
+    assert cal.statistics().calls == 4

@@ -333,6 +333,30 @@ async def test_blacklist_deletes_cached_files(tmp_path: Path) -> None:
             assert node.cache.statistics().blacklisted == 1
 
 
+async def test_blacklist_is_fetched_again_every_interval(tmp_path: Path) -> None:
+    """At start-up the last 3 days (259200 s), then every ``blacklist_interval`` seconds the
+    last 12 h (43200 s), each reply applied to the cache."""
+    blob = os.urandom(4000)
+    fid = p.FileId.parse(f"{sha1(blob)}-{len(blob)}-1-1-jpg")
+    with trio.fail_after(60):
+        async with (
+            open_fake_control(CREDS) as fake,
+            run_node(tmp_path, fake, blacklist_interval=1) as node,
+        ):
+            assert node.cache is not None
+            src = tmp_path / "src.bin"
+            src.write_bytes(blob)
+            assert await node.cache.import_file(src, fid)
+            fake.blacklist = [str(fid)]
+            while node.cache.path_of(fid).exists():
+                await trio.sleep(0.05)
+            asked = [arg for act, arg in fake.calls if act == "get_blacklist"]
+    assert asked[0] == "259200"
+    assert len(asked) >= 2
+    assert set(asked[1:]) == {"43200"}
+    assert node.cache.statistics().blacklisted == 1
+
+
 async def test_key_expired_resyncs_clock_and_retries(tmp_path: Path) -> None:
     with trio.fail_after(60):
         async with open_fake_control(CREDS) as fake, run_node(tmp_path, fake) as node:
@@ -470,7 +494,13 @@ async def test_pruning_under_a_small_disk_limit(tmp_path: Path) -> None:
             await node.cache.rescan(verify=False)  # take the mtimes into the index
             # a limit 1 byte short of the 100 MiB headroom: exactly one pruning step is due
             limit = node.cache.used_with_overhead() + WANT_FREE - 1
-            node.cfg = attrs.evolve(node.cfg, disk_limit_bytes=limit)
+            # the limit comes from the server's settings (disklimit_bytes)
+            fake.settings["disklimit_bytes"] = str(limit)
+            await node.refresh_settings()
+            assert node.disk_limit() == limit
+            # a configured limit counts only when it is the smaller one
+            node.cfg = attrs.evolve(node.cfg, disk_limit_bytes=limit * 2)
+            assert node.disk_limit() == limit
             async with node.bus.subscribe(["hath"]) as sub:
                 files, freed = await node.prune_now()
                 events = aiter(sub)
