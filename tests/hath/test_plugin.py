@@ -62,7 +62,9 @@ async def test_verify_command_rebuilds_the_index(tmp_path: Path) -> None:
 
 async def test_plugin_off_without_credentials_then_runs(tmp_path: Path) -> None:
     assert not PLUGIN.enabled(Config())
-    assert PLUGIN.off_reason(Config()) == "[hath] enabled = false"
+    assert PLUGIN.off_reason(Config()) == (
+        "[hath] enabled = false; set it, and the credentials with `hathd hath login`"
+    )
     with trio.fail_after(60):
         async with open_fake_control(CREDS) as fake:
             cfg = Config(

@@ -56,7 +56,7 @@ class HathPlugin(BasePlugin):
 
     def off_reason(self, config: Config) -> str:
         """Why the subsystem is off."""
-        return "[hath] enabled = false"
+        return "[hath] enabled = false; set it, and the credentials with `hathd hath login`"
 
     async def setup(self, rt: Runtime) -> None:
         """Migrate the cache index and load the credentials (config or ``data/client_login``)."""
