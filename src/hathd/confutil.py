@@ -8,9 +8,12 @@ name, so ``hathd config check`` can report a full key path such as ``engine.work
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import attrs
+
+from hathd.errors import ConfigError
 
 
 class FieldError(ValueError):
@@ -51,3 +54,21 @@ def one_of(*choices: str) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
 def secret(default: Any = None) -> Any:
     """An attrs field holding a secret: ``hathd config show`` prints it as ``***``."""
     return attrs.field(default=default, metadata={"secret": True})
+
+
+def read_secret(value: str | None, path: str, key: str) -> str | None:
+    """``value`` if set, else the first line of the file at ``path`` (surrounding whitespace
+    stripped), as every ``*_file`` key of hathd is read; ``None`` when neither.
+
+    :raises ConfigError: the file cannot be read (the error names ``key``).
+    """
+    if value:
+        return value
+    if not path:
+        return None
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([(key, f"cannot read {path}: {exc}")]) from None
+    lines = text.splitlines()
+    return lines[0].strip() if lines else ""

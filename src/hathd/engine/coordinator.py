@@ -221,14 +221,10 @@ class Coordinator:
         return frozenset(self._paused)
 
     def set_lane(self, pattern: str, settings: LaneSettings, *, now: float) -> None:
-        """Declare the settings of ``pattern``; existing lanes pick them up (buckets restart)."""
+        """Declare the settings of ``pattern``; existing lanes pick them up (see
+        :meth:`set_table`)."""
         self.table.set(pattern, settings)
-        for domain, lane in self._lanes.items():
-            new = self.table.settings_for(domain)
-            if new != lane.settings:
-                lane.settings = new
-                lane.bucket = TokenBucket(new.rate, new.burst, now)
-                self._push_head(lane)
+        self._apply_table(now)
 
     def set_table(self, table: LaneTable, *, now: float) -> None:
         """Replace every lane setting at once (a configuration reload).
@@ -238,8 +234,11 @@ class Coordinator:
         (e.g. a raised concurrency) is offered to :meth:`next` again.
         """
         self.table = table
+        self._apply_table(now)
+
+    def _apply_table(self, now: float) -> None:
         for domain, lane in self._lanes.items():
-            new = table.settings_for(domain)
+            new = self.table.settings_for(domain)
             if new == lane.settings:
                 continue
             if (new.rate, new.burst) != (lane.settings.rate, lane.settings.burst):

@@ -347,10 +347,11 @@ async def download(
             client.stream("GET", job.target, headers=headers) as resp,
         ):
             status = resp.status_code
+            current = resume_validator(resp.headers)
+            # a resumed response (416 or 206) for another version of the file
+            changed = validator is not None and current is not None and current != validator
             if status == 416 and have:
-                current = resume_validator(resp.headers)
-                if validator is not None and current is not None and current != validator:
-                    # the range was refused for another version of the file
+                if changed:
                     raise await start_over("the remote file changed")
                 _, full = _content_range_start(resp.headers.get("content-range"))
                 if full == have or (full is None and expected_size == have):
@@ -375,13 +376,11 @@ async def download(
                 raise RetryableError(f"HTTP {status} for {job.target}")
             offset = 0
             total: int | None = None
-            current = resume_validator(resp.headers)
             if status == 206 and have:
                 start, total = _content_range_start(resp.headers.get("content-range"))
                 if start != have:
                     raise await start_over(f"Content-Range starts at {start}, asked for {have}")
-                if validator is not None and current is not None and current != validator:
-                    # the server ignored If-Range: these bytes belong to another version
+                if changed:  # the server ignored If-Range
                     raise await start_over("the remote file changed")
                 offset = have
             elif status == 200:

@@ -34,8 +34,8 @@ from typing import Any
 
 from quart import Blueprint, request
 
-from hathd.engine.api import PRIORITY_MAX, PRIORITY_MIN, InvalidInput, JobSpec
-from hathd.engine.core import POSITION_LIMIT, Engine, JobConflict, JobNotFound, check_timeout
+from hathd.engine.api import InvalidInput, JobSpec
+from hathd.engine.core import Engine, JobConflict, JobNotFound, check_priority, check_timeout
 from hathd.engine.download import download_spec
 from hathd.engine.jobstore import job_to_json
 from hathd.supervisor import to_plain
@@ -68,8 +68,8 @@ def _error(status: int, message: str, field: str | None = None) -> tuple[dict[st
     return body, status
 
 
-def _int(value: Any, field: str, *, lo: int | None = None, hi: int | None = None) -> int | None:
-    """``None`` or an integer within ``lo..hi``.
+def _int(value: Any, field: str) -> int | None:
+    """``None`` or an integer.
 
     :raises BadRequest: naming ``field``.
     """
@@ -77,13 +77,15 @@ def _int(value: Any, field: str, *, lo: int | None = None, hi: int | None = None
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise BadRequest(field, f"must be an integer, got {value!r}")
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise BadRequest(field, f"must be between {lo} and {hi}")
     return value
 
 
 def _priority(value: Any, field: str) -> int:
-    return _int(value, field, lo=PRIORITY_MIN, hi=PRIORITY_MAX) or 0
+    """The engine's :func:`~hathd.engine.core.check_priority`, answered as ``field``."""
+    try:
+        return check_priority(value)
+    except InvalidInput as exc:
+        raise BadRequest(field, exc.message) from None
 
 
 def _str(value: Any, field: str) -> str | None:
@@ -323,15 +325,13 @@ def make_blueprint(engine: Engine) -> Blueprint:
         unknown = set(body) - {"position", "how", "priority"}
         if unknown:
             raise BadRequest(sorted(unknown)[0], "unknown key")
-        how = body.get("how", "set")
-        if how not in ("set", "cur", "end"):
-            raise BadRequest("how", "must be one of set, cur, end")
-        low = 0 if how == "set" else -POSITION_LIMIT
-        position = _int(body.get("position"), "position", lo=low, hi=POSITION_LIMIT)
-        priority = _int(body.get("priority"), "priority", lo=PRIORITY_MIN, hi=PRIORITY_MAX)
-        if position is None and priority is None and how != "end":
-            raise BadRequest("position", "required unless how is 'end' or priority is given")
-        return await engine.move_job(job_id, position=position, how=how, priority=priority)
+        # how, position and priority are checked by the engine (InvalidInput → 400)
+        return await engine.move_job(
+            job_id,
+            position=body.get("position"),
+            how=body.get("how", "set"),
+            priority=body.get("priority"),
+        )
 
     @bp.delete("/api/v1/jobs/<job_id>")
     async def remove_job(job_id: str) -> dict[str, Any]:

@@ -11,12 +11,9 @@ The keys mirror AutomatedFanfic's ``config.toml`` (``[email]``, ``[calibre]``, `
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import attrs
 
-from hathd.confutil import in_range, one_of, secret
-from hathd.errors import ConfigError
+from hathd.confutil import in_range, one_of, read_secret, secret
 
 UPDATE_METHODS = ("update", "update_always", "force", "update_no_force")
 """FanFicFare update modes (AutomatedFanfic ``calibre.update_method``)."""
@@ -27,20 +24,6 @@ METADATA_MODES = ("remove_add", "preserve_metadata", "add_format")
 
 TLS_MODES = ("tls", "starttls", "none")
 """IMAP transport: implicit TLS (port 993), STARTTLS upgrade (port 143), or plain text."""
-
-
-def _read_secret_file(path: str, what: str) -> str:
-    """The first line of the file at ``path``, surrounding whitespace stripped (``""`` for an
-    empty file), as every ``*_file`` key of hathd reads it.
-
-    :raises ConfigError: the file cannot be read or is not UTF-8 (the error names ``what``).
-    """
-    try:
-        text = Path(path).expanduser().read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([(what, f"cannot read {path}: {exc}")]) from None
-    lines = text.splitlines()
-    return lines[0].strip() if lines else ""
 
 
 @attrs.frozen
@@ -102,11 +85,7 @@ class ImapConfig:
 
         :raises ConfigError: the file cannot be read.
         """
-        if self.password:
-            return self.password
-        if self.password_file:
-            return _read_secret_file(self.password_file, "imap.password_file")
-        return ""
+        return read_secret(self.password, self.password_file, "imap.password_file") or ""
 
 
 @attrs.frozen
@@ -141,11 +120,7 @@ class CalibreConfig:
 
         :raises ConfigError: the file cannot be read.
         """
-        if self.password:
-            return self.password
-        if self.password_file:
-            return _read_secret_file(self.password_file, "fanfic.calibre.password_file")
-        return ""
+        return read_secret(self.password, self.password_file, "fanfic.calibre.password_file") or ""
 
 
 @attrs.frozen

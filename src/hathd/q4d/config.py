@@ -10,30 +10,11 @@ Queue4Download users: :mod:`hathd.q4d.importer` converts ``q4d.conf`` / ``Q4D_*`
 
 from __future__ import annotations
 
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import attrs
 
-from hathd.confutil import FieldError, in_range, secret
-from hathd.errors import ConfigError
-
-
-def read_secret(value: str | None, path: str, key: str) -> str | None:
-    """``value`` if set, else the first line of the file at ``path``; ``None`` when neither.
-
-    :raises ConfigError: the file cannot be read (the error names ``key``).
-    """
-    if value:
-        return value
-    if not path:
-        return None
-    try:
-        text = Path(path).expanduser().read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([(key, f"cannot read {path}: {exc}")]) from None
-    lines = text.splitlines()
-    return lines[0].strip() if lines else ""
+from hathd.confutil import FieldError, in_range, read_secret, secret
 
 
 @attrs.frozen

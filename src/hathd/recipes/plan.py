@@ -7,7 +7,6 @@ hands back what it received as an :class:`~hathd.recipes.extract.ResponseView`.
 from __future__ import annotations
 
 import mimetypes
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -107,25 +106,18 @@ def file_values(path: Path, size: int) -> dict[str, str]:
 def plan_upload(recipe: Recipe, values: Mapping[str, str], job_file: Path) -> RequestPlan:
     """The upload request for ``job_file`` (whose size is ``values["size"]``).
 
-    A ``file`` field may name only ``job_file``: its rendered ``value`` (default ``{file}``)
-    must resolve to the same real path.
+    A ``file`` field always sends ``job_file`` (:func:`check_file_fields`).
 
-    :raises FileRefusedError: a file field points anywhere else.
+    :raises FileRefusedError: a file field asks for anything else.
     :raises TemplateError: a placeholder has no value.
     """
+    check_file_fields(recipe)
     up = recipe.upload
     parts: list[TextPart | FilePart] = []
-    own = os.path.realpath(job_file)
     for name, field in up.fields.items():
         if field.when and not values.get(field.when):
             continue
         if field.type == "file":
-            wanted = render(field.value or "{file}", values)
-            if os.path.realpath(wanted) != own:
-                raise FileRefusedError(
-                    f"recipe {recipe.id!r} field {name!r} asks for {wanted!r}; a recipe may read"
-                    f" only the job's own file {str(job_file)!r}"
-                )
             parts.append(
                 FilePart(
                     name,
