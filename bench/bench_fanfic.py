@@ -1,6 +1,6 @@
 """Mailbox scan throughput of the fanfic IMAP watcher against references measured in the same run.
 
-Run: ``.venv/bin/python bench/bench_fanfic.py [--mails 200]``
+Run: ``.venv/bin/python bench/bench_fanfic.py [--mails 200] [--quick]``
 
 A dovecot on 127.0.0.1 (the test rig of ``tests/fanfic``) holds N story-alert mails (plain +
 HTML parts, two ``test1.com`` story URLs each). Measured:
@@ -125,9 +125,10 @@ async def bench(mails: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mails", type=int, default=200)
+    parser.add_argument("--mails", type=int, default=None, help="mails to send (default 200)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 40 mails")
     args = parser.parse_args()
-    trio.run(bench, args.mails)
+    trio.run(bench, args.mails or (40 if args.quick else 200))
 
 
 if __name__ == "__main__":
