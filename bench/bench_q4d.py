@@ -40,7 +40,7 @@ from hathd.config import structure
 from hathd.engine import running_engine
 from hathd.engine.api import JobState
 from hathd.q4d.payload import format_down
-from hathd.q4d.plugin import PLUGIN, Q4DState
+from hathd.q4d.plugin import Q4dPlugin, Q4DState
 from hathd.runtime import open_runtime
 from q4d.rig import PASSWORD, USER, open_ftp, open_mosquitto, open_sftp, ssh_connect_program
 
@@ -97,10 +97,11 @@ async def bench_ingest(tmp: Path, events: int) -> dict[str, float]:
             }
         )
         async with open_runtime(config, tmp / "state") as rt, running_engine(rt) as engine:
-            await PLUGIN.setup(rt)
+            plugin = Q4dPlugin()
+            await plugin.setup(rt)
             await engine.pause_queue()
-            (spec,) = PLUGIN.services(rt)
-            state = rt.extras["q4d"]
+            (spec,) = plugin.services(rt)
+            state = plugin.state
             assert isinstance(state, Q4DState)
             async with trio.open_nursery() as nursery:
                 await nursery.start(spec.serve)
@@ -229,8 +230,9 @@ async def bench_transfer(
             }
         )
         async with open_runtime(config, tmp / "state2") as rt, running_engine(rt) as engine:
-            await PLUGIN.setup(rt)
-            (spec,) = PLUGIN.services(rt)
+            plugin = Q4dPlugin()
+            await plugin.setup(rt)
+            (spec,) = plugin.services(rt)
             async with trio.open_nursery() as nursery:
                 await nursery.start(spec.serve)
                 for rep in range(REPEATS):

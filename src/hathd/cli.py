@@ -22,7 +22,7 @@ from hathd.daemon import (
     Daemon,
     configure_logging,
     default_config_path,
-    load_plugins,
+    default_plugins,
     resolve_state_dir,
 )
 from hathd.errors import ConfigError, DaemonNotRunning, HathdError
@@ -166,7 +166,7 @@ async def config_reference() -> None:
 
 
 def _add_plugin_commands() -> None:
-    for plugin in load_plugins():
+    for plugin in default_plugins():
         for command in plugin.cli():
             cli.add_command(command)
 

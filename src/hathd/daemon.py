@@ -19,7 +19,6 @@ gives running jobs half the deadline to finish, then writes what is left back as
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import secrets
@@ -28,7 +27,7 @@ import time
 from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import attrs
 import trio
@@ -38,17 +37,36 @@ from hypercorn.trio import serve
 from hathd import config as config_mod
 from hathd.admin.app import create_app
 from hathd.config import Config
+from hathd.engine.plugin import EnginePlugin
 from hathd.errors import ConfigError
-from hathd.runtime import PLUGIN_MODULES, Plugin, Runtime, default_state_dir, open_runtime
+from hathd.fanfic.plugin import FanficPlugin
+from hathd.gallery.plugin import GalleryPlugin
+from hathd.hath.plugin import HathPlugin
+from hathd.q4d.plugin import Q4dPlugin
+from hathd.recipes.plugin import RecipesPlugin
+from hathd.runtime import BasePlugin, Plugin, Runtime, default_state_dir, open_runtime
 from hathd.sdnotify import sd_notify, watchdog_period
 from hathd.supervisor import ServiceSpec
 
 log = logging.getLogger(__name__)
 
 
-def load_plugins(modules: Sequence[str] = PLUGIN_MODULES) -> list[Plugin]:
-    """Import each module's ``PLUGIN``, in order."""
-    return [cast(Plugin, importlib.import_module(name).PLUGIN) for name in modules]
+def default_plugins() -> list[Plugin]:
+    """The daemon's subsystems in start order, each built with what it needs from the others.
+
+    This is the one place where parts meet: a plugin offers a part as a typed attribute (or
+    a small Protocol it satisfies) and a plugin that needs it takes it as a constructor
+    argument here. A new pipeline is one more line (docs/architecture.md, "Adding a
+    pipeline"). Fresh objects on each call: a plugin keeps the parts it built in ``setup``.
+    """
+    engine = EnginePlugin()
+    hath = HathPlugin()
+    gallery = GalleryPlugin(hath=hath)
+    hath.start_downloader = gallery.trigger
+    q4d = Q4dPlugin()
+    fanfic = FanficPlugin()
+    recipes = RecipesPlugin()
+    return [engine, hath, gallery, q4d, fanfic, recipes]
 
 
 def ensure_token(path: Path) -> str:
@@ -129,7 +147,7 @@ class Daemon:
         self.config = config
         self.state_dir = state_dir
         self.config_path = config_path
-        self.plugins = list(load_plugins() if plugins is None else plugins)
+        self.plugins = list(default_plugins() if plugins is None else plugins)
         self.extra_services = list(extra_services)
         self.environ: Mapping[str, str] = os.environ if environ is None else environ
         self.stop_requested = trio.Event()
@@ -187,7 +205,7 @@ class Daemon:
                     await root.start(self._run_group, rt, group, specs)
                     groups.append(group)
                 if self.extra_services:
-                    group = _Group(cast(Plugin, _Extras()), trio.CancelScope(), trio.Event())
+                    group = _Group(_ExtraServices(), trio.CancelScope(), trio.Event())
                     await root.start(self._run_group, rt, group, self.extra_services)
                     groups.append(group)
                 period = watchdog_period(self.environ)
@@ -223,10 +241,9 @@ class Daemon:
     async def _drain_engine(self, rt: Runtime) -> None:
         """Give running jobs half the shutdown deadline to finish before the engine is
         cancelled (cancelled jobs go back to ``queued``)."""
-        drain = getattr(rt.engine, "drain", None)
-        if drain is None:
+        if rt.engine is None:
             return
-        left = await drain(self.config.daemon.shutdown_grace / 2)
+        left = await rt.engine.drain(self.config.daemon.shutdown_grace / 2)
         if left:
             log.info("%d running job(s) will be written back as queued", left)
 
@@ -349,7 +366,7 @@ class Daemon:
                 await trio.sleep(period)
 
 
-class _Extras:
+class _ExtraServices(BasePlugin):
     name = "extras"
 
 

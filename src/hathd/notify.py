@@ -14,7 +14,6 @@ wording (``root/app/notifications``): title "New Fanfiction Download", body the 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import attrs
 import trio
@@ -121,13 +120,3 @@ class Notifier:
     def statistics(self) -> NotifierStatistics:
         """A copy of the counters (``pending``: messages waiting now)."""
         return attrs.evolve(self.stats, pending=self._send.statistics().current_buffer_used)
-
-
-def get_notifier(extras: dict[str, Any], config: NotifyConfig) -> Notifier:
-    """The daemon-wide notifier kept in ``Runtime.extras["notifier"]`` (created on first use)."""
-    existing = extras.get("notifier")
-    if isinstance(existing, Notifier):
-        return existing
-    notifier = Notifier(config)
-    extras["notifier"] = notifier
-    return notifier

@@ -1,8 +1,9 @@
 """What every component is handed: configuration, paths, store, bus, supervisor, engine.
 
-Subsystems plug in through a :class:`Plugin` object exposed as ``PLUGIN`` by
-``hathd.<subsystem>.plugin``; the daemon loads them in :data:`PLUGIN_MODULES` order, so the
-engine is set up before the pipelines that register job handlers on it.
+Subsystems plug in through a :class:`Plugin` object; :func:`hathd.daemon.default_plugins`
+builds one of each, in start order (the engine before the pipelines that register job
+handlers on it), and hands each what it needs from the others as typed constructor
+arguments (docs/architecture.md, "Wiring").
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 import trio
@@ -27,16 +28,7 @@ if TYPE_CHECKING:
     import asyncclick as click
     from quart import Blueprint
 
-    from hathd.engine.api import EngineAPI
-
-PLUGIN_MODULES: tuple[str, ...] = (
-    "hathd.engine.plugin",
-    "hathd.hath.plugin",
-    "hathd.gallery.plugin",
-    "hathd.q4d.plugin",
-    "hathd.fanfic.plugin",
-    "hathd.recipes.plugin",
-)
+    from hathd.engine.core import Engine
 
 
 def default_state_dir(environ: dict[str, str] | None = None) -> Path:
@@ -105,8 +97,9 @@ class Runtime:
     store: Store
     bus: EventBus
     supervisor: Supervisor
-    engine: EngineAPI | None = None
-    extras: dict[str, Any] = attrs.field(factory=dict)
+    engine: Engine | None = None
+    """Set by the engine plugin's ``setup``; pipelines use it through
+    :class:`~hathd.engine.api.EngineAPI`."""
     stopping: trio.Event = attrs.field(factory=trio.Event)
     """Set when shutdown begins: stop taking new work (the engine stops dispatching)."""
 
@@ -123,6 +116,8 @@ class Plugin(Protocol):
     name: str
 
     def enabled(self, config: Config) -> bool: ...
+
+    def off_reason(self, config: Config) -> str | None: ...
 
     async def setup(self, rt: Runtime) -> None: ...
 
@@ -143,6 +138,11 @@ class BasePlugin:
     def enabled(self, config: Config) -> bool:
         """Whether the subsystem runs with this configuration."""
         return True
+
+    def off_reason(self, config: Config) -> str | None:
+        """Why the subsystem is off (shown by the admin status), or ``None`` for the generic
+        wording."""
+        return None
 
     async def setup(self, rt: Runtime) -> None:
         """Migrations and handler registration; runs before services start."""

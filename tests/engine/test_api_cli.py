@@ -23,7 +23,7 @@ from hathd.clictx import CliContext
 from hathd.client import AdminClient, AdminError
 from hathd.engine.api import PRIORITY_MAX, PRIORITY_MIN, JobContext, JobSpec
 from hathd.engine.cli import _Board, check_job_id, jobs, parse_position, progress_bar, queue
-from hathd.engine.plugin import PLUGIN
+from hathd.engine.plugin import EnginePlugin
 
 
 @attrs.define
@@ -44,7 +44,7 @@ def served(make_engine: Any) -> Any:
     @asynccontextmanager
     async def factory(**overrides: Any) -> AsyncIterator[Api]:
         async with make_engine(**overrides) as (rt, engine), trio.open_nursery() as nursery:
-            app = create_app(rt, "secret-token", plugins=[PLUGIN])
+            app = create_app(rt, "secret-token", plugins=[EnginePlugin()])
             config = HyperConfig()
             config.bind = [f"unix:{rt.paths.socket}"]
             config.graceful_timeout = 0.5

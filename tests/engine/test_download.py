@@ -40,7 +40,7 @@ async def wait_state(engine: Any, job_id: str, state: str, timeout: float = 20) 
 
 
 def download_root(rt: Any) -> Path:
-    root: Path = rt.extras["engine"].download_root
+    root: Path = rt.engine.download_root
     return root
 
 

@@ -96,7 +96,7 @@ async def settle(engine: Any, rt: Any, ids: list[str]) -> None:
     assert sorted(j.id for j in jobs) == sorted(ids)
     stats = engine.statistics()
     assert (stats.queued, stats.running, stats.waiting, stats.paused) == (0, 0, 0, 0)
-    assert rt.extras["engine"] is engine
+    assert rt.engine is engine
     for job in jobs:
         assert job.state in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
         if job.state == JobState.DONE:

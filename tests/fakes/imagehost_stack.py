@@ -22,7 +22,7 @@ from hathd.engine import running_engine
 from hathd.engine.config import EngineConfig, RetryPresetConfig
 from hathd.engine.core import Engine
 from hathd.recipes.config import RecipesConfig
-from hathd.recipes.plugin import EXTRA_KEY, PLUGIN
+from hathd.recipes.plugin import RecipesPlugin
 from hathd.recipes.uploads import Uploads
 from hathd.runtime import Runtime, open_runtime
 
@@ -59,9 +59,11 @@ async def upload_stack(
     )
     try:
         async with open_runtime(config, state) as rt, running_engine(rt):
-            await PLUGIN.setup(rt)
-            uploads: Uploads = rt.extras[EXTRA_KEY]
-            blueprint = PLUGIN.blueprint(rt)
+            plugin = RecipesPlugin()
+            await plugin.setup(rt)
+            uploads = plugin.uploads
+            assert uploads is not None
+            blueprint = plugin.blueprint(rt)
             assert blueprint is not None
             app = QuartTrio("hathd-test-admin")
             app.register_blueprint(blueprint)

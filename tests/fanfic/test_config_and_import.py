@@ -12,7 +12,7 @@ from hathd import config as config_mod
 from hathd.errors import ConfigError
 from hathd.fanfic.config import CalibreConfig, ImapConfig
 from hathd.fanfic.importer import convert_text, to_toml
-from hathd.fanfic.plugin import PLUGIN
+from hathd.fanfic.plugin import FanficPlugin
 
 AUTOMATED_FANFIC_TOML = """
 max_workers = 4
@@ -174,7 +174,7 @@ def test_import_takes_a_single_string_as_one_site() -> None:
 async def test_import_config_command(tmp_path: Path) -> None:
     source = tmp_path / "config.toml"
     source.write_text(AUTOMATED_FANFIC_TOML)
-    (command,) = PLUGIN.cli()
+    (command,) = FanficPlugin().cli()
     result = await CliRunner().invoke(command, ["import-config", str(source)])
     assert result.exit_code == 0, result.output
     body = "\n".join(ln for ln in result.output.splitlines() if not ln.startswith("# note"))

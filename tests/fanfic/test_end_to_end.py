@@ -17,7 +17,7 @@ from hathd.engine import running_engine
 from hathd.engine.api import JobState
 from hathd.fanfic.config import CalibreConfig, FanficConfig, NotifyConfig
 from hathd.fanfic.handler import TITLE_FAILED, TITLE_SUCCESS
-from hathd.fanfic.plugin import PLUGIN, FanficParts
+from hathd.fanfic.plugin import FanficPlugin
 from hathd.runtime import open_runtime
 
 FANFICFARE = [sys.executable, "-m", "fanficfare.cli"]
@@ -37,16 +37,18 @@ async def test_mail_to_books_with_notifications(
         ),
         notify=NotifyConfig(urls=[receiver.url], retry_wait=0.1),
     )
-    assert PLUGIN.enabled(config)
-    assert not PLUGIN.enabled(Config())
+    plugin = FanficPlugin()
+    assert plugin.enabled(config)
+    assert not plugin.enabled(Config())
     three = [f"http://test1.com?sid={n}" for n in (2, 4, 6)]
     await dovecot.append(story_mail(three, subject="Three updates"))
     await dovecot.append(story_mail(["https://example.com/nothing-here"]))
     async with open_runtime(config, tmp_path / "state") as rt, running_engine(rt) as engine:
-        await PLUGIN.setup(rt)
-        parts: FanficParts = rt.extras["fanfic"]
+        await plugin.setup(rt)
+        parts = plugin.parts
+        assert parts is not None
         assert parts.watcher is not None
-        services = {spec.name: spec for spec in PLUGIN.services(rt)}
+        services = {spec.name: spec for spec in plugin.services(rt)}
         assert set(services) == {"notify", "fanfic-imap"}
         async with trio.open_nursery() as nursery:
             for spec in services.values():
@@ -63,7 +65,7 @@ async def test_mail_to_books_with_notifications(
 
             # the admin API: a story URL (any chapter link) and a URL no adapter knows
             app = QuartTrio(__name__)
-            blueprint = PLUGIN.blueprint(rt)
+            blueprint = plugin.blueprint(rt)
             assert blueprint is not None
             app.register_blueprint(blueprint)
             client = app.test_client()

@@ -7,7 +7,7 @@ import trio
 
 from fanfic.support import Receiver, free_port
 from hathd.fanfic.config import NotifyConfig
-from hathd.notify import Notifier, get_notifier
+from hathd.notify import Notifier
 
 
 async def test_sent_in_order_through_apprise(receiver: Receiver, nursery: trio.Nursery) -> None:
@@ -51,9 +51,3 @@ async def test_unreachable_target_is_counted_not_raised(
     notifier.notify("after", "y")
     notes = await receiver.wait_for(1)
     assert notes[0]["title"] == "after"
-
-
-def test_one_notifier_per_runtime() -> None:
-    extras: dict[str, object] = {}
-    first = get_notifier(extras, NotifyConfig(urls=["json://x/"]))
-    assert get_notifier(extras, NotifyConfig()) is first

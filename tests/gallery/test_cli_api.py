@@ -19,7 +19,7 @@ from hathd.admin.app import create_app
 from hathd.clictx import CliContext
 from hathd.client import AdminClient
 from hathd.gallery.cli import hath_download
-from hathd.gallery.plugin import PLUGIN
+from hathd.gallery.plugin import GalleryPlugin
 
 
 async def test_cli_starts_the_downloader_through_the_admin_socket(tmp_path: Path) -> None:
@@ -30,7 +30,9 @@ async def test_cli_starts_the_downloader_through_the_admin_socket(tmp_path: Path
             gallery = queue.add(FakeGallery.build(601, "By hand", [100, 200]))
             gallery.file(1).gate = trio.Event()
             async with open_stack(state, fake) as stack, trio.open_nursery() as nursery:
-                app = create_app(stack.rt, "token", [PLUGIN])
+                plugin = GalleryPlugin()
+                plugin.downloader = stack.downloader
+                app = create_app(stack.rt, "token", [plugin])
                 cfg = HyperConfig()
                 cfg.bind = [f"unix:{stack.rt.paths.socket}"]
                 cfg.accesslog = None

@@ -13,8 +13,8 @@ from gallery.helpers import CREDS
 from hathd.client import AdminClient
 from hathd.config import structure
 from hathd.daemon import Daemon
-from hathd.engine.plugin import PLUGIN as ENGINE_PLUGIN
-from hathd.gallery.plugin import PLUGIN, START_KEY, STATE_KEY
+from hathd.engine.plugin import EnginePlugin
+from hathd.gallery.plugin import GalleryPlugin
 from hathd.runtime import Runtime
 
 
@@ -33,14 +33,15 @@ async def test_daemon_with_the_gallery_plugin(tmp_path: Path) -> None:
             # Credentials from data/client_login, as `hathd hath login` writes them.
             (state / "data").mkdir(parents=True)
             (state / "data" / "client_login").write_text(CREDS.login_file_text())
-            daemon = Daemon(config, state, plugins=[ENGINE_PLUGIN, PLUGIN])
+            gallery = GalleryPlugin()
+            daemon = Daemon(config, state, plugins=[EnginePlugin(), gallery])
             async with trio.open_nursery() as nursery:
                 rt: Runtime = await nursery.start(daemon.run)
-                assert callable(rt.extras[START_KEY])
+                assert callable(gallery.trigger)
                 async with AdminClient(rt.paths.socket) as admin:
                     reply = await admin.post("/api/v1/hath/download")
                     assert reply["started"] is True
-                    await rt.extras[STATE_KEY].wait_idle()
+                    await gallery.downloader.wait_idle()
                     shown = await admin.get("/api/v1/hath/download")
                     jobs = await admin.get("/api/v1/jobs", params={"kind": "gallery"})
                     status = await admin.get("/api/v1/status")

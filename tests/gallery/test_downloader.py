@@ -21,7 +21,8 @@ from hathd.events import Event, Subscription
 from hathd.gallery.config import GalleryConfig
 from hathd.gallery.downloader import Downloader
 from hathd.gallery.naming import utf16_len
-from hathd.gallery.plugin import START_KEY, install
+from hathd.gallery.plugin import install
+from hathd.hath.node import NodeSettings
 from hathd.hath.rpc import RpcClient
 from hathd.runtime import Runtime, open_runtime
 
@@ -30,6 +31,8 @@ from hathd.runtime import Runtime, open_runtime
 class Stack:
     rt: Runtime
     downloader: Downloader
+    hath: SimpleNamespace
+    """What the hath plugin offers (``node``: the running image node, or ``None``)."""
 
     @property
     def root(self) -> Path:
@@ -37,7 +40,7 @@ class Stack:
 
     async def run(self) -> None:
         """Trigger the downloader through the servercmd hook and wait until it is idle."""
-        assert self.rt.extras[START_KEY]() is True
+        assert self.downloader.trigger() is True
         await self.downloader.wait_idle()
 
 
@@ -55,10 +58,11 @@ async def open_stack(
         }
     )
     async with open_runtime(config, state) as rt, running_engine(rt):
-        downloader = await install(rt, cfg)
+        hath = SimpleNamespace(node=None)
+        downloader, _deps = await install(rt, cfg, hath)
         async with trio.open_nursery() as nursery:
             await nursery.start(downloader.serve)
-            yield Stack(rt, downloader)
+            yield Stack(rt, downloader, hath)
             nursery.cancel_scope.cancel()
 
 
@@ -160,10 +164,10 @@ async def test_trigger_while_running_does_not_start_another(tmp_path: Path) -> N
             gallery = queue.add(FakeGallery.build(401, "Held", [100, 100]))
             gallery.file(1).gate = trio.Event()
             async with open_stack(tmp_path, fake) as stack:
-                assert stack.rt.extras[START_KEY]() is True
+                assert stack.downloader.trigger() is True
                 await queue.wait_hits(1)
                 assert stack.downloader.statistics().running
-                assert stack.rt.extras[START_KEY]() is False
+                assert stack.downloader.trigger() is False
                 gallery.file(1).gate.set()
                 await stack.downloader.wait_idle()
                 # The trigger during the run asked for one more look at the queue afterwards.
@@ -179,7 +183,7 @@ async def test_restart_mid_gallery_keeps_verified_files(tmp_path: Path) -> None:
             gallery = queue.add(FakeGallery.build(501, "Restart", [2000, 3000, 4000, 5000]))
             gallery.file(3).gate = trio.Event()
             async with open_stack(state, fake) as stack:
-                assert stack.rt.extras[START_KEY]() is True
+                assert stack.downloader.trigger() is True
                 await queue.wait_hits(3)  # files 1 and 2 verified, file 3 in flight
                 gdir = stack.root / "Restart [501]"
             # The daemon went away in the middle of file 3.
@@ -242,8 +246,8 @@ async def test_uses_the_image_nodes_rpc_client_when_it_runs(tmp_path: Path) -> N
             node_client = RpcClient(CREDS, bootstrap=fake.rpc_host)
             try:
                 async with open_stack(tmp_path, fake) as stack:
-                    # What the hath plugin publishes while the node runs (only .rpc is used).
-                    stack.rt.extras["hath.node"] = SimpleNamespace(rpc=node_client)
+                    # What the hath plugin offers while the node runs (.rpc and .settings).
+                    stack.hath.node = SimpleNamespace(rpc=node_client, settings=NodeSettings())
                     await stack.run()
             finally:
                 await node_client.aclose()

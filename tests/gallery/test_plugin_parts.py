@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import trio
@@ -108,8 +109,9 @@ async def test_a_stopped_node_rpc_client_is_not_used(tmp_path: Path) -> None:
                     cache_root=tmp_path / "cache",
                 )
                 await node.rpc.aclose()  # what serve() does when the node stops
-                rt.extras["hath.node"] = node
-                opener = rpc_opener(rt, ServerClock(), gallery_config(config))
+                opener = rpc_opener(
+                    rt, ServerClock(), gallery_config(config), SimpleNamespace(node=node)
+                )
                 async with opener() as rpc:
                     assert rpc.client is not node.rpc
                     assert await rpc.fetchqueue("") == b"NO_PENDING_DOWNLOADS\n"

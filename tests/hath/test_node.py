@@ -382,7 +382,7 @@ async def test_start_downloader_records_and_calls_back(tmp_path: Path) -> None:
     calls: list[str] = []
     with trio.fail_after(60):
         async with open_fake_control(CREDS) as fake, run_node(tmp_path, fake) as node:
-            node.extras["hath.start_downloader"] = lambda: calls.append("go")
+            node.on_start_downloader = lambda: calls.append("go")
             r = await fake.servercmd(base_url(node), "start_downloader")
             assert r.status_code == 200
             assert node.downloader_requests == [""]
@@ -553,7 +553,7 @@ async def test_start_downloader_awaitable_callback_runs_in_the_node(tmp_path: Pa
 
     with trio.fail_after(60):
         async with open_fake_control(CREDS) as fake, run_node(tmp_path, fake) as node:
-            node.extras["hath.start_downloader"] = downloader
+            node.on_start_downloader = downloader
             r = await fake.servercmd(base_url(node), "start_downloader", "x=1")
             assert r.status_code == 200
             await ran.wait()

@@ -14,7 +14,7 @@ from hathd.clictx import CliContext
 from hathd.config import Config
 from hathd.hath.cli import hath_group
 from hathd.hath.config import HathConfig
-from hathd.hath.plugin import PLUGIN
+from hathd.hath.plugin import HathPlugin
 from hathd.runtime import open_runtime
 from hathd.supervisor import ServiceState
 
@@ -61,8 +61,9 @@ async def test_verify_command_rebuilds_the_index(tmp_path: Path) -> None:
 
 
 async def test_plugin_off_without_credentials_then_runs(tmp_path: Path) -> None:
-    assert not PLUGIN.enabled(Config())
-    assert PLUGIN.off_reason(Config()) == (
+    plugin = HathPlugin()
+    assert not plugin.enabled(Config())
+    assert plugin.off_reason(Config()) == (
         "[hath] enabled = false; set it, and the credentials with `hathd hath login`"
     )
     with trio.fail_after(60):
@@ -70,10 +71,10 @@ async def test_plugin_off_without_credentials_then_runs(tmp_path: Path) -> None:
             cfg = Config(
                 hath=HathConfig(enabled=True, rpc_server=fake.rpc_host, listen_host="127.0.0.1")
             )
-            assert PLUGIN.enabled(cfg)
+            assert plugin.enabled(cfg)
             async with open_runtime(cfg, tmp_path / "s1") as rt:
-                await PLUGIN.setup(rt)
-                [spec] = PLUGIN.services(rt)
+                await plugin.setup(rt)
+                [spec] = plugin.services(rt)
                 assert spec.statistics is not None
                 assert spec.statistics() == {"state": "off", "reason": "no H@H credentials"}
             cfg = attrs.evolve(
@@ -81,14 +82,14 @@ async def test_plugin_off_without_credentials_then_runs(tmp_path: Path) -> None:
                 hath=attrs.evolve(cfg.hath, client_id=CREDS.client_id, client_key=CREDS.client_key),
             )
             async with open_runtime(cfg, tmp_path / "s2") as rt, trio.open_nursery() as n:
-                await PLUGIN.setup(rt)
-                [spec] = PLUGIN.services(rt)
+                await plugin.setup(rt)
+                [spec] = plugin.services(rt)
                 await rt.supervisor.start(n, spec)
                 assert spec.statistics is not None
                 stats = spec.statistics()
                 assert stats["state"] == "running"
                 assert stats["port"] > 0
-                assert "hath.node" in rt.extras
+                assert plugin.node is not None
                 n.cancel_scope.cancel()
             assert fake.calls[-1] == ("client_stop", "")
 
@@ -110,8 +111,9 @@ async def test_refused_node_stays_stopped_without_another_login(tmp_path: Path) 
                 )
             )
             async with open_runtime(cfg, tmp_path) as rt, trio.open_nursery() as n:
-                await PLUGIN.setup(rt)
-                [spec] = PLUGIN.services(rt)
+                plugin = HathPlugin()
+                await plugin.setup(rt)
+                [spec] = plugin.services(rt)
                 await rt.supervisor.start(n, spec)
                 record = rt.supervisor.records["hath"]
                 while record.state is not ServiceState.STOPPED:

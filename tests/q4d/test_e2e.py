@@ -1,7 +1,7 @@
 """Acceptance: mosquitto + FTP/SFTP servers + real lftp + the real engine, in-process.
 
 A runtime (store, bus, supervisor) with the engine and the q4d plugin is assembled as the daemon
-does it (``open_runtime`` → ``running_engine`` → ``PLUGIN.setup`` → supervised services).
+does it (``open_runtime`` → ``running_engine`` → ``Q4dPlugin.setup`` → supervised services).
 Events are published with ``mosquitto_pub`` exactly as the seedbox script does; labels are read
 with ``mosquitto_sub``.
 """
@@ -26,7 +26,7 @@ from hathd.engine import Engine, running_engine
 from hathd.engine.api import Job, JobState
 from hathd.q4d.ingest import Q4DIngest
 from hathd.q4d.payload import DownEvent, format_down
-from hathd.q4d.plugin import PLUGIN, SERVICE, Q4DState
+from hathd.q4d.plugin import SERVICE, Q4dPlugin, Q4DState
 from hathd.runtime import Runtime, open_runtime
 from q4d.rig import (
     PASSWORD,
@@ -86,10 +86,11 @@ def make_config(broker: Mosquitto, server: FileServer, tmp: Path, **q4d: Any) ->
 class Daemon:
     rt: Runtime
     engine: Engine
+    plugin: Q4dPlugin
 
     @property
     def ingest(self) -> Q4DIngest:
-        state = self.rt.extras["q4d"]
+        state = self.plugin.state
         assert isinstance(state, Q4DState)
         assert state.ingest is not None
         return state.ingest
@@ -123,12 +124,13 @@ class Daemon:
 @asynccontextmanager
 async def running_daemon(config: Config, state_dir: Path) -> AsyncIterator[Daemon]:
     async with open_runtime(config, state_dir) as rt, running_engine(rt) as engine:
-        await PLUGIN.setup(rt)
+        plugin = Q4dPlugin()
+        await plugin.setup(rt)
         async with trio.open_nursery() as nursery:
-            for spec in PLUGIN.services(rt):
+            for spec in plugin.services(rt):
                 with trio.fail_after(30):
                     await rt.supervisor.start(nursery, spec)
-            yield Daemon(rt, engine)
+            yield Daemon(rt, engine, plugin)
             nursery.cancel_scope.cancel()
 
 
@@ -174,7 +176,7 @@ async def test_payloads_land_byte_identical_and_done_is_labelled(
                     await trio.sleep(0.05)
             stats = daemon.ingest.statistics()
             assert (stats.received, stats.queued, stats.labels_sent) == (3, 3, 6)
-            state = daemon.rt.extras["q4d"]
+            state = daemon.plugin.state
             assert isinstance(state, Q4DState)
             assert await state.outbox.count() == 0  # every label acknowledged by the broker
     for hash_ in ("HASHDIR", "HASHBIG", "HASHUNKNOWN"):
@@ -259,7 +261,7 @@ async def test_broker_restart_mid_run_loses_no_event(
             assert stats.mqtt.disconnects >= 1
             assert stats.connected
             assert daemon.rt.supervisor.records[SERVICE].restarts == 0
-            state = daemon.rt.extras["q4d"]
+            state = daemon.plugin.state
             assert isinstance(state, Q4DState)
             with trio.fail_after(30):  # labels held during the outage go out after it
                 while await state.outbox.count():
@@ -313,7 +315,7 @@ async def test_labels_wait_out_a_broker_outage(seed_root: Path, tmp_path: Path) 
             event = DownEvent("/files/Single Episode S01E02 (720p).mkv", "OUTAGE", "T")
             await daemon.engine.submit(daemon.ingest.spec_for(event, 0))
             await daemon.wait_hashes_done({"OUTAGE"})
-            state = daemon.rt.extras["q4d"]
+            state = daemon.plugin.state
             assert isinstance(state, Q4DState)
             assert await state.outbox.count() == 1
             await broker.start()

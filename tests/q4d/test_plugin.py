@@ -13,7 +13,7 @@ from hathd.engine.api import Job, JobState
 from hathd.errors import ConfigError
 from hathd.q4d.config import Q4DConfig
 from hathd.q4d.labels import final_label
-from hathd.q4d.plugin import PLUGIN, Q4DState
+from hathd.q4d.plugin import Q4dPlugin, Q4DState
 from hathd.runtime import open_runtime
 
 
@@ -30,8 +30,9 @@ def job(state: JobState, hash_: str = "ABC", kind: str = "transfer") -> Job:
 
 
 def test_enabled_only_when_configured() -> None:
-    assert not PLUGIN.enabled(Config())
-    assert PLUGIN.enabled(structure({"q4d": {"enabled": True}}))
+    plugin = Q4dPlugin()
+    assert not plugin.enabled(Config())
+    assert plugin.enabled(structure({"q4d": {"enabled": True}}))
 
 
 def test_config_errors_carry_key_paths() -> None:
@@ -66,13 +67,14 @@ async def test_setup_registers_transfer_and_reads_rules(tmp_path: Path) -> None:
     )
     async with open_runtime(config, tmp_path / "state") as rt:
         engine = await build_engine(rt)
-        await PLUGIN.setup(rt)
+        plugin = Q4dPlugin()
+        await plugin.setup(rt)
         assert "transfer" in engine.kinds()
-        state = rt.extras["q4d"]
+        state = plugin.state
         assert isinstance(state, Q4DState)
         assert [r.code for r in state.rules] == ["N", "X"]
         assert state.download_root == rt.paths.downloads / "q4d"
-        (spec,) = PLUGIN.services(rt)
+        (spec,) = plugin.services(rt)
         assert spec.name == "q4d-mqtt"
         assert spec.statistics is not None
         assert spec.statistics().received == 0
@@ -92,6 +94,7 @@ async def test_setup_rejects_bad_rules(
     config = structure({"q4d": {"enabled": True, **section}})
     async with open_runtime(config, tmp_path / "state") as rt:
         await build_engine(rt)
+        plugin = Q4dPlugin()
         with pytest.raises(ConfigError) as info:
-            await PLUGIN.setup(rt)
+            await plugin.setup(rt)
     assert info.value.problems[0][0] == key

@@ -183,8 +183,7 @@ def _subsystem(plugin: Plugin, rt: Runtime) -> dict[str, Any]:
     enabled = plugin.enabled(rt.config)
     reason = None
     if not enabled:
-        explain = getattr(plugin, "off_reason", None)
-        reason = explain(rt.config) if callable(explain) else "not enabled in the configuration"
+        reason = plugin.off_reason(rt.config) or "not enabled in the configuration"
     return {"name": plugin.name, "enabled": enabled, "reason": reason}
 
 

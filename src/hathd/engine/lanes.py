@@ -3,8 +3,9 @@
 A *lane* is the politeness unit of one domain: a concurrency limit (jobs running at once) and a
 token bucket (``rate`` jobs/s refilled continuously, at most ``burst`` tokens banked; one token
 per dispatched job). Settings come from the first matching domain pattern, in the style of
-Scrapy's download slots (``DOWNLOAD_SLOTS`` per domain; /work/shared/docs/queue-and-recipes.md
-§2.6). No clock is read here: every method takes ``now`` in seconds (any monotonic origin).
+Scrapy's download slots (``DOWNLOAD_SLOTS`` per domain, Scrapy documentation "Settings";
+docs/engine.md). No clock is read here: every method takes ``now`` in seconds (any monotonic
+origin).
 """
 
 from __future__ import annotations

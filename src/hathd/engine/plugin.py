@@ -22,12 +22,9 @@ def engine_of(rt: Runtime) -> Engine:
 
     :raises RuntimeError: the engine plugin's ``setup`` has not run.
     """
-    from hathd.engine.core import Engine
-
-    engine = rt.extras.get("engine")
-    if not isinstance(engine, Engine):
+    if rt.engine is None:
         raise RuntimeError("the engine is not set up on this runtime")
-    return engine
+    return rt.engine
 
 
 class EnginePlugin(BasePlugin):
@@ -63,6 +60,3 @@ class EnginePlugin(BasePlugin):
         from hathd.engine.cli import jobs, queue
 
         return [jobs, queue]
-
-
-PLUGIN = EnginePlugin()

@@ -7,9 +7,9 @@ after ``final_wait`` seconds (AutomatedFanfic's "Hail-Mary"), then the job fails
 Built-in presets:
 
 - ``default``: 1, 5, 15 minutes with ±20 % jitter, then a final try after 6 hours
-  (design.md §3).
-- ``fanfic``: AutomatedFanfic's policy (``root/app/models/retry_types.py`` as summarised in
-  /work/shared/docs/q4d-and-fanfic.md §2.9): after failure ``n`` (1 … 10) wait
+  (docs/engine.md, "Retry presets").
+- ``fanfic``: AutomatedFanfic's policy (its source file
+  ``root/app/models/retry_types.py``; docs/fanfic.md): after failure ``n`` (1 … 10) wait
   ``min(n, 20)`` minutes × uniform(0.5, 1.5); after the 11th a Hail-Mary try after 12 hours;
   the 12th failure abandons the job. 12 attempts in total.
 

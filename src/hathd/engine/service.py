@@ -59,11 +59,8 @@ async def build_engine(rt: Runtime) -> Engine:
         download_root=root,
     )
     register_download(engine)
-    stopping = getattr(rt, "stopping", None)
-    if isinstance(stopping, trio.Event):
-        engine.stopping = stopping
+    engine.stopping = rt.stopping
     rt.engine = engine
-    rt.extras["engine"] = engine
     return engine
 
 

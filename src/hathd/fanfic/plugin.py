@@ -4,7 +4,7 @@
 - ``setup``: the ``fanfic`` store schema, the ``fanfic`` job kind (retry preset
   ``[fanfic] retry_preset``, default ``fanfic``), a one-at-a-time lane per FanFicFare site.
 - ``services``: ``fanfic-imap`` (when ``[imap] host`` is set) and ``notify`` (when
-  ``[notify] urls`` is set and no other plugin already runs it).
+  ``[notify] urls`` is set).
 - admin API: ``POST /api/v1/fanfic/stories`` ``{"urls": [...], "update_method": "force"}``
   (the method is optional) → ``{"created": [...],
   "existing": [...], "disabled": [...], "rejected": [{"url", "error"}]}``;
@@ -30,7 +30,7 @@ from hathd.fanfic.handler import KIND, FanficPipeline
 from hathd.fanfic.imap import MIGRATIONS, ImapWatcher
 from hathd.fanfic.stories import Story, identify
 from hathd.fanfic.submit import StorySubmitter
-from hathd.notify import Notifier, get_notifier
+from hathd.notify import Notifier
 from hathd.runtime import BasePlugin, Runtime
 from hathd.supervisor import ServiceSpec, to_plain
 
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 @attrs.define
 class FanficParts:
-    """What ``setup`` builds, kept in ``Runtime.extras["fanfic"]``."""
+    """What ``setup`` builds, kept as :attr:`FanficPlugin.parts`."""
 
     pipeline: FanficPipeline
     submitter: StorySubmitter
@@ -97,6 +97,9 @@ class FanficPlugin(BasePlugin):
 
     name = "fanfic"
 
+    def __init__(self) -> None:
+        self.parts: FanficParts | None = None
+
     def enabled(self, config: Config) -> bool:
         """On when ``[fanfic] enabled = true``."""
         return config.fanfic.enabled
@@ -110,13 +113,9 @@ class FanficPlugin(BasePlugin):
             raise RuntimeError("the fanfic plugin needs the job engine")
         cfg = rt.config.fanfic
         await rt.store.migrate("fanfic", MIGRATIONS)
-        serve_notifier = "notifier" not in rt.extras
-        notifier = get_notifier(rt.extras, rt.config.notify)
+        notifier = Notifier(rt.config.notify)
         calibre = Calibre(cfg.calibre, config_dir=rt.paths.state_dir / "calibre")
-        presets = getattr(rt.engine, "retry_presets", None)
-        pipeline = FanficPipeline(
-            cfg, calibre, notifier, presets=presets() if callable(presets) else None
-        )
+        pipeline = FanficPipeline(cfg, calibre, notifier, presets=rt.engine.retry_presets())
         rt.engine.register(
             KIND, pipeline.handle, retry_preset=cfg.retry_preset, on_final=pipeline.on_final
         )
@@ -124,13 +123,16 @@ class FanficPlugin(BasePlugin):
         for site in await trio.to_thread.run_sync(_site_domains):
             submitter.ensure_lane(site)
         watcher = ImapWatcher(rt.config.imap, rt.store, submitter) if rt.config.imap.host else None
-        rt.extras["fanfic"] = FanficParts(
-            pipeline, submitter, calibre, notifier, watcher, serve_notifier and notifier.enabled
-        )
+        self.parts = FanficParts(pipeline, submitter, calibre, notifier, watcher, notifier.enabled)
+
+    def _parts(self) -> FanficParts:
+        if self.parts is None:
+            raise RuntimeError("fanfic plugin used before setup()")
+        return self.parts
 
     def services(self, rt: Runtime) -> Sequence[ServiceSpec]:
         """The IMAP watcher and the notification sender."""
-        parts: FanficParts = rt.extras["fanfic"]
+        parts = self._parts()
         specs: list[ServiceSpec] = []
         if parts.serve_notifier:
             specs.append(ServiceSpec("notify", parts.notifier.serve, parts.notifier.statistics))
@@ -143,7 +145,7 @@ class FanficPlugin(BasePlugin):
         from quart import Blueprint, request
 
         bp = Blueprint("fanfic", __name__)
-        parts: FanficParts = rt.extras["fanfic"]
+        parts = self._parts()
 
         @bp.post("/api/v1/fanfic/stories")
         async def add_stories() -> Any:
@@ -208,6 +210,3 @@ class FanficPlugin(BasePlugin):
             click.echo(to_toml(imported.sections))
 
         return [fanfic]
-
-
-PLUGIN = FanficPlugin()

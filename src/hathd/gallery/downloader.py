@@ -1,8 +1,8 @@
 """The gallery downloader service: ``fetchqueue`` until the queue is empty, one job per gallery.
 
-Triggered by the servercmd ``start_downloader`` (through ``rt.extras["hath.start_downloader"]``)
-or by hand (``POST /api/v1/hath/download``); one run at a time (``docs/hath-protocol.md`` §6,
-J162 ``GalleryDownloader``). A run:
+Triggered by the servercmd ``start_downloader`` (the daemon hands the image node
+:meth:`~hathd.gallery.plugin.GalleryPlugin.trigger`) or by hand (``POST /api/v1/hath/download``);
+one run at a time (``docs/hath-protocol.md`` §6, J162 ``GalleryDownloader``). A run:
 
 1. ``fetchqueue`` with ``add`` = ``""`` (first) or ``<gid>;<minxres>`` of the gallery just
    finished, which marks it done on the server;

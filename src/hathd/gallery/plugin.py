@@ -1,14 +1,15 @@
 """The gallery downloader as a daemon plugin.
 
 ``setup`` migrates the ``gallery`` store component, registers the ``gallery`` job kind with its
-final hook, declares the ``hath-gallery`` lane (one gallery at a time) and publishes
-``rt.extras["hath.start_downloader"]`` — a sync callable the image node's servercmd handler
-calls for ``start_downloader``. ``services`` supervises the downloader; ``blueprint`` adds
-``/api/v1/hath/download``; ``cli`` adds ``hathd hath download``.
+final hook, declares the ``hath-gallery`` lane (one gallery at a time) and keeps the
+:class:`Downloader`; :meth:`GalleryPlugin.trigger` is the sync callable the daemon hands the
+image node for the servercmd ``start_downloader``. ``services`` supervises the downloader;
+``blueprint`` adds ``/api/v1/hath/download``; ``cli`` adds ``hathd hath download``.
 
 Credentials come from ``[hath] client_id``/``client_key``, else ``<state>/data/client_login``
-(``<id>-<key>``, hath-protocol.md §1.1), read by :mod:`hathd.hath.credentials`. While the image
-node runs (``rt.extras["hath.node"]``), its RPC client is used (one clock, one host failover);
+(``<id>-<key>``, docs/hath-protocol.md §1.1), read by :mod:`hathd.hath.credentials`. While the
+image node runs (the :class:`~hathd.hath.plugin.NodeHandle` the plugin is built with), its RPC
+client is used (one clock, one host failover);
 otherwise the downloader has its own client on ``[gallery] rpc_server``, else
 ``[hath] rpc_server``, and syncs its clock with ``server_stat`` on first use.
 """
@@ -28,8 +29,8 @@ from hathd.gallery.handler import DOMAIN, KIND, MIGRATIONS, GalleryDeps, run_gal
 from hathd.gallery.hosts import HostGates
 from hathd.gallery.rpc import DownloaderRpc, OpenRpc, RpcTarget, standalone_rpc
 from hathd.hath import credentials as hath_credentials
+from hathd.hath.plugin import NodeHandle
 from hathd.hath.protocol import Credentials, ProtocolError, ServerClock
-from hathd.hath.rpc import RpcClient
 from hathd.runtime import BasePlugin, Runtime
 from hathd.supervisor import ServiceSpec
 
@@ -39,11 +40,9 @@ if TYPE_CHECKING:
 
     from hathd.engine.api import JobContext
 
-START_KEY = "hath.start_downloader"
-"""``rt.extras`` key of the trigger the servercmd handler calls."""
 
-STATE_KEY = "gallery.downloader"
-"""``rt.extras`` key of this runtime's :class:`Downloader`."""
+class _NoNode:
+    node: None = None
 
 
 class NoCredentials(HathdError):
@@ -51,9 +50,8 @@ class NoCredentials(HathdError):
 
 
 def gallery_config(config: Config) -> GalleryConfig:
-    """The ``[gallery]`` section (defaults while the root config has none)."""
-    section = getattr(config, "gallery", None)
-    return section if isinstance(section, GalleryConfig) else GalleryConfig()
+    """The ``[gallery]`` section."""
+    return config.gallery
 
 
 def load_credentials(config: Config, data_dir: Path) -> Credentials:
@@ -89,16 +87,18 @@ def download_root(rt: Runtime, cfg: GalleryConfig | None = None) -> Path:
     return Path(configured).expanduser() if configured else rt.paths.downloads
 
 
-def node_disk_remaining(rt: Runtime) -> int:
-    """``diskremaining_bytes`` from the running image node's settings (§2), else 0."""
-    settings = getattr(rt.extras.get("hath.node"), "settings", None)
-    value = getattr(settings, "diskremaining_bytes", 0)
-    return value if isinstance(value, int) else 0
+def node_disk_remaining(hath: NodeHandle) -> int:
+    """``diskremaining_bytes`` from the running image node's settings (docs/hath-protocol.md
+    §2), else 0."""
+    node = hath.node
+    return 0 if node is None else node.settings.diskremaining_bytes
 
 
-def rpc_opener(rt: Runtime, clock: ServerClock, cfg: GalleryConfig) -> OpenRpc:
+def rpc_opener(
+    rt: Runtime, clock: ServerClock, cfg: GalleryConfig, hath: NodeHandle | None = None
+) -> OpenRpc:
     """How the downloader reaches the control server: the running image node's RPC client
-    (``rt.extras["hath.node"].rpc``: its clock, its ``rpc_server_ip`` failover) when there is
+    (``hath.node.rpc``: its clock, its ``rpc_server_ip`` failover) when there is
     one and it is still open, else a client of its own on ``rpc_server`` sharing ``clock`` (a
     node that stopped, e.g. refused or terminated, has closed its client). Credentials are
     read on each use, so ``hathd hath login`` needs no restart.
@@ -110,8 +110,9 @@ def rpc_opener(rt: Runtime, clock: ServerClock, cfg: GalleryConfig) -> OpenRpc:
     @asynccontextmanager
     async def open_rpc() -> AsyncIterator[DownloaderRpc]:
         nonlocal standalone
-        client = getattr(rt.extras.get("hath.node"), "rpc", None)
-        if isinstance(client, RpcClient) and not client.closed:
+        node = None if hath is None else hath.node
+        client = None if node is None else node.rpc
+        if client is not None and not client.closed:
             yield DownloaderRpc(client)
             return
         if standalone is None:
@@ -127,24 +128,28 @@ def rpc_opener(rt: Runtime, clock: ServerClock, cfg: GalleryConfig) -> OpenRpc:
     return open_rpc
 
 
-async def install(rt: Runtime, cfg: GalleryConfig) -> Downloader:
+async def install(
+    rt: Runtime, cfg: GalleryConfig, hath: NodeHandle | None = None
+) -> tuple[Downloader, GalleryDeps]:
     """Set the downloader up on ``rt`` with settings ``cfg``: migrations, the ``gallery``
-    handler and final hook, the ``hath-gallery`` lane (one gallery at a time), and
-    ``rt.extras`` entries :data:`START_KEY`, :data:`STATE_KEY` and ``"gallery.gates"``.
+    handler and final hook, the ``hath-gallery`` lane (one gallery at a time). ``hath`` is
+    the image node to share (its RPC client and disk settings), if any. Returns the
+    downloader and the handler's dependencies (its host gates among them).
 
     :raises HathdError: the engine is not set up.
     """
     if rt.engine is None:
         raise HathdError("the gallery downloader needs the job engine")
     await rt.store.migrate("gallery", MIGRATIONS)
-    open_rpc = rpc_opener(rt, ServerClock(), cfg)
+    handle: NodeHandle = _NoNode() if hath is None else hath
+    open_rpc = rpc_opener(rt, ServerClock(), cfg, handle)
     deps = GalleryDeps(
         config=cfg,
         root=download_root(rt, cfg),
         store=rt.store,
         gates=HostGates(cfg.host_concurrency),
         open_rpc=open_rpc,
-        server_disk_remaining=lambda: node_disk_remaining(rt),
+        server_disk_remaining=lambda: node_disk_remaining(handle),
     )
     downloader = Downloader(rt.engine, rt.store, open_rpc)
 
@@ -153,16 +158,28 @@ async def install(rt: Runtime, cfg: GalleryConfig) -> Downloader:
 
     rt.engine.register(KIND, handler, on_final=downloader.on_final)
     rt.engine.add_lane(DOMAIN, concurrency=1)
-    rt.extras[STATE_KEY] = downloader
-    rt.extras["gallery.gates"] = deps.gates
-    rt.extras[START_KEY] = downloader.trigger
-    return downloader
+    return downloader, deps
 
 
 class GalleryPlugin(BasePlugin):
-    """Wires the gallery downloader into the daemon."""
+    """Wires the gallery downloader into the daemon.
+
+    Needs ``hath``: the image node to share (:class:`~hathd.hath.plugin.NodeHandle`, ``None``
+    when the daemon runs without the hath plugin). Offers :meth:`trigger` (for the servercmd
+    ``start_downloader``) and :attr:`downloader` (after ``setup``).
+    """
 
     name = "gallery"
+
+    def __init__(self, hath: NodeHandle | None = None) -> None:
+        self.hath = hath
+        self.downloader: Downloader | None = None
+        self.deps: GalleryDeps | None = None
+
+    def trigger(self) -> bool:
+        """Ask the downloader for work now (see :meth:`Downloader.trigger`); ``False`` before
+        ``setup``."""
+        return False if self.downloader is None else self.downloader.trigger()
 
     def enabled(self, config: Config) -> bool:
         """On unless ``[gallery] enabled = false``."""
@@ -173,12 +190,12 @@ class GalleryPlugin(BasePlugin):
 
         :raises HathdError: the engine is not set up.
         """
-        await install(rt, gallery_config(rt.config))
+        self.downloader, self.deps = await install(rt, gallery_config(rt.config), self.hath)
 
     def services(self, rt: Runtime) -> Sequence[ServiceSpec]:
         """The downloader service (idle until triggered)."""
-        downloader = rt.extras.get(STATE_KEY)
-        if not isinstance(downloader, Downloader):
+        downloader = self.downloader
+        if downloader is None:
             return ()
         return [ServiceSpec("gallery-downloader", downloader.serve, downloader.statistics)]
 
@@ -186,8 +203,8 @@ class GalleryPlugin(BasePlugin):
         """``/api/v1/hath/download``."""
         from hathd.gallery.api import make_blueprint
 
-        downloader = rt.extras.get(STATE_KEY)
-        if not isinstance(downloader, Downloader):
+        downloader = self.downloader
+        if downloader is None:
             return None
         return make_blueprint(downloader)
 
@@ -198,6 +215,3 @@ class GalleryPlugin(BasePlugin):
 
         hath_group.add_command(hath_download, name="download")
         return []
-
-
-PLUGIN = GalleryPlugin()

@@ -147,9 +147,9 @@ class NodeStatistics:
 
 
 class HathNode:
-    """One H@H client; see the module docstring. ``extras`` is the runtime's ``extras`` map
-    (``hath.start_downloader`` callback); ``local_exempt=False`` meters loopback clients too
-    (tests, benchmarks)."""
+    """One H@H client; see the module docstring. ``on_start_downloader`` is what the servercmd
+    ``start_downloader`` calls (``None``: the command is only recorded);
+    ``local_exempt=False`` meters loopback clients too (tests, benchmarks)."""
 
     def __init__(
         self,
@@ -160,7 +160,7 @@ class HathNode:
         bus: EventBus,
         data_dir: Path,
         cache_root: Path,
-        extras: dict[str, Any] | None = None,
+        on_start_downloader: Callable[[], Any] | None = None,
         local_exempt: bool = True,
     ) -> None:
         self.cfg = cfg
@@ -169,7 +169,7 @@ class HathNode:
         self.bus = bus
         self.data_dir = data_dir
         self.cache_root = cache_root
-        self.extras = extras if extras is not None else {}
+        self.on_start_downloader = on_start_downloader
         self.settings = NodeSettings(port=cfg.port)
         self.clock = p.ServerClock()
         self.rpc = RpcClient(
@@ -438,11 +438,12 @@ class HathNode:
                         await trio.sleep(CERT_RETRY)
 
     def start_downloader(self, additional: str) -> None:
-        """servercmd ``start_downloader``: record it and call ``extras["hath.start_downloader"]``
-        (no arguments; may return an awaitable, which runs in the node's nursery)."""
+        """servercmd ``start_downloader``: record it and call
+        ``on_start_downloader`` (no arguments; it may return an awaitable,
+        which runs in the node's nursery)."""
         self.downloader_requests.append(additional)
         self._publish("start_downloader", additional=additional)
-        callback: Callable[[], Any] | None = self.extras.get("hath.start_downloader")
+        callback = self.on_start_downloader
         if callback is None:
             return
         result = callback()

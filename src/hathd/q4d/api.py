@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
@@ -17,19 +17,28 @@ from hathd.runtime import Runtime
 if TYPE_CHECKING:
     from quart import Blueprint
 
+    from hathd.q4d.ingest import Q4DIngest
+    from hathd.q4d.labels import LabelOutbox
 
-def make_blueprint(rt: Runtime) -> Blueprint:
-    """The q4d routes on ``rt`` (the plugin's ``setup`` must have run)."""
+
+class Q4DParts(Protocol):
+    """What the routes read: the label outbox and the current ingest service (if any)."""
+
+    @property
+    def outbox(self) -> LabelOutbox: ...
+
+    @property
+    def ingest(self) -> Q4DIngest | None: ...
+
+
+def make_blueprint(rt: Runtime, parts: Q4DParts) -> Blueprint:
+    """The q4d routes on ``rt`` reading ``parts`` (the plugin's state after ``setup``)."""
     from quart import Blueprint, request
-
-    from hathd.q4d.plugin import Q4DState
 
     bp = Blueprint("q4d", __name__)
 
-    def state() -> Q4DState:
-        value = rt.extras["q4d"]
-        assert isinstance(value, Q4DState)
-        return value
+    def state() -> Q4DParts:
+        return parts
 
     @bp.get("/api/v1/q4d/status")
     async def q4d_status() -> Any:

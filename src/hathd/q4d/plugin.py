@@ -43,7 +43,7 @@ SERVICE = "q4d-mqtt"
 
 @attrs.define
 class Q4DState:
-    """What the plugin keeps per runtime (``rt.extras["q4d"]``): the label outbox, the parsed
+    """What the plugin keeps once set up (:attr:`Q4dPlugin.state`): the label outbox, the parsed
     rules, the resolved download root, the ``transfer`` handler and the current ingest service
     (``None`` until :meth:`Q4dPlugin.services` made one)."""
 
@@ -86,6 +86,9 @@ class Q4dPlugin(BasePlugin):
 
     name = "q4d"
 
+    def __init__(self) -> None:
+        self.state: Q4DState | None = None
+
     def enabled(self, config: Config) -> bool:
         """``[q4d] enabled = true``."""
         return config.q4d.enabled
@@ -109,7 +112,7 @@ class Q4dPlugin(BasePlugin):
         outbox = LabelOutbox(rt.store)
         handler = TransferHandler(cfg)
         state = Q4DState(outbox, rules, root, handler)
-        rt.extras["q4d"] = state
+        self.state = state
 
         async def on_final(job: Job) -> None:
             label = final_label(cfg, job)
@@ -123,8 +126,8 @@ class Q4dPlugin(BasePlugin):
         log.info("q4d: %d type rule(s), transfers from %s", len(rules), cfg.host or "(unset)")
 
     def _state(self, rt: Runtime) -> Q4DState:
-        state = rt.extras.get("q4d")
-        if not isinstance(state, Q4DState):
+        state = self.state
+        if state is None:
             raise RuntimeError("q4d plugin used before setup()")
         return state
 
@@ -154,13 +157,10 @@ class Q4dPlugin(BasePlugin):
         :mod:`hathd.q4d.api`)."""
         from hathd.q4d.api import make_blueprint
 
-        return make_blueprint(rt)
+        return make_blueprint(rt, self._state(rt))
 
     def cli(self) -> Sequence[click.Command]:
         """``hathd q4d import|status|rejected`` (see :mod:`hathd.q4d.cli`)."""
         from hathd.q4d.cli import q4d_group
 
         return [q4d_group]
-
-
-PLUGIN = Q4dPlugin()

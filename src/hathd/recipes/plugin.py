@@ -25,14 +25,15 @@ if TYPE_CHECKING:
     import asyncclick as click
     from quart import Blueprint
 
-EXTRA_KEY = "recipes"
-"""``rt.extras["recipes"]`` holds the :class:`~hathd.recipes.uploads.Uploads` instance."""
-
 
 class RecipesPlugin(BasePlugin):
-    """Wires the recipes subsystem into the daemon."""
+    """Wires the recipes subsystem into the daemon; offers :attr:`uploads` after ``setup``
+    (``None`` without an engine)."""
 
     name = "recipes"
+
+    def __init__(self) -> None:
+        self.uploads: Uploads | None = None
 
     async def setup(self, rt: Runtime) -> None:
         """Load recipes, migrate, register the ``upload`` handler and the lanes.
@@ -41,6 +42,7 @@ class RecipesPlugin(BasePlugin):
         """
         recipes = await trio.to_thread.run_sync(configured_recipes, rt.config.recipes)
         await batches.migrate(rt.store)
+        self.uploads = None
         if rt.engine is None:
             return
         uploader = Uploader(recipes, rt.config.recipes)
@@ -48,12 +50,12 @@ class RecipesPlugin(BasePlugin):
             uploader, rt.engine, rt.store, templates=dict(rt.config.recipes.output_templates)
         )
         uploads.register()
-        rt.extras[EXTRA_KEY] = uploads
+        self.uploads = uploads
 
     def services(self, rt: Runtime) -> Sequence[ServiceSpec]:
         """``uploads``: keeps the HTTP sessions open until shutdown, then closes each one as
         soon as it is idle."""
-        uploads: Uploads | None = rt.extras.get(EXTRA_KEY)
+        uploads = self.uploads
         if uploads is None:
             return ()
 
@@ -71,7 +73,7 @@ class RecipesPlugin(BasePlugin):
 
     def blueprint(self, rt: Runtime) -> Blueprint | None:
         """``/api/v1/uploads`` and ``/api/v1/recipes``."""
-        uploads: Uploads | None = rt.extras.get(EXTRA_KEY)
+        uploads = self.uploads
         return None if uploads is None else create_blueprint(uploads)
 
     def cli(self) -> Sequence[click.Command]:
@@ -79,6 +81,3 @@ class RecipesPlugin(BasePlugin):
         from hathd.recipes.cli import COMMANDS
 
         return COMMANDS
-
-
-PLUGIN = RecipesPlugin()
