@@ -1,4 +1,5 @@
-"""Sessions: tests, lint (ruff), typecheck (mypy --strict), bench (benchmarks in bench/).
+"""Sessions: tests, lint (ruff, import-linter's layer contract), typecheck (mypy --strict),
+bench (benchmarks in bench/).
 
 The interpreter is ``$HATHD_PYTHON`` when set (``scripts/test`` sets it), else ``python3.13``.
 """
@@ -26,10 +27,12 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff check and ruff format --check."""
-    session.install("ruff>=0.8,<0.18")
+    """ruff check, ruff format --check, and lint-imports (the contracts in pyproject.toml)."""
+    session.install("ruff>=0.8,<0.18", "import-linter>=2.1,<3")
     session.run("ruff", "check", "src", "tests", "bench", "noxfile.py")
     session.run("ruff", "format", "--check", "src", "tests", "bench", "noxfile.py")
+    # import-linter reads the sources; it finds the package on PYTHONPATH without installing it
+    session.run("lint-imports", env={"PYTHONPATH": "src"})
 
 
 @nox.session(python=PYTHON)
