@@ -10,7 +10,8 @@ Usage::
             client.ack(message)                    # PUBACK only now (manual_ack)
         await client.publish("Label", b"HASH\\tDONE", qos=2)   # waits for PUBACK/PUBCOMP
 
-How it works (paho-mqtt 2.2 ``Client``; trio-stack.md §1.7):
+How it works (paho-mqtt 2.2 ``Client``; paho-mqtt documentation, "External event loop
+support": ``loop_read``, ``loop_write``, ``loop_misc``):
 
 - ``connect()``/``reconnect()`` block (DNS, TCP, TLS handshake, CONNECT), so they run in a
   worker thread; then three tasks drive the socket: a reader (``wait_readable`` →

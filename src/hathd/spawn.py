@@ -37,7 +37,8 @@ Errors:
 - A non-zero exit status is *not* an error here: the caller classifies the result.
 
 Sources: ``setsid(2)``/``killpg(2)`` for group signalling; trio 0.35 ``trio.lowlevel.open_process``
-(the process is not killed on cancel unless we do it; measured in trio-stack.md §1.10).
+(the process is not killed on cancel unless we do it; trio documentation, "Spawning
+subprocesses": only ``trio.run_process`` kills its child on cancellation).
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ and the caller must learn its outcome.
 Reads run on a small pool of read-only connections through ``trio.to_thread.run_sync``; WAL
 lets them run beside the writer.
 
-Measured rationale (trio-stack.md §1.9): 47–49k commits/s with 32 producers and ~1 ms loop lag,
-against 5.6–6.5k for one ``to_thread`` trip per statement.
+Measured rationale: 47–49k commits/s with 32 producers and ~1 ms loop lag, against 5.6–6.5k
+for one ``to_thread`` trip per statement (docs/performance.md, "The store").
 
 Components declare their own schema through :meth:`Store.migrate`, versioned per component in
 the ``schema_versions`` table.

@@ -33,7 +33,7 @@ def test_default_preset_is_1_5_15_minutes_with_jitter_then_final(seed: int) -> N
 
 @given(seed=st.integers(0, 2**32 - 1))
 def test_fanfic_preset_matches_automatedfanfic(seed: int) -> None:
-    # q4d-and-fanfic.md §2.9: min(n,20) minutes × U(0.5,1.5) for n < 11, Hail-Mary 12 h at 11,
+    # docs/fanfic.md (AutomatedFanfic's retry_types.py): min(n,20) minutes × U(0.5,1.5) for n < 11, Hail-Mary 12 h at 11,
     # abandon at 12; 12 attempts in total
     rng = random.Random(seed)
     for n in range(1, 11):

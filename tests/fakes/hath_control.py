@@ -1,7 +1,7 @@
 """A protocol-faithful fake of the H@H control server (RPC), its image servers and its servercmd
-caller, on 127.0.0.1 over plain HTTP (the RPC protocol is ``http://``, hath-protocol.md §1.1).
+caller, on 127.0.0.1 over plain HTTP (the RPC protocol is ``http://``, docs/hath-protocol.md §1.1).
 
-What it speaks, byte for byte per hath-protocol.md:
+What it speaks, byte for byte per docs/hath-protocol.md:
 
 * ``GET /15/rpc?clientbuild=…&act=…&add=…&cid=…&acttime=…&actkey=…`` (§1.1): ``server_stat``
   (no auth), ``client_login``, ``client_settings``, ``get_cert`` (binary PKCS#12, password = the
@@ -171,7 +171,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
 
 def make_pkcs12(leaf: trustme.LeafCert, password: str) -> bytes:
     """A PKCS#12 of ``leaf`` (key + chain) encrypted with ``password``, friendly name
-    ``hath.network`` (hath-protocol.md §5)."""
+    ``hath.network`` (docs/hath-protocol.md §5)."""
     key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), password=None)
     pems = [blob.bytes() for blob in leaf.cert_chain_pems]
     cert = x509.load_pem_x509_certificate(pems[0])

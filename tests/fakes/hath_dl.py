@@ -1,5 +1,5 @@
 """The gallery side of the fake H@H control server: ``/15/dl`` fetchqueue, the ``dlfetch`` and
-``dlfails`` RPC actions, and an image server for gallery files (hath-protocol.md §1.3, §6).
+``dlfails`` RPC actions, and an image server for gallery files (docs/hath-protocol.md §1.3, §6).
 
 It extends :class:`fakes.hath_control.FakeControlServer` (real HTTP on 127.0.0.1 through
 hypercorn) with:
@@ -107,7 +107,7 @@ class FakeGallery:
         return f"{self.gid};{self.minxres}"
 
     def metadata(self) -> str:
-        """The ``fetchqueue`` body for this gallery (hath-protocol.md §6)."""
+        """The ``fetchqueue`` body for this gallery (docs/hath-protocol.md §6)."""
         lines = [
             f"GID {self.gid}",
             f"FILECOUNT {len(self.files)}",

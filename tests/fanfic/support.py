@@ -2,7 +2,7 @@
 receiver for Apprise's ``json://`` notifications, a job context for handler tests, and a look
 into a Calibre library through the real ``calibredb``.
 
-dovecot runs unprivileged as in q4d-and-fanfic.md §5.2: as root, its login and mail processes
+dovecot runs unprivileged: as root, its login and mail processes
 run as ``nobody`` (dovecot refuses uid 0 for both), so the rig lives in a world-traversable
 folder under /tmp with the mail home owned by ``nobody``.
 """

@@ -1,5 +1,5 @@
 """FanFicFare output classification (sans-IO); the observed outputs of FanFicFare 4.62
-(q4d-and-fanfic.md §3.2) and the messages of ``fanficfare/cli.py``."""
+(docs/fanfic.md) and the messages of ``fanficfare/cli.py``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The sans-IO parser of ``fetchqueue`` replies (hath-protocol.md §6)."""
+"""The sans-IO parser of ``fetchqueue`` replies (docs/hath-protocol.md §6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Gallery directory and file names (hath-protocol.md §6)."""
+"""Gallery directory and file names (docs/hath-protocol.md §6)."""
 
 from __future__ import annotations
 

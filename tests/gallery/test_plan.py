@@ -1,4 +1,4 @@
-"""Verify/retry/pass decisions and report payloads (hath-protocol.md §6, §1.3)."""
+"""Verify/retry/pass decisions and report payloads (docs/hath-protocol.md §6, §1.3)."""
 
 from __future__ import annotations
 

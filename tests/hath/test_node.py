@@ -393,7 +393,7 @@ async def test_start_downloader_records_and_calls_back(tmp_path: Path) -> None:
 
 
 async def test_login_refused_stops_the_node_for_good(tmp_path: Path) -> None:
-    # hath-protocol.md §1.3: client_login is sent once per process; a refusal (bad
+    # docs/hath-protocol.md §1.3: client_login is sent once per process; a refusal (bad
     # credentials) is terminal: serve() returns normally, state "refused", the reason kept.
     with trio.fail_after(60):
         async with open_fake_control(CREDS) as fake:

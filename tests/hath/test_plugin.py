@@ -95,7 +95,7 @@ async def test_plugin_off_without_credentials_then_runs(tmp_path: Path) -> None:
 
 
 async def test_refused_node_stays_stopped_without_another_login(tmp_path: Path) -> None:
-    # hath-protocol.md §1.3: client_login must be sent only once per process, and
+    # docs/hath-protocol.md §1.3: client_login must be sent only once per process, and
     # FAIL_CID_IN_USE means the client stops. The service ends normally: the supervisor shows
     # it stopped (no restart, so no second login) and the statistics say why.
     with trio.fail_after(60):

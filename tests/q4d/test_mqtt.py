@@ -104,7 +104,7 @@ async def test_messages_published_while_away_arrive_on_return(tmp_path: Path) ->
 
 
 async def test_clean_session_loses_offline_messages(tmp_path: Path) -> None:
-    # The contrast that motivates persistent_session (q4d-and-fanfic.md §1.1).
+    # The contrast that motivates persistent_session (docs/q4d.md, "The broker").
     async with open_mosquitto(tmp_path / "mq") as broker:
         config = cfg(broker.port, persistent_session=False)
         client = MqttClient(config, subscriptions=[("Down", 1)])

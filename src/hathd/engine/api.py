@@ -78,7 +78,7 @@ class Progress:
 
 @attrs.frozen
 class Job:
-    """The job record (design.md §2); times are seconds since the epoch."""
+    """The job record (docs/engine.md); times are seconds since the epoch."""
 
     id: str
     kind: str

@@ -4,7 +4,7 @@ Each domain has a lane (concurrency limit + token bucket, :mod:`hathd.engine.lan
 also share the global lane (the worker pool's size + an optional global bucket). A job is
 dispatched only when both of its lanes admit it; a busy or empty lane never blocks another
 domain. Among admissible jobs the order is priority descending, then position ascending
-(SABnzbd/NZBGet integer priority with aria2 positions; queue-and-recipes.md §4).
+(SABnzbd/NZBGet integer priority with aria2 positions; docs/engine.md).
 
 Data structures: one heap of queued jobs per lane, plus a heap of *ready lane heads*; lanes
 that cannot admit are parked until a job of theirs finishes (concurrency) or a timer fires

@@ -1,7 +1,7 @@
 """Progress throttling (sans-IO): publish at most on a >= 1 % step or after >= 1 s.
 
-design.md §5: every throttled progress update goes to the ``progress`` room; not every update
-is persisted. Rate is measured between published updates (units/s) and smoothed with an
+docs/engine.md ("Events"): every throttled progress update goes to the ``progress`` room; not
+every update is persisted. Rate is measured between published updates (units/s) and smoothed with an
 exponential moving average; ETA = remaining / rate (seconds).
 """
 

@@ -4,7 +4,7 @@ Every call goes through :func:`hathd.spawn.run` (argv list, hard timeout, kill l
 one :class:`trio.Lock` per :class:`Calibre`, so at most one calibredb runs at a time (a local
 library is a single SQLite file and calibre refuses concurrent writers).
 
-Command shapes and outputs (calibre 6.13 ``src/calibre/db/cli/cmd_*.py``; q4d-and-fanfic.md §4):
+Command shapes and outputs (calibre 6.13 ``src/calibre/db/cli/cmd_*.py``; docs/fanfic.md):
 
 - global options right after the command: ``--with-library PATH|http://host:port/#lib``,
   ``--username U``, ``--password <f:/path/to/file>`` (calibre's file form; the password is

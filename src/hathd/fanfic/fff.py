@@ -8,7 +8,7 @@ Layout of the job's temporary directory (removed by the engine after the try)::
       work/          cwd: personal.ini / defaults.ini copied in; new EPUBs are written here
       export/        the book's current EPUB exported from Calibre (updates only)
 
-Command line (``fanficfare/cli.py``; q4d-and-fanfic.md §2.5, §3.2):
+Command line (``fanficfare/cli.py``; docs/fanfic.md):
 ``fanficfare [-u | -U | -u --force] --update-cover --non-interactive -o always_overwrite=true
 TARGET`` where TARGET is the exported EPUB when the book exists (FanFicFare rewrites it in
 place) and the story URL otherwise. ``always_overwrite`` (AutomatedFanfic's shipped

@@ -2,7 +2,7 @@
 
 One task owns one :class:`imapclient.IMAPClient` connection; every blocking call on it runs in
 a worker thread (``trio.to_thread.run_sync``), one at a time, never concurrently
-(trio-stack.md §1.8). The loop:
+(IMAPClient documentation: an ``IMAPClient`` is not thread-safe). The loop:
 
 1. connect (implicit TLS, STARTTLS or plain; TCP connect, implicit-TLS handshake and greeting
    within ``connect_timeout`` seconds, every later read (a STARTTLS handshake too) within

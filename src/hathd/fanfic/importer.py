@@ -1,7 +1,7 @@
 """Bringing an AutomatedFanfic ``config.toml`` over to hathd (pure functions).
 
 Mapping (AutomatedFanfic keys: ``root/config.default/config.toml`` and
-``root/app/models/config_models.py``, v3.9.2; q4d-and-fanfic.md §2.1):
+``root/app/models/config_models.py``, v3.9.2; docs/fanfic.md):
 
 =======================================  ==============================================
 AutomatedFanfic                          hathd

@@ -3,8 +3,8 @@
 FanFicFare's exit status is unreliable: "story does not exist", "adult check required" and
 "login failed" print a line and exit 0, and with several URLs most errors are printed rather
 than raised (``fanficfare/cli.py``: ``do_download``, ``dispatch``). So the outcome is read from
-stdout + stderr. Patterns and their meaning: q4d-and-fanfic.md §3.3 (observed with FanFicFare
-4.62.0) and AutomatedFanfic's ``root/app/parsers/regex_parsing.py``.
+stdout + stderr. Patterns and their meaning: observed with FanFicFare 4.62.0 (docs/fanfic.md)
+and AutomatedFanfic's ``root/app/parsers/regex_parsing.py``.
 
 ============================  =====================  ========================================
 output                        :class:`Outcome`       what the handler does

@@ -8,7 +8,7 @@ larger bodies are flushed to ``.<name>.part`` as they come. A rejected or failed
 nothing behind.
 
 No fsync per file: a file that a crash leaves damaged fails its SHA-1 check on the next try
-and is fetched again (hath-protocol.md §6, "existing files are verified"), so durability is
+and is fetched again (docs/hath-protocol.md §6, "existing files are verified"), so durability is
 bought once per gallery (``galleryinfo.txt``, the archive) instead of once per image.
 """
 

@@ -1,6 +1,6 @@
 """The H@H file cache: files at ``cache/<hash[0:2]>/<hash[2:4]>/<fileid>`` plus an SQLite index.
 
-Layout (hath-protocol.md §4.1): one second-level directory per static range. The index lives in
+Layout (docs/hath-protocol.md §4.1): one second-level directory per static range. The index lives in
 the daemon's store (component ``hath``):
 
 * ``hath_files(fileid, srange, size, mtime)`` — one row per cached file;

@@ -1,7 +1,7 @@
 """``hathd hath …`` commands.
 
 * ``login``: ask for the client ID and key, store them in ``<state_dir>/data/client_login``
-  (mode 0600; hath-protocol.md §1.1).
+  (mode 0600; docs/hath-protocol.md §1.1).
 * ``verify``: full rescan of the cache directory with a SHA-1 check of every file; rebuilds
   the index. A running node does it itself (admin API); otherwise it runs here with a
   progress bar.

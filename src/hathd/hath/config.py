@@ -2,7 +2,7 @@
 
 The node is off unless ``enabled = true`` *and* credentials exist (``client_id`` + ``client_key``
 here, or ``<state_dir>/data/client_login`` written by ``hathd hath login``). Values the control
-server sends (port, throttle, disk limit; hath-protocol.md §2) apply unless overridden here.
+server sends (port, throttle, disk limit; docs/hath-protocol.md §2) apply unless overridden here.
 """
 
 from __future__ import annotations

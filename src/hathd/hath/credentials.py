@@ -1,5 +1,5 @@
 """Where the H@H client ID and key come from: the ``[hath]`` configuration, else
-``<state_dir>/data/client_login`` holding ``<id>-<key>`` (hath-protocol.md §1.1; J162
+``<state_dir>/data/client_login`` holding ``<id>-<key>`` (docs/hath-protocol.md §1.1; J162
 ``Settings``). ``hathd hath login`` writes that file with mode 0600."""
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ clock).
 
 * :class:`FloodControl` — per IP ``count = max(0, count − whole seconds since last) + 1``; over
   10 blocks the IP for 60 s; entries idle for 60 s are pruned (J162 ``FloodControlEntry``;
-  hath-protocol.md §7).
+  docs/hath-protocol.md §7).
 * :func:`is_local` — "local" sources exempt from caps, flood control and the throttle:
   localhost, 10/8, 172.16/12, 192.168/16, 169.254/16, ::1, fc00::/7 (J162 ``HTTPServer.run``).
 * :class:`TokenBucket` — the global upload throttle of ``throttle_bytes`` bytes/s. The official

@@ -1,6 +1,6 @@
 """The H@H node: the RPC keeper that owns the image server, the srfetch proxy and the pruner.
 
-Start-up, in the official order (hath-protocol.md §7): ``server_stat`` (clock sync, build gate)
+Start-up, in the official order (docs/hath-protocol.md §7): ``server_stat`` (clock sync, build gate)
 → ``client_login`` once → open the cache index (no directory walk) → ``get_cert`` → listen,
 RPC-server IPs only → ``client_start`` → open to everyone → ``client_settings`` →
 ``get_blacklist(259200)`` → ready. Then, concurrently: ``still_alive`` every

@@ -1,6 +1,6 @@
 """The srfetch proxy: a cache miss is fetched once and streamed to every waiting client.
 
-Flow (hath-protocol.md §3.4; J162 ``ProxyFileDownloader``, RS single-flight):
+Flow (docs/hath-protocol.md §3.4; J162 ``ProxyFileDownloader``, RS single-flight):
 
 1. ``srfetch`` with ``<fileindex>;<xres>;<fileid>``; a failed RPC or an empty URL list → 404.
 2. Try each URL in order (``max(3, len(urls))`` tries in all, cycling through the list, each

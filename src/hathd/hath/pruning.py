@@ -1,6 +1,6 @@
 """The official cache accounting, LRU clock and pruning rule as pure functions (sans-IO).
 
-Sources: hath-protocol.md §4.2 (J162 ``getCacheSizeWithOverhead``), §4.3 (J165f
+Sources: docs/hath-protocol.md §4.2 (J162 ``getCacheSizeWithOverhead``), §4.3 (J165f
 ``CacheHandler.markRecentlyAccessed``, J162 ``cycleLRUCacheTable``) and §4.4 (J162
 ``recheckFreeDiskSpace``, J165f ``checkAndPruneCache``). Times are Unix seconds, sizes bytes.
 """

@@ -1,6 +1,6 @@
 """The RPC client: plain-HTTP actions to the control server with clock sync and failover.
 
-Behaviour (hath-protocol.md §1): every action URL comes from :mod:`hathd.hath.protocol`.
+Behaviour (docs/hath-protocol.md §1): every action URL comes from :mod:`hathd.hath.protocol`.
 ``KEY_EXPIRED`` re-runs ``server_stat`` and retries (J162 once, RS up to 3 times: we retry
 twice). A reply without ``Content-Length``, an empty body, ``TEMPORARILY_UNAVAILABLE…``, a
 connect error, a timeout or a 5xx marks the host failed and the next try goes to another IP of

@@ -2,10 +2,10 @@
 
 Why not hypercorn: the H@H network expects the official client's bytes — a garbage request line
 gets ``An error has occurred. (400)`` with the official headers, a blocked IP is refused before
-the TLS handshake, and every connection carries exactly one request (hath-protocol.md §3.1,
+the TLS handshake, and every connection carries exactly one request (docs/hath-protocol.md §3.1,
 §7). A small Trio shell around the sans-IO :mod:`hathd.hath.wire` does all three. It also does
 less work per request than hypercorn's Trio worker: ~0.4× nginx on this load
-(docs/perf-hath.md), against 0.12–0.19× for hypercorn in trio-stack.md §2.
+(docs/perf-hath.md, which also gives hypercorn's figure).
 
 Connection life:
 
@@ -51,7 +51,7 @@ from hathd.hath.pruning import needs_touch
 log = logging.getLogger(__name__)
 
 WHOLE_READ_LIMIT = 2 * 1024 * 1024
-"""Bodies up to this size (bytes) are read in one worker-thread trip (trio-stack.md §2);
+"""Bodies up to this size (bytes) are read in one worker-thread trip (docs/perf-hath.md);
 larger ones stream in :data:`CHUNK` pieces, bounding memory per connection."""
 CHUNK = 1024 * 1024
 LIFETIME = 180.0

@@ -1,6 +1,6 @@
 """The image server's TLS context, loaded from the PKCS#12 that ``get_cert`` returns.
 
-hath-protocol.md §5: the body of ``get_cert`` is PKCS#12, password = the client key, saved as
+docs/hath-protocol.md §5: the body of ``get_cert`` is PKCS#12, password = the client key, saved as
 ``data/hathcert.p12`` (J162 ``HTTPServer.startConnectionListener``). A certificate that expires
 within 24 h is refused (J162 ``isCertExpired``).
 

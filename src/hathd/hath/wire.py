@@ -1,7 +1,7 @@
 """The image server's HTTP/1.x as the official client speaks it (sans-IO).
 
 One request per TLS connection, always ``Connection: close`` (J162 ``HTTPSession.run``;
-hath-protocol.md §3.1). This module parses a request head, builds a response head with the
+docs/hath-protocol.md §3.1). This module parses a request head, builds a response head with the
 official header order, and parses the RS extras (single ``Range``, ``ETag``; §3.3, §8).
 
 Request rules (§3.1): at most 100 header lines, 10 000 bytes, 1000 chars per line (1.6.5), else

@@ -2,7 +2,7 @@
 
 Every script starts with ``set`` lines and only then ``open``s the site: settings placed after
 the URL do not govern the first connection, so a dead server would be retried forever
-(q4d-and-fanfic.md §1.4, observed with lftp 4.9.2). ``cmd:fail-exit`` stops the script at the
+(observed with lftp 4.9.2; docs/q4d.md). ``cmd:fail-exit`` stops the script at the
 first failing command, so the exit status is that command's.
 
 Forms (lftp(1) man page; Q4D ``LFTPtransfer.sh``):
