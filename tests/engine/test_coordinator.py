@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hathd.engine.coordinator import FORCE_PRIORITY, Coordinator
-from hathd.engine.lanes import LaneSettings, LaneTable, TokenBucket
+from hathd.engine.lanes import LaneSettings, LaneTable
+from hathd.tokenbucket import TokenBucket
 
 EPS = 1e-6
 

@@ -12,7 +12,7 @@ import trustme
 from fakes.hath_control import make_pkcs12, open_fake_control
 from hathd.hath import protocol as p
 from hathd.hath import wire
-from hathd.hath.limits import FloodControl, OverloadNotice, TokenBucket, is_local
+from hathd.hath.limits import FloodControl, OverloadNotice, UploadThrottle, is_local
 from hathd.hath.rpc import RpcClient, RpcUnavailable
 from hathd.hath.tls import CertHolder, CertInfo, decode_pkcs12, expires_soon
 
@@ -101,12 +101,12 @@ def test_locality_overload_and_throttle() -> None:
     assert notice.should_notify(81, 100, 0.0)
     assert not notice.should_notify(90, 100, 29.0)
     assert notice.should_notify(90, 100, 30.0)
-    bucket = TokenBucket(100_000)  # 100 kB/s, 5 kB burst
+    bucket = UploadThrottle(100_000)  # 100 kB/s, 5 kB burst
     assert bucket.delay(5000, 0.0) == 0.0
     assert bucket.delay(10_000, 0.0) == pytest.approx(0.1)
     total = sum(bucket.delay(10_000, 0.1 + i * 0.1) for i in range(10))
     assert total == pytest.approx(1.0, abs=0.05)  # 100 kB more at 100 kB/s ≈ 1 s of waiting
-    assert TokenBucket(0).delay(10**9, 0.0) == 0.0
+    assert UploadThrottle(0).delay(10**9, 0.0) == 0.0
 
 
 def test_pkcs12_decoding_and_expiry(tmp_path: Path) -> None:

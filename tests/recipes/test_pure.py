@@ -24,10 +24,10 @@ from hathd.recipes.extract import (
 from hathd.recipes.model import RetryPolicy
 from hathd.recipes.multipart import FilePart, FileSegment, TextPart, encode, utf8
 from hathd.recipes.output import render_output
-from hathd.recipes.ratelimit import TokenBucket
 from hathd.recipes.retry import Verdict, backoff, classify, parse_retry_after
 from hathd.recipes.template import TemplateError, placeholders, render
 from hathd.recipes.uploads import UploadRequestError, expand_paths
+from hathd.tokenbucket import TokenBucket
 
 # -- templates -------------------------------------------------------------------------------
 

@@ -26,7 +26,8 @@ from collections.abc import Iterable
 
 import attrs
 
-from hathd.engine.lanes import INFINITY, LaneSettings, LaneTable, TokenBucket
+from hathd.engine.lanes import INFINITY, LaneSettings, LaneTable
+from hathd.tokenbucket import TokenBucket
 
 FORCE_PRIORITY = 900
 """Jobs at or above this priority run while the user paused the queue (NZBGet's force = 900)."""

@@ -6,7 +6,7 @@ clock).
   docs/hath-protocol.md §7).
 * :func:`is_local` — "local" sources exempt from caps, flood control and the throttle:
   localhost, 10/8, 172.16/12, 192.168/16, 169.254/16, ::1, fc00::/7 (J162 ``HTTPServer.run``).
-* :class:`TokenBucket` — the global upload throttle of ``throttle_bytes`` bytes/s. The official
+* :class:`UploadThrottle` — the global upload throttle of ``throttle_bytes`` bytes/s. The official
   monitor gates 1460-byte writes in 20 ms ticks (J162 ``HTTPBandwidthMonitor``); a token bucket
   with a 50 ms burst gives the same long-run rate with far fewer wake-ups (§9).
 * :class:`OverloadNotice` — notify ``overload`` when open connections exceed 0.8 × the cap, at
@@ -18,6 +18,8 @@ from __future__ import annotations
 import ipaddress
 
 import attrs
+
+from hathd.tokenbucket import TokenBucket
 
 FLOOD_LIMIT = 10
 FLOOD_BLOCK = 60.0
@@ -97,34 +99,36 @@ def is_local(ip: str, own_host: str | None = None) -> bool:
     return any(addr in net for net in _PRIVATE)
 
 
-class TokenBucket:
-    """A byte-rate limiter: ``delay(n, now)`` books ``n`` bytes and returns how long (seconds)
-    the caller must wait before sending them. ``rate`` in bytes/s; 0 = unlimited."""
+class UploadThrottle:
+    """The byte-rate limiter of the image server over a :class:`~hathd.tokenbucket.TokenBucket`
+    holding ``burst_seconds`` of ``rate``: ``delay(n, now)`` books ``n`` bytes and returns how
+    long (seconds) the caller must wait before sending them. ``rate`` in bytes/s; 0 = unlimited.
+    ``sent`` counts every byte booked."""
 
     def __init__(self, rate: int, burst_seconds: float = 0.05) -> None:
-        self.rate = rate
         self.burst_seconds = burst_seconds
-        self._tokens = 0.0
-        self._last: float | None = None
+        self._bucket: TokenBucket | None = None
+        self._rate = rate
         self.sent = 0
 
+    @property
+    def rate(self) -> int:
+        """Bytes per second (0: unlimited)."""
+        return self._rate
+
     def set_rate(self, rate: int) -> None:
-        self.rate = rate
+        """Change the rate (applies from the next :meth:`delay`)."""
+        self._rate = rate
 
     def delay(self, n: int, now: float) -> float:
+        """Book ``n`` bytes at ``now`` (seconds); return the wait before sending them."""
         self.sent += n
-        if self.rate <= 0:
-            return 0.0
-        cap = self.rate * self.burst_seconds
-        if self._last is None:
-            self._tokens = cap
-        else:
-            self._tokens = min(cap, self._tokens + (now - self._last) * self.rate)
-        self._last = now
-        self._tokens -= n
-        if self._tokens >= 0:
-            return 0.0
-        return -self._tokens / self.rate
+        burst = self._rate * self.burst_seconds
+        if self._bucket is None:
+            self._bucket = TokenBucket(self._rate, burst, now)
+        elif self._bucket.rate != self._rate:
+            self._bucket.reconfigure(self._rate, burst, now)
+        return self._bucket.reserve(now, n)
 
 
 class OverloadNotice:

@@ -52,7 +52,7 @@ from hathd.events import EventBus
 from hathd.hath import protocol as p
 from hathd.hath.cache import Cache
 from hathd.hath.config import HathConfig
-from hathd.hath.limits import TokenBucket
+from hathd.hath.limits import UploadThrottle
 from hathd.hath.proxy import SrfetchProxy
 from hathd.hath.rpc import RpcClient, RpcUnavailable
 from hathd.hath.server import ImageServer, ServerHooks, ServerPolicy
@@ -180,7 +180,7 @@ class HathNode:
             clock=self.clock,
         )
         self.certs = CertHolder(data_dir)
-        self.throttle = TokenBucket(0)
+        self.throttle = UploadThrottle(0)
         self.policy = ServerPolicy(
             ip_origin_check=cfg.ip_origin_check,
             flood_control=cfg.flood_control,

@@ -44,7 +44,7 @@ import trio
 from hathd.hath import protocol as p
 from hathd.hath import wire
 from hathd.hath.cache import Cache
-from hathd.hath.limits import FloodControl, OverloadNotice, TokenBucket, is_local
+from hathd.hath.limits import FloodControl, OverloadNotice, UploadThrottle, is_local
 from hathd.hath.proxy import FlightFailed, SrfetchProxy
 from hathd.hath.pruning import needs_touch
 
@@ -118,7 +118,7 @@ class ImageServer:
         tls_context: Callable[[], ssl.SSLContext],
         policy: ServerPolicy | None = None,
         hooks: ServerHooks | None = None,
-        throttle: TokenBucket | None = None,
+        throttle: UploadThrottle | None = None,
     ) -> None:
         self.creds = creds
         self.clock = clock
@@ -127,7 +127,7 @@ class ImageServer:
         self.tls_context = tls_context
         self.policy = policy or ServerPolicy()
         self.hooks = hooks or ServerHooks()
-        self.throttle = throttle or TokenBucket(0)
+        self.throttle = throttle or UploadThrottle(0)
         self.flood = FloodControl()
         self.overload = OverloadNotice()
         self.port = 0

@@ -1,9 +1,8 @@
 """Request-rate limits: a token bucket per service plus one global bucket.
 
-The bucket is sans-IO: :meth:`TokenBucket.reserve` takes the current time (seconds, any
-monotonic clock) and returns how long the caller must wait before sending, reserving the
-token at once (the shape of Go's ``rate.Limiter.Reserve``, which ConniesUploader uses with
-2 req/s burst 5 per host and 10 req/s burst 20 globally, uploader.go:162–251).
+The bucket is :class:`hathd.tokenbucket.TokenBucket`, used through ``reserve`` (the shape of
+Go's ``rate.Limiter.Reserve``, which ConniesUploader uses with 2 req/s burst 5 per host and
+10 req/s burst 20 globally, its ``uploader.go``).
 :class:`Limiter` is the thin Trio shell that sleeps for the longest of several buckets' waits.
 """
 
@@ -14,29 +13,7 @@ from collections.abc import Sequence
 import attrs
 import trio
 
-
-class TokenBucket:
-    """``rate`` tokens per second (0: unlimited), at most ``burst`` stored."""
-
-    def __init__(self, rate: float, burst: int, now: float) -> None:
-        self.rate = rate
-        self.burst = max(1, burst)
-        self._tokens = float(self.burst)
-        self._stamp = now
-        self.granted = 0
-
-    def reserve(self, now: float) -> float:
-        """Take one token; return the wait (seconds, ≥ 0) until it may be used."""
-        self.granted += 1
-        if self.rate <= 0:
-            return 0.0
-        if now > self._stamp:
-            self._tokens = min(float(self.burst), self._tokens + (now - self._stamp) * self.rate)
-            self._stamp = now
-        self._tokens -= 1.0
-        if self._tokens >= 0:
-            return max(0.0, self._stamp - now)
-        return (self._stamp - now) + (-self._tokens) / self.rate
+from hathd.tokenbucket import TokenBucket
 
 
 @attrs.frozen

@@ -46,10 +46,11 @@ from hathd.recipes.plan import (
     plan_step,
     plan_upload,
 )
-from hathd.recipes.ratelimit import Limiter, TokenBucket, new_bucket
+from hathd.recipes.ratelimit import Limiter, new_bucket
 from hathd.recipes.redact import install_log_filter, redact, register
 from hathd.recipes.retry import Verdict, backoff, classify, parse_retry_after
 from hathd.recipes.template import TemplateError
+from hathd.tokenbucket import TokenBucket
 
 CHUNK = 256 * 1024
 MAX_REDIRECTS = 10

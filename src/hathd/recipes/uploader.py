@@ -13,8 +13,9 @@ import httpx
 
 from hathd.recipes.config import RecipesConfig
 from hathd.recipes.model import Recipe
-from hathd.recipes.ratelimit import TokenBucket, new_bucket
+from hathd.recipes.ratelimit import new_bucket
 from hathd.recipes.runner import ServiceSession
+from hathd.tokenbucket import TokenBucket
 
 
 class UnknownServiceError(LookupError):
