@@ -18,7 +18,6 @@ from hathd.engine.config import RetryPresetConfig
 from hathd.engine.download import (
     NAME_MAX,
     download_spec,
-    parse_retry_after,
     part_path,
     resolve_destination,
     resume_validator,
@@ -379,15 +378,3 @@ def test_bad_urls_name_the_target_field() -> None:
     for url in ("ftp://x/y", "http:///nohost", "not a url"):
         with pytest.raises(ValueError, match=r"^target:"):
             download_spec(url)
-
-
-def test_retry_after_forms() -> None:
-    import httpx
-
-    assert parse_retry_after(httpx.Headers({"Retry-After": "120"})) == 120.0
-    assert parse_retry_after(httpx.Headers({"RateLimit-Reset": "7"})) == 7.0
-    date = parse_retry_after(
-        httpx.Headers({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}), now=1445412480.0 - 60
-    )
-    assert date == 60.0
-    assert parse_retry_after(httpx.Headers({"Retry-After": "soon"})) is None

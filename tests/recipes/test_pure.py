@@ -24,7 +24,7 @@ from hathd.recipes.extract import (
 from hathd.recipes.model import RetryPolicy
 from hathd.recipes.multipart import FilePart, FileSegment, TextPart, encode, utf8
 from hathd.recipes.output import render_output
-from hathd.recipes.retry import Verdict, backoff, classify, parse_retry_after
+from hathd.recipes.retry import Verdict, backoff, classify
 from hathd.recipes.template import TemplateError, placeholders, render
 from hathd.recipes.uploads import UploadRequestError, expand_paths
 from hathd.tokenbucket import TokenBucket
@@ -127,14 +127,6 @@ def test_backoff_doubles_caps_and_jitters() -> None:
     waits = [backoff(jittery, 2, random.Random(seed)) for seed in range(200)]
     assert all(1.6 <= w <= 2.4 for w in waits)
     assert max(waits) - min(waits) > 0.5
-
-
-def test_retry_after_forms() -> None:
-    assert parse_retry_after("120", 0.0) == 120.0
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1445412470.0) == 10.0
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1445412490.0) == 0.0
-    assert parse_retry_after("soon", 0.0) is None
-    assert parse_retry_after(None, 0.0) is None
 
 
 def test_classify() -> None:

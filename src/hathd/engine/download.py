@@ -47,7 +47,6 @@ import hashlib
 import logging
 import os
 import ssl
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,6 +57,7 @@ import trio
 
 from hathd.engine.api import Job, JobContext, JobSpec, JobState
 from hathd.errors import PermanentError, RateLimitedError, RetryableError
+from hathd.retryafter import parse_retry_after
 
 if TYPE_CHECKING:
     from hathd.engine.core import Engine
@@ -204,26 +204,6 @@ def download_spec(
     return JobSpec(
         kind=KIND, target=url, domain=host, params=params, priority=priority, source=source
     )
-
-
-def parse_retry_after(headers: httpx.Headers, now: float | None = None) -> float | None:
-    """Seconds to wait from ``Retry-After`` (delta-seconds or HTTP-date) or
-    ``RateLimit-Reset`` (delta-seconds); ``None`` when absent or unreadable."""
-    value = headers.get("retry-after")
-    if value:
-        value = value.strip()
-        if value.isdigit():
-            return float(value)
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            when = None
-        if when is not None:
-            return max(0.0, when.timestamp() - (time.time() if now is None else now))
-    reset = headers.get("ratelimit-reset")
-    if reset and reset.strip().isdigit():
-        return float(reset.strip())
-    return None
 
 
 def _candidates(path: Path) -> Iterator[Path]:

@@ -7,7 +7,6 @@ errors). ``Retry-After`` is read as RFC 9110 §10.2.3 defines it: delay-seconds 
 
 from __future__ import annotations
 
-import email.utils
 import random
 from enum import StrEnum
 
@@ -21,23 +20,6 @@ class Verdict(StrEnum):
     RETRY = "retry"
     RELOGIN = "relogin"
     FAIL = "fail"
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header value (``now`` in epoch seconds).
-
-    Returns ``None`` when absent or unparseable; never negative.
-    """
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, when.timestamp() - now)
 
 
 def backoff(policy: RetryPolicy, retry: int, rng: random.Random) -> float:

@@ -48,8 +48,9 @@ from hathd.recipes.plan import (
 )
 from hathd.recipes.ratelimit import Limiter, new_bucket
 from hathd.recipes.redact import install_log_filter, redact, register
-from hathd.recipes.retry import Verdict, backoff, classify, parse_retry_after
+from hathd.recipes.retry import Verdict, backoff, classify
 from hathd.recipes.template import TemplateError
+from hathd.retryafter import parse_retry_after
 from hathd.tokenbucket import TokenBucket
 
 CHUNK = 256 * 1024
@@ -374,7 +375,7 @@ class ServiceSession:
             if verdict is Verdict.RELOGIN:
                 raise _Relogin()
             if verdict is Verdict.RETRY:
-                wait_for = parse_retry_after(view.headers.get("retry-after"), time.time())
+                wait_for = parse_retry_after(view.headers, time.time())
                 message = f"{where}: HTTP {view.status}"
                 if wait_for is not None and wait_for > policy.max_retry_after:
                     raise RateLimitedError(
