@@ -57,6 +57,7 @@ import attrs
 import trio
 
 from hathd.errors import HathdError
+from hathd.excgroups import single
 
 log = logging.getLogger(__name__)
 
@@ -395,7 +396,10 @@ async def _run_in(
             with trio.CancelScope(shield=True):
                 ended_by = await _ladder(proc, stdin_grace, term_grace)
             log.info("%s stopped by %s after cancellation", args[0], ended_by)
-        _reraise_single(exc)
+        leaf = single(exc)
+        if leaf is not exc:
+            raise leaf from None
+        raise
     finally:
         for stream in (proc.stdin, proc.stdout, proc.stderr):
             if stream is not None:
@@ -413,14 +417,3 @@ async def _run_in(
         stderr_truncated=err.truncated,
         ended_by=ended_by,
     )
-
-
-def _reraise_single(exc: BaseException) -> None:
-    """Raise ``exc``, unwrapping a group that holds only Cancelled or a single error."""
-    if isinstance(exc, BaseExceptionGroup):
-        cancelled, rest = exc.split(trio.Cancelled)
-        if rest is None and cancelled is not None:
-            raise cancelled.exceptions[0] from None
-        if rest is not None and len(rest.exceptions) == 1 and cancelled is None:
-            raise rest.exceptions[0] from None
-    raise exc

@@ -24,6 +24,7 @@ import attrs
 import trio
 
 from hathd.events import EventBus
+from hathd.excgroups import describe, single
 
 log = logging.getLogger(__name__)
 
@@ -101,19 +102,10 @@ def to_plain(value: Any) -> Any:
     return str(value)
 
 
-def _unwrap(exc: Exception) -> Exception:
-    """The single leaf of nested one-member ExceptionGroups, else ``exc`` itself."""
-    while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
-
 def describe_error(exc: BaseException) -> str:
-    """A one-line description of ``exc``; an ExceptionGroup is reduced to its leaf errors."""
-    if isinstance(exc, BaseExceptionGroup):
-        return "; ".join(describe_error(e) for e in exc.exceptions)
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    """A one-line description of ``exc``; an ExceptionGroup is reduced to its leaf errors
+    (:func:`hathd.excgroups.describe`)."""
+    return describe(exc)
 
 
 class Supervisor:
@@ -179,7 +171,7 @@ class Supervisor:
                         reported = True
             except Exception as exc:
                 if fail_fast and not reported:
-                    raise _unwrap(exc) from None
+                    raise single(exc) from None
                 record.restarts += 1
                 record.last_error = describe_error(exc)
                 record.last_error_at = time.time()

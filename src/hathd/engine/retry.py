@@ -25,6 +25,7 @@ import random
 import attrs
 
 from hathd.errors import PermanentError, RateLimitedError
+from hathd.excgroups import leaves
 
 
 @attrs.frozen
@@ -75,28 +76,19 @@ class RetryDecision:
 def classify(error: BaseException) -> str:
     """``"permanent"``, ``"rate_limited"`` or ``"retryable"`` for a handler's exception; an
     exception group counts as permanent if any leaf is, else rate-limited if any leaf is."""
-    leaves = _leaves(error)
-    if any(isinstance(e, PermanentError) for e in leaves):
+    found = leaves(error)
+    if any(isinstance(e, PermanentError) for e in found):
         return "permanent"
-    if any(isinstance(e, RateLimitedError) for e in leaves):
+    if any(isinstance(e, RateLimitedError) for e in found):
         return "rate_limited"
     return "retryable"
-
-
-def _leaves(error: BaseException) -> list[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        out: list[BaseException] = []
-        for sub in error.exceptions:
-            out.extend(_leaves(sub))
-        return out
-    return [error]
 
 
 def retry_after_of(error: BaseException) -> float | None:
     """The largest ``retry_after`` (seconds) among the rate-limited leaves of ``error``."""
     values = [
         e.retry_after
-        for e in _leaves(error)
+        for e in leaves(error)
         if isinstance(e, RateLimitedError) and e.retry_after is not None
     ]
     return max(values) if values else None

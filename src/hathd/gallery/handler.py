@@ -35,6 +35,7 @@ import trio
 
 from hathd.engine.api import JobContext
 from hathd.errors import PermanentError, RetryableError
+from hathd.excgroups import leaves
 from hathd.gallery import archive, storage
 from hathd.gallery.config import GalleryConfig
 from hathd.gallery.fetch import FetchError, fetch_to_file
@@ -351,7 +352,7 @@ class _Run:
             # Cancelled rather than a group (no ExceptionGroup leaves the handler).
             cancelled, rest = group.split(trio.Cancelled)
             if rest is None and cancelled is not None:
-                raise _first_leaf(cancelled) from None
+                raise leaves(cancelled)[0] from None
             raise
 
     async def write_outputs(self) -> tuple[Path | None, Path | None]:
@@ -417,11 +418,6 @@ class _Run:
             "passes": self.plan.passes,
             "failed_tries": self.plan.failed_tries,
         }
-
-
-def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    first = group.exceptions[0]
-    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 async def run_gallery(deps: GalleryDeps, ctx: JobContext) -> dict[str, Any]:

@@ -49,6 +49,7 @@ import attrs
 import trio
 
 from hathd.events import EventBus
+from hathd.excgroups import leaves
 from hathd.hath import protocol as p
 from hathd.hath.cache import Cache
 from hathd.hath.config import HathConfig
@@ -277,7 +278,7 @@ class HathNode:
                 _, rest = group.split(trio.Cancelled)
                 if rest is None:
                     raise  # only cancellation: let the enclosing scope handle it
-                raise _first_leaf(rest) from None
+                raise leaves(rest)[0] from None
         except NodeRefused as exc:
             refused = exc
             self.state = "refused"
@@ -556,9 +557,3 @@ def _is_ip(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _first_leaf(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc

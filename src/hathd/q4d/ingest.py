@@ -23,13 +23,13 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import attrs
 import trio
 
 from hathd.engine.api import EngineAPI, JobSpec, Submitted
 from hathd.errors import HathdError
+from hathd.excgroups import single
 from hathd.mqtt import Message, MqttClient, MqttNotConnected, MqttStatistics
 from hathd.q4d.config import MqttConfig, Q4DConfig
 from hathd.q4d.labels import LabelOutbox
@@ -64,15 +64,6 @@ class Q4DStatistics:
     duplicates: int
     labels_sent: int
     mqtt: MqttStatistics | None
-
-
-def _unwrap(exc: BaseExceptionGroup[Any]) -> BaseException:
-    """The single non-Cancelled leaf of ``exc``, else ``exc`` itself."""
-    _cancelled, rest = exc.split(trio.Cancelled)
-    if rest is not None and len(rest.exceptions) == 1:
-        leaf = rest.exceptions[0]
-        return _unwrap(leaf) if isinstance(leaf, BaseExceptionGroup) else leaf
-    return exc
 
 
 class Q4DIngest:
@@ -141,7 +132,7 @@ class Q4DIngest:
                 nursery.start_soon(self._publish_labels, client)
                 task_status.started()
         except BaseExceptionGroup as group:
-            leaf = _unwrap(group)
+            leaf = single(group)
             if leaf is group:
                 raise
             raise leaf from None
