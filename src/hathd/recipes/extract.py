@@ -2,7 +2,7 @@
 
 An extractor is a string ``KIND:ARGUMENT`` (the ``regex:`` prefix is ConniesUploader's; the
 other kinds follow ShareX's ``$json:…$``, ``$header:…$`` and ``$responseurl$`` syntax,
-sharex.github.io docs/custom-uploader.md):
+ShareX documentation "Custom uploader", https://getsharex.com/docs/custom-uploader):
 
 ``json:PATH``
     a JSONPath (jsonpath-ng extended syntax) over the JSON body; ``files.0.url`` dot-indexes

@@ -2,8 +2,8 @@
 
 A recipe is one TOML file per service (see ``docs/recipes.md`` and the built-ins in
 ``hathd/recipes/builtin/``). Its parts follow ConniesUploader's ``HttpRequestSpec``
-(ConniesUploader's own documents ``docs/guides/PLUGIN_CREATION_GUIDE.md`` and
-``ARCHITECTURE.md`` v2.2–v2.4; ours: docs/recipes.md): a login chain of
+(ConniesUploader's plugin creation guide and its architecture notes v2.2–v2.4; ours:
+docs/recipes.md): a login chain of
 pre-requests (``follow_up_request`` becomes ``then``, to any depth, sharing one cookie jar),
 per-file ``prepare`` requests, the multipart ``upload`` with ``file``/``text``/``value`` fields,
 and a ``response`` parser; plus ShareX's result names (``url``, ``thumb``, ``delete``) and

@@ -3,7 +3,8 @@
 Each template renders one uploaded image from ``{url}``, ``{thumb}`` (the image URL itself
 when the host gave no thumbnail), ``{delete}``, ``{filename}`` and ``{index}``; the lines are
 joined with newlines in upload order (ConniesUploader's BBCode/HTML/Markdown output,
-README.md). Values are escaped for the target format (HTML entities; Markdown brackets).
+as its README describes it; docs/recipes.md). Values are escaped for the target format (HTML
+entities; Markdown brackets).
 
 The links come from a remote host's reply, so only ``http://`` and ``https://`` URLs are
 used (:func:`web_url`): a ``javascript:`` or ``data:`` link from a hostile host never reaches

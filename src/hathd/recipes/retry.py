@@ -1,8 +1,8 @@
 """Retry decisions for recipe requests (pure functions, no I/O, no clock).
 
-Defaults and semantics follow ConniesUploader (docs/history/FEATURES.md: 3 retries, 1 s → 2 s →
-4 s, ×2 capped at 30 s, ±20 % jitter; retryable 408, 429, 500, 502, 503, 504 and network
-errors). ``Retry-After`` is read as RFC 9110 §10.2.3 defines it: delay-seconds or an HTTP-date.
+Defaults and semantics follow ConniesUploader's feature history (3 retries, 1 s → 2 s → 4 s, ×2
+capped at 30 s, ±20 % jitter; retryable 408, 429, 500, 502, 503, 504 and network errors; our
+docs/recipes.md). ``Retry-After`` is read by :mod:`hathd.retryafter` (RFC 9110 §10.2.3).
 """
 
 from __future__ import annotations

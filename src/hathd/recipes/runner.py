@@ -121,7 +121,7 @@ class ServiceSession:
     ``credentials`` fill the recipe's credential names; ``global_bucket`` is shared by all
     services; ``transport`` (tests) replaces httpx's network transport; ``timeout`` is
     seconds for connect, and for each read/write (ConniesUploader settled on 180 s/60 s after
-    a 10 s timeout broke large uploads, ARCHITECTURE.md v2.1).
+    a 10 s timeout broke large uploads, its architecture notes v2.1).
     """
 
     def __init__(

@@ -1,6 +1,6 @@
 """``{placeholder}`` templates: a safe formatter that substitutes known names only.
 
-Syntax (after ConniesUploader's ``{field}`` placeholders, ARCHITECTURE.md v2.4): ``{name}``
+Syntax (after ConniesUploader's ``{field}`` placeholders, its architecture notes v2.4): ``{name}``
 where ``name`` matches ``[A-Za-z_][A-Za-z0-9_]*``; ``{{`` and ``}}`` stand for literal braces.
 Nothing else is interpreted: no attribute access, indexing, conversions or format specs (unlike
 :meth:`str.format`, which could reach object internals), so a recipe cannot read anything but
