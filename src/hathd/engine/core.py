@@ -65,7 +65,14 @@ from hathd.engine.coordinator import Coordinator, CoordinatorStatistics, LaneSta
 from hathd.engine.lanes import LaneSettings, LaneTable
 from hathd.engine.progress import ProgressThrottle
 from hathd.engine.retry import BUILTIN_PRESETS, RetryPreset, classify, decide
-from hathd.errors import HathdError, PermanentError, RetryableError, StoreError
+from hathd.errors import (
+    HathdError,
+    JobConflict,
+    JobNotFound,
+    PermanentError,
+    RetryableError,
+    StoreError,
+)
 from hathd.events import EventBus
 from hathd.store import Store
 
@@ -87,14 +94,6 @@ count, so a site that never lets us in still ends the job."""
 DISK_FULL_FREE_TRIES = 3
 """Tries of one job that may end on a full disk without counting as attempts; later ones
 count (a quota that the free-space check cannot see would otherwise loop for ever)."""
-
-
-class JobNotFound(HathdError):
-    """No job has this id."""
-
-
-class JobConflict(HathdError):
-    """The job's state does not allow the operation (e.g. retrying a running job)."""
 
 
 class _Ref:
