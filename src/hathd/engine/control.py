@@ -26,7 +26,7 @@ from hathd.engine.records import (
     ActiveJob,
 )
 from hathd.engine.shell import EngineShell
-from hathd.engine.states import FINAL_STATES
+from hathd.engine.states import FINAL_STATES, JobEvent, allowed, sources
 from hathd.engine.validate import check_priority
 from hathd.errors import (
     JobConflict,
@@ -59,13 +59,13 @@ class JobControl(EngineShell):
             job = await self._require(job_id)
             raise JobConflict(f"job {job_id} is {job.state}; only active jobs can be paused")
         ref.pause_reason = by
-        if ref.state is JobState.QUEUED:
-            self._coord.remove(job_id)
-            await self._move_state(ref, JobState.QUEUED, JobState.PAUSED, {"paused_by": by})
-        elif ref.state is JobState.WAITING:
-            await self._move_state(ref, JobState.WAITING, JobState.PAUSED, {"paused_by": by})
-        elif ref.state is JobState.RUNNING:
+        if ref.state is JobState.RUNNING:
+            # the worker applies the pause once the handler has stopped
             await self._settle(ref, "pause", timeout)
+        elif allowed(ref.state, JobEvent.PAUSE):
+            if ref.state is JobState.QUEUED:
+                self._coord.remove(job_id)
+            await self._move_state(ref, JobEvent.PAUSE, {"paused_by": by})
         return await self._require(job_id)
 
     async def resume_job(self, job_id: str) -> Job:
@@ -78,20 +78,14 @@ class JobControl(EngineShell):
         if ref is None:
             job = await self._require(job_id)
             raise JobConflict(f"job {job_id} is {job.state}; use retry for finished jobs")
-        if ref.state is JobState.PAUSED:
-            ref.state = JobState.QUEUED
+        if allowed(ref.state, JobEvent.RESUME):
+            source = ref.state
+            self._set_state(ref, JobEvent.RESUME)
+            changes = self._row_change(
+                source, JobEvent.RESUME, {"paused_by": None, "not_before": None}
+            )
             resumed = await self._write(
-                lambda conn: jobstore.transition(
-                    conn,
-                    job_id,
-                    (JobState.PAUSED,),
-                    {
-                        "state": JobState.QUEUED,
-                        "paused_by": None,
-                        "not_before": None,
-                        "updated_at": self._wall(),
-                    },
-                )
+                lambda conn: jobstore.transition(conn, job_id, (source,), changes)
             )
             if resumed is not None:
                 self._enqueue_if_queued(ref)
@@ -107,16 +101,14 @@ class JobControl(EngineShell):
         """
         ref = self._jobs.get(job_id)
         if ref is not None:
-            if ref.state is not JobState.WAITING:
+            # an active job: only a waiting one can be retried, i.e. woken at once
+            if not allowed(ref.state, JobEvent.WAKE):
                 raise JobConflict(f"job {job_id} is {ref.state}; nothing to retry")
-            ref.state = JobState.QUEUED
+            source = ref.state
+            self._set_state(ref, JobEvent.WAKE)
+            changes = self._row_change(source, JobEvent.WAKE, {"not_before": None})
             job = await self._write(
-                lambda conn: jobstore.transition(
-                    conn,
-                    job_id,
-                    (JobState.WAITING,),
-                    {"state": JobState.QUEUED, "not_before": None, "updated_at": self._wall()},
-                )
+                lambda conn: jobstore.transition(conn, job_id, (source,), changes)
             )
             if job is not None:
                 self._enqueue_if_queued(ref)
@@ -126,23 +118,25 @@ class JobControl(EngineShell):
         if pending is not None:
             await pending.wait()  # the final hook of the try that ended (e.g. a part file)
         current = await self._require(job_id)
-        if current.state not in FINAL_STATES:
+        if not allowed(current.state, JobEvent.RETRY):
             raise JobConflict(f"job {job_id} is {current.state}; nothing to retry")
-        changes: dict[str, Any] = {
-            "state": JobState.QUEUED,
-            "attempts": 0,
-            "error": None,
-            "error_class": None,
-            "result": None,
-            "finished_at": None,
-            "not_before": None,
-            "paused_by": None,
-            "checkpoint": None,
-            "updated_at": self._wall(),
-        }
+        changes = self._row_change(
+            current.state,
+            JobEvent.RETRY,
+            {
+                "attempts": 0,
+                "error": None,
+                "error_class": None,
+                "result": None,
+                "finished_at": None,
+                "not_before": None,
+                "paused_by": None,
+                "checkpoint": None,
+            },
+        )
         try:
             job = await self._write(
-                lambda conn: jobstore.transition(conn, job_id, FINAL_STATES, changes)
+                lambda conn: jobstore.transition(conn, job_id, sources(JobEvent.RETRY), changes)
             )
         except Exception as exc:
             if "UNIQUE" in str(exc):
@@ -172,10 +166,9 @@ class JobControl(EngineShell):
         if ref.state is JobState.RUNNING:
             await self._settle(ref, "cancel", timeout)
         else:
-            expect = ref.state
-            if expect is JobState.QUEUED:
+            if ref.state is JobState.QUEUED:
                 self._coord.remove(job_id)
-            cancelled = await self._move_state(ref, expect, JobState.CANCELLED, {"paused_by": None})
+            cancelled = await self._move_state(ref, JobEvent.CANCEL, {"paused_by": None})
             if cancelled is not None:
                 await self._final_hook(cancelled)
         return await self._require(job_id)

@@ -69,7 +69,7 @@ from hathd.engine.records import (
 )
 from hathd.engine.retry import RetryPreset
 from hathd.engine.runner import Runner
-from hathd.engine.states import FINAL_STATES
+from hathd.engine.states import FINAL_STATES, INITIAL_STATE
 from hathd.engine.validate import (
     as_invalid,
     check_json_object,
@@ -247,7 +247,7 @@ class Engine(JobControl, Runner):
                     kind=spec.kind,
                     target=spec.target,
                     domain=spec.domain.lower(),
-                    state=JobState.QUEUED,
+                    state=INITIAL_STATE,
                     priority=spec.priority,
                     position=self._next_position,
                     source=spec.source,

@@ -38,6 +38,7 @@ from hathd.engine.records import (
 )
 from hathd.engine.retry import classify, decide
 from hathd.engine.shell import EngineShell
+from hathd.engine.states import JobEvent
 from hathd.errors import (
     HathdError,
     PermanentError,
@@ -201,7 +202,7 @@ class Runner(EngineShell):
                         self._coord.release(picked.domain, now=now)
                         self._orphans.add(ref)
                         continue
-                    ref.state = JobState.RUNNING
+                    self._set_state(ref, JobEvent.DISPATCH)
                     await send.send(ref)
                     now = trio.current_time()
                 wake = self._coord.next_wakeup(trio.current_time())
@@ -232,17 +233,15 @@ class Runner(EngineShell):
         now = self._wall()
         ids = [r.id for r in refs]
         for ref in refs:
-            ref.state = JobState.QUEUED
+            self._set_state(ref, JobEvent.WAKE, source=JobState.WAITING)
+        changes = self._row_change(
+            JobState.WAITING, JobEvent.WAKE, {"not_before": None, "updated_at": now}
+        )
 
         def run(conn: Any) -> list[Job]:
             out = []
             for job_id in ids:
-                job = jobstore.transition(
-                    conn,
-                    job_id,
-                    (JobState.WAITING,),
-                    {"state": JobState.QUEUED, "not_before": None, "updated_at": now},
-                )
+                job = jobstore.transition(conn, job_id, (JobState.WAITING,), changes)
                 if job is not None:
                     out.append(job)
             return out
@@ -269,7 +268,11 @@ class Runner(EngineShell):
                     conn,
                     ref.id,
                     (JobState.QUEUED,),
-                    {"state": JobState.RUNNING, "updated_at": started, "not_before": None},
+                    self._row_change(
+                        JobState.QUEUED,
+                        JobEvent.DISPATCH,
+                        {"updated_at": started, "not_before": None},
+                    ),
                     bump_attempts=True,
                 )
             )
@@ -278,6 +281,7 @@ class Runner(EngineShell):
             self._release(ref)
             # try again later, without spinning on a failing store
             self._coord.rate_limited(ref.domain, 5.0, now=trio.current_time())
+            self._set_state(ref, JobEvent.REQUEUE, source=JobState.RUNNING)
             self._enqueue(ref)
             return
         if job is None:
@@ -334,7 +338,7 @@ class Runner(EngineShell):
         self._release(ref)
         ref.progress = None
         try:
-            job = await self._move_state(ref, JobState.RUNNING, JobState.QUEUED, {})
+            job = await self._move_state(ref, JobEvent.REQUEUE, source=JobState.RUNNING)
         except StoreError:
             log.exception("engine: cannot requeue job %s (restart will)", ref.id)
             return
@@ -347,14 +351,14 @@ class Runner(EngineShell):
         action = ref.stop_action
         if action == "pause":
             await self._move_state(
-                ref, JobState.RUNNING, JobState.PAUSED, {"paused_by": ref.pause_reason}
+                ref, JobEvent.PAUSE, {"paused_by": ref.pause_reason}, source=JobState.RUNNING
             )
         elif action == "cancel":
-            job = await self._move_state(ref, JobState.RUNNING, JobState.CANCELLED, {})
+            job = await self._move_state(ref, JobEvent.CANCEL, source=JobState.RUNNING)
             if job is not None:
                 await self._final_hook(job)
         else:
-            job = await self._move_state(ref, JobState.RUNNING, JobState.QUEUED, {})
+            job = await self._move_state(ref, JobEvent.REQUEUE, source=JobState.RUNNING)
             if job is not None:
                 self._enqueue_if_queued(ref)
 
@@ -371,9 +375,9 @@ class Runner(EngineShell):
         self._coord.succeeded(ref.domain)
         final = await self._move_state(
             ref,
-            JobState.RUNNING,
-            JobState.DONE,
+            JobEvent.SUCCEED,
             {"result": result, "error": None, "error_class": None},
+            source=JobState.RUNNING,
         )
         if final is not None:
             await self._final_hook(final)
@@ -415,23 +419,25 @@ class Runner(EngineShell):
         if decision.delay is None:
             final = await self._move_state(
                 ref,
-                JobState.RUNNING,
-                JobState.FAILED,
+                JobEvent.FAIL,
                 {"error": text, "error_class": error_class},
+                source=JobState.RUNNING,
             )
             if final is not None:
                 await self._final_hook(final)
             return
         not_before = self._wall() + decision.delay
-        ref.state = JobState.WAITING
-        changes = {
-            "state": JobState.WAITING,
-            "not_before": not_before,
-            "attempts": attempts,
-            "error": text,
-            "error_class": error_class,
-            "updated_at": self._wall(),
-        }
+        self._set_state(ref, JobEvent.BACK_OFF, source=JobState.RUNNING)
+        changes = self._row_change(
+            JobState.RUNNING,
+            JobEvent.BACK_OFF,
+            {
+                "not_before": not_before,
+                "attempts": attempts,
+                "error": text,
+                "error_class": error_class,
+            },
+        )
         waiting = await self._write(
             lambda conn: jobstore.transition(conn, ref.id, (JobState.RUNNING,), changes)
         )
@@ -447,13 +453,13 @@ class Runner(EngineShell):
         text = describe(error)
         queued = await self._move_state(
             ref,
-            JobState.RUNNING,
-            JobState.QUEUED,
+            JobEvent.REQUEUE,
             {
                 "attempts": max(0, job.attempts - 1),
                 "error": text,
                 "error_class": "disk_full",
             },
+            source=JobState.RUNNING,
         )
         if queued is not None:
             self._enqueue_if_queued(ref)

@@ -154,7 +154,7 @@ class EngineShell:
         self.bus.publish("progress", "progress", data)
 
     def _enqueue(self, ref: ActiveJob) -> None:
-        ref.state = JobState.QUEUED
+        """Hand a ``queued`` job to the coordinator (its state is already ``queued``)."""
         self._coord.add(ref.id, ref.domain, ref.priority, ref.position, now=trio.current_time())
         self._kick.set()
 
@@ -177,7 +177,7 @@ class EngineShell:
                     conn,
                     job_id,
                     (JobState.RUNNING,),
-                    {"state": JobState.QUEUED, "updated_at": self._wall()},
+                    self._row_change(JobState.RUNNING, JobEvent.REQUEUE),
                 )
             )
             if changed is None:
@@ -190,7 +190,7 @@ class EngineShell:
             self._add_timer(ref, ref.not_before or self._wall())
 
     def _add_timer(self, ref: ActiveJob, not_before: float) -> None:
-        ref.state = JobState.WAITING
+        """Start the retry timer of a ``waiting`` job (its state is already ``waiting``)."""
         ref.not_before = not_before
         heapq.heappush(self._timers, (not_before, ref.id))
         self._waiter_kick.set()
@@ -236,11 +236,26 @@ class EngineShell:
         return job
 
     async def _move_state(
-        self, ref: ActiveJob, expect: JobState, target: JobState, changes: dict[str, Any]
+        self,
+        ref: ActiveJob,
+        event: JobEvent,
+        changes: dict[str, Any] | None = None,
+        *,
+        source: JobState | None = None,
     ) -> Job | None:
+        """Apply ``event`` to ``ref`` from ``source`` (default its in-memory state): memory at
+        once, then the row, conditional on its state being ``source``; publish the job.
+
+        Returns the stored job, or ``None`` when the row had moved on meanwhile. Reaching a
+        final state sets ``finished_at`` and arms the final-hook barrier of :meth:`retry_job`.
+
+        :raises InvalidTransition: the table has no such transition.
+        """
+        expect = ref.state if source is None else source
+        target = next_state(expect, event)
         now = self._wall()
         ref.state = target
-        changes = {"state": target, "updated_at": now, **changes}
+        changes = {"state": target, "updated_at": now, **(changes or {})}
         if target in FINAL_STATES:
             changes["finished_at"] = now
             # set by _final_hook: a retry waits for the hook of the try that just ended
