@@ -6,7 +6,8 @@ prints the message. Codes never change once published; a new class gets a new co
 
 ::
 
-    HathdError                      code
+    class                           code
+    HathdError                      error               base of every error hathd raises on purpose
     ├── ConfigError                 invalid_config      a configuration file or value is invalid
     ├── StoreError                  store_error         the SQLite store failed or is closed
     ├── JobError                    job_error           raised by job handlers; the engine
