@@ -3,6 +3,8 @@ sequences, and the table drawn in the module docstring."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -131,3 +133,22 @@ def test_random_event_sequences(events: list[JobEvent]) -> None:
         if nxt in states.FINAL_STATES:
             assert state in states.ACTIVE_STATES
         state = nxt
+
+
+def test_the_table_in_docs_engine_md_matches() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "engine.md").read_text(encoding="utf-8")
+    rows = [
+        line.strip()
+        for line in doc.splitlines()
+        if line.strip().startswith("| `")
+        and line.strip().split("|")[1].strip("` ") in set(JobEvent)
+    ]
+    assert len(rows) == len(JobEvent)
+    drawn = {}
+    for row in rows:
+        event, *cells = [cell.strip().strip("`") for cell in row.strip("|").split("|")]
+        assert len(cells) == len(JobState)
+        for state, cell in zip(JobState, cells, strict=True):
+            if cell != "·":
+                drawn[state, JobEvent(event)] = JobState(cell)
+    assert drawn == EXPECTED
