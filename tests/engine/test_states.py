@@ -3,6 +3,7 @@ sequences, and the table drawn in the module docstring."""
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,48 @@ def test_the_table_in_docs_engine_md_matches() -> None:
             if cell != "·":
                 drawn[state, JobEvent(event)] = JobState(cell)
     assert drawn == EXPECTED
+
+
+def _is_str_call(node: ast.expr | None) -> bool:
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "str"
+
+
+def _state_writes() -> list[str]:
+    """Every place in the engine's job-owning modules that assigns a ``state`` attribute or
+    builds a dictionary with a ``"state"`` key (a row change; ``str(...)`` values are replies),
+    as ``module:function``. ``cli.py`` and ``http.py`` speak HTTP and own no job state."""
+    root = Path(states.__file__).parent
+    found = []
+    for path in sorted(root.glob("*.py")):
+        if path.name in ("cli.py", "http.py"):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for func in ast.walk(tree):
+            if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(func):
+                targets: list[ast.expr] = []
+                if isinstance(node, ast.Assign):
+                    targets = node.targets
+                elif isinstance(node, ast.AnnAssign | ast.AugAssign):
+                    targets = [node.target]
+                hit = any(isinstance(t, ast.Attribute) and t.attr == "state" for t in targets)
+                if isinstance(node, ast.Dict):
+                    hit = hit or any(
+                        isinstance(k, ast.Constant) and k.value == "state" and not _is_str_call(v)
+                        for k, v in zip(node.keys, node.values, strict=True)
+                    )
+                if hit:
+                    found.append(f"{path.stem}:{func.name}")
+    return sorted(set(found))
+
+
+def test_every_state_change_goes_through_the_table() -> None:
+    """Only the shell's helpers (which call next_state) write a job's state; a record takes
+    the stored state when it is built."""
+    assert _state_writes() == [
+        "records:__init__",
+        "shell:_move_state",
+        "shell:_row_change",
+        "shell:_set_state",
+    ]

@@ -7,18 +7,8 @@ table), :mod:`hathd.engine.shell` (the state kept in memory and the effects of a
 :mod:`hathd.engine.validate` (input checks) and this module, the façade: registration,
 submission, queries and statistics.
 
-State lives in two places kept in step: the ``engine_jobs`` table (the truth; every transition
-is written through the store's group commit and acknowledged only once committed) and a small
-in-memory record per *active* job (queued, running, waiting, paused) that drives dispatch. A
-state change is decided in memory first (so concurrent requests see it at once), then written
-(conditional on the expected stored state), then published on the ``jobs`` room with the full
-job.
-
-Tasks under :meth:`Engine.serve` (one nursery): the dispatcher (asks the sans-IO
-:class:`~hathd.engine.coordinator.Coordinator` for the next admissible job and hands it to a
-worker over an unbuffered memory channel), ``workers`` workers (each with its own clone of the
-receive channel) and the waiter (a heap of ``(not_before, job)`` on the wall clock; due jobs go
-back to ``queued``).
+How a state change is applied (memory, then the row, then the ``jobs`` room) is described in
+:mod:`hathd.engine.shell`; the tasks under :meth:`Engine.serve` in :mod:`hathd.engine.runner`.
 
 Shutdown: cancelling :meth:`Engine.serve` cancels running handlers; each worker writes its job
 back to ``queued`` in a shielded scope before the cancellation goes on.

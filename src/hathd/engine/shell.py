@@ -235,47 +235,6 @@ class EngineShell:
             raise JobNotFound(f"no job {job_id!r}")
         return job
 
-    async def _move_state(
-        self,
-        ref: ActiveJob,
-        event: JobEvent,
-        changes: dict[str, Any] | None = None,
-        *,
-        source: JobState | None = None,
-    ) -> Job | None:
-        """Apply ``event`` to ``ref`` from ``source`` (default its in-memory state): memory at
-        once, then the row, conditional on its state being ``source``; publish the job.
-
-        Returns the stored job, or ``None`` when the row had moved on meanwhile. Reaching a
-        final state sets ``finished_at`` and arms the final-hook barrier of :meth:`retry_job`.
-
-        :raises InvalidTransition: the table has no such transition.
-        """
-        expect = ref.state if source is None else source
-        target = next_state(expect, event)
-        now = self._wall()
-        ref.state = target
-        changes = {"state": target, "updated_at": now, **(changes or {})}
-        if target in FINAL_STATES:
-            changes["finished_at"] = now
-            # set by _final_hook: a retry waits for the hook of the try that just ended
-            self._final_pending[ref.id] = trio.Event()
-        try:
-            job = await self._write(
-                lambda conn: jobstore.transition(conn, ref.id, (expect,), changes)
-            )
-        except BaseException:
-            self._hook_done(ref.id)
-            raise
-        if job is None:
-            self._hook_done(ref.id)
-            return None
-        if target in FINAL_STATES:
-            self._finalised(job)
-            self._finished += 1
-        self._publish(job)
-        return job
-
     def _release(self, ref: ActiveJob) -> None:
         self._coord.release(ref.domain, now=trio.current_time())
         self._kick.set()
@@ -347,3 +306,44 @@ class EngineShell:
         :raises InvalidTransition: the table has no such transition.
         """
         return {"state": next_state(source, event), "updated_at": self._wall(), **(changes or {})}
+
+    async def _move_state(
+        self,
+        ref: ActiveJob,
+        event: JobEvent,
+        changes: dict[str, Any] | None = None,
+        *,
+        source: JobState | None = None,
+    ) -> Job | None:
+        """Apply ``event`` to ``ref`` from ``source`` (default its in-memory state): memory at
+        once, then the row, conditional on its state being ``source``; publish the job.
+
+        Returns the stored job, or ``None`` when the row had moved on meanwhile. Reaching a
+        final state sets ``finished_at`` and arms the final-hook barrier of :meth:`retry_job`.
+
+        :raises InvalidTransition: the table has no such transition.
+        """
+        expect = ref.state if source is None else source
+        target = next_state(expect, event)
+        now = self._wall()
+        ref.state = target
+        changes = {"state": target, "updated_at": now, **(changes or {})}
+        if target in FINAL_STATES:
+            changes["finished_at"] = now
+            # set by _final_hook: a retry waits for the hook of the try that just ended
+            self._final_pending[ref.id] = trio.Event()
+        try:
+            job = await self._write(
+                lambda conn: jobstore.transition(conn, ref.id, (expect,), changes)
+            )
+        except BaseException:
+            self._hook_done(ref.id)
+            raise
+        if job is None:
+            self._hook_done(ref.id)
+            return None
+        if target in FINAL_STATES:
+            self._finalised(job)
+            self._finished += 1
+        self._publish(job)
+        return job
