@@ -143,6 +143,7 @@ async def test_errors_are_json_and_name_the_field(served: Any) -> None:
             # the stable code of the exception class, by status
             codes = {400: "invalid_input", 404: "job_not_found"}
             assert info.value.body["code"] == codes[status], (path, info.value.body)
+            assert info.value.error_code == codes[status]
         for params, field in (({"state": "nope"}, "state"), ({"limit": "x"}, "limit")):
             with pytest.raises(AdminError) as info:
                 await admin.get("/api/v1/jobs", params=params)
