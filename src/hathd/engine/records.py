@@ -143,19 +143,22 @@ class HandlerContext:
 
 
 def stop_requested(ref: ActiveJob) -> bool:
+    """True once a user's pause or cancel asked the running try of ``ref`` to stop."""
     return ref.stop_action is not None
 
 
 def new_id() -> str:
-    # the shape of hathd.engine.api.JOB_ID_RE: 16 lower-case hex digits
+    """A new job id: 16 lower-case hex digits, 64 random bits (``api.JOB_ID_RE``)."""
     return os.urandom(8).hex()
 
 
 def free_bytes(path: Path) -> int:
+    """Bytes available to us on the file system of ``path`` (blocking: call it in a thread)."""
     return shutil.disk_usage(path).free
 
 
 def is_cancelled(exc: BaseException) -> bool:
+    """True when ``exc`` is, or a group holds, a ``trio.Cancelled``."""
     if isinstance(exc, trio.Cancelled):
         return True
     if isinstance(exc, BaseExceptionGroup):
@@ -164,6 +167,8 @@ def is_cancelled(exc: BaseException) -> bool:
 
 
 def describe(exc: BaseException) -> str:
+    """What a failed job records as ``error``: ``"<ExceptionClass>: <message>"`` (the class
+    name alone for an empty message), the leaves of a group joined with ``"; "``."""
     if isinstance(exc, BaseExceptionGroup):
         return "; ".join(describe(e) for e in exc.exceptions)
     text = str(exc)
