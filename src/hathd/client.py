@@ -21,11 +21,16 @@ from hathd.errors import DaemonNotRunning, HathdError
 
 
 class AdminError(HathdError):
-    """The daemon answered with an error status; ``status`` and ``body`` are its reply."""
+    """The daemon answered with an error status; ``status`` and ``body`` are its reply;
+    ``error_code`` is the reply's stable ``code`` (see :mod:`hathd.errors`) or ``None``."""
+
+    code = "admin_error"
 
     def __init__(self, status: int, body: Any) -> None:
         self.status = status
         self.body = body
+        code = body.get("code") if isinstance(body, dict) else None
+        self.error_code: str | None = code if isinstance(code, str) else None
         detail = body.get("error") if isinstance(body, dict) else body
         super().__init__(f"HTTP {status}: {detail}")
 

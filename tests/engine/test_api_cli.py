@@ -140,6 +140,10 @@ async def test_errors_are_json_and_name_the_field(served: Any) -> None:
             assert info.value.status == status, (path, body, info.value.body)
             assert info.value.body["field"] == field, (path, body, info.value.body)
             assert info.value.body["error"]
+            # the stable code of the exception class, by status
+            codes = {400: "invalid_input", 404: "job_not_found"}
+            assert info.value.body["code"] == codes[status], (path, info.value.body)
+            assert info.value.error_code == codes[status]
         for params, field in (({"state": "nope"}, "state"), ({"limit": "x"}, "limit")):
             with pytest.raises(AdminError) as info:
                 await admin.get("/api/v1/jobs", params=params)
@@ -154,6 +158,7 @@ async def test_errors_are_json_and_name_the_field(served: Any) -> None:
             reply = await raw.post("/api/v1/jobs", content=b"{not json")
         assert reply.status_code == 400
         assert reply.json()["field"] == "body"
+        assert reply.json()["code"] == "invalid_input"
     # a running job cannot be retried: 409
     async with served() as api, api.admin() as admin:
         api.engine.register("hold", hold)
@@ -165,6 +170,8 @@ async def test_errors_are_json_and_name_the_field(served: Any) -> None:
             await admin.post(f"/api/v1/jobs/{sub.job.id}/retry")
         assert info.value.status == 409
         assert info.value.body["field"] == "state"
+        assert info.value.body["code"] == "job_conflict"
+        assert "running" in info.value.body["error"]
 
 
 async def test_clear_history(served: Any) -> None:

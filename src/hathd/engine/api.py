@@ -21,6 +21,8 @@ from typing import Any, Protocol
 
 import attrs
 
+from hathd.errors import InvalidInput as InvalidInput
+
 
 class JobState(StrEnum):
     """``queued`` → ``running`` → ``done``; ``waiting`` (retry timer), ``paused``, ``failed``,
@@ -49,20 +51,6 @@ JOB_ID_RE = re.compile(r"[0-9a-f]{16}")
 def is_job_id(text: str) -> bool:
     """True when ``text`` has the shape of an engine job id (:data:`JOB_ID_RE`)."""
     return JOB_ID_RE.fullmatch(text) is not None
-
-
-class InvalidInput(ValueError):
-    """Bad input to an engine operation (a submission, a move, a filter).
-
-    ``field`` names the offending input (``"priority"``, ``"[2].target"`` in a batch) and the
-    message reads ``"<field>: <message>"``. The job API turns it into ``400`` with ``field``;
-    any other exception is an internal error (``500``).
-    """
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 @attrs.frozen

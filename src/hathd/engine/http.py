@@ -20,10 +20,13 @@ Routes (JSON in and out; every job is the full record of :func:`jobstore.job_to_
 Bodies are strict JSON: ``NaN``, ``Infinity`` and numbers too large for a float are refused
 (``400`` naming the field). Priorities are integers within ±10⁹; move positions within 10⁹.
 
-Errors: ``400`` (bad input: :class:`~hathd.engine.api.InvalidInput`), ``404`` (no such job),
-``409`` (the job's state forbids the operation), each ``{"error": "...", "field": "..."}``
-(``field`` names the offending input when there is one). Any other exception is an internal
-error (``500``).
+Errors: ``400`` (bad input: :class:`~hathd.errors.InvalidInput`), ``404`` (no such job:
+:class:`~hathd.errors.JobNotFound`), ``409`` (the job's state forbids the operation:
+:class:`~hathd.errors.JobConflict`), each ``{"error": "...", "code": "...", "field": "..."}``:
+``error`` is the message, ``code`` the stable code of the exception class (``invalid_input``,
+``job_not_found``, ``job_conflict``, ``invalid_transition``; the tree is in
+:mod:`hathd.errors`), ``field`` names the offending input when there is one. Any other
+exception is an internal error (``500``).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from hathd.engine.api import InvalidInput, JobSpec
 from hathd.engine.core import Engine, JobConflict, JobNotFound, check_priority, check_timeout
 from hathd.engine.download import download_spec
 from hathd.engine.jobstore import job_to_json
+from hathd.errors import HathdError
 from hathd.supervisor import to_plain
 
 MAX_BATCH = 10_000
@@ -61,8 +65,9 @@ class BadRequest(InvalidInput):
     """Invalid input to the API; ``field`` names it (answered ``400``)."""
 
 
-def _error(status: int, message: str, field: str | None = None) -> tuple[dict[str, Any], int]:
-    body: dict[str, Any] = {"error": message}
+def _error(status: int, exc: HathdError, field: str | None = None) -> tuple[dict[str, Any], int]:
+    """The JSON error reply: ``{"error": message, "code": exc.code, "field": field}``."""
+    body: dict[str, Any] = {"error": str(exc), "code": exc.code}
     if field is not None:
         body["field"] = field
     return body, status
@@ -231,15 +236,15 @@ def make_blueprint(engine: Engine) -> Blueprint:
 
     @bp.errorhandler(InvalidInput)
     async def bad_request(exc: InvalidInput) -> tuple[dict[str, Any], int]:
-        return _error(400, str(exc), exc.field)
+        return _error(400, exc, exc.field)
 
     @bp.errorhandler(JobNotFound)
     async def not_found(exc: JobNotFound) -> tuple[dict[str, Any], int]:
-        return _error(404, str(exc), "id")
+        return _error(404, exc, "id")
 
     @bp.errorhandler(JobConflict)
     async def conflict(exc: JobConflict) -> tuple[dict[str, Any], int]:
-        return _error(409, str(exc), "state")
+        return _error(409, exc, "state")
 
     @bp.post("/api/v1/jobs")
     async def add_jobs() -> tuple[dict[str, Any], int]:

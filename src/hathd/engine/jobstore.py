@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 from hathd.engine.api import ACTIVE_STATES, Job, JobState, Progress
+from hathd.engine.states import JobEvent, next_state
 
 SCHEMA: list[str] = [
     """
@@ -196,8 +197,10 @@ def set_checkpoint(conn: sqlite3.Connection, job_id: str, data: dict[str, Any] |
 def recover(conn: sqlite3.Connection, now: float) -> tuple[list[Job], int]:
     """Start-up: jobs left ``running`` go back to ``queued``; returns every active job and the
     number requeued."""
+    # a try cut short by a crash or a kill ends without an outcome: the table's ``requeue``
     requeued = conn.execute(
-        "UPDATE engine_jobs SET state = 'queued', updated_at = ? WHERE state = 'running'", (now,)
+        "UPDATE engine_jobs SET state = ?, updated_at = ? WHERE state = ?",
+        (str(next_state(JobState.RUNNING, JobEvent.REQUEUE)), now, str(JobState.RUNNING)),
     ).rowcount
     rows = conn.execute(
         f"SELECT * FROM engine_jobs WHERE state IN {_ACTIVE_SQL} ORDER BY priority DESC, position"
