@@ -15,6 +15,10 @@ from urllib.parse import urlsplit
 import attrs
 
 from hathd.confutil import FieldError, in_range, read_secret, secret
+from hathd.engine.retry import DEFAULT_PRESET, RetryPreset
+
+RETRY_PRESET = "q4d"
+"""Name of the engine retry preset built from ``[q4d] nope_after``."""
 
 
 @attrs.frozen
@@ -99,7 +103,8 @@ class Q4DConfig:
       ``reconnect_interval_base``, ``reconnect_interval_max``: lftp ``net:*`` settings (s).
     - ``sftp_connect_program``: lftp ``sftp:connect-program`` ("" = lftp's ``ssh -a -x``), e.g.
       to name a ``UserKnownHostsFile`` or an identity file.
-    - ``retry_preset``: the engine retry preset of transfer jobs ("" = the engine default).
+    - ``nope_after``: the retry budget (s) of a failed transfer before it ends ``NOPE``;
+      ``retry_preset`` (an engine preset by name) replaces it when set.
     """
 
     enabled: bool = False
@@ -165,8 +170,31 @@ class Q4DConfig:
     ``UserKnownHostsFile`` or an identity file)."""
     lftp: str = "lftp"
     """The lftp program."""
+    nope_after: float = attrs.field(default=3600.0, validator=in_range(0, 7 * 86400))
+    """Seconds a failed transfer keeps being retried before it is labelled ``NOPE``: waits of
+    1, 5 and 15 minutes (the engine's ``default`` steps that fit), then one last try when the
+    budget runs out; 0 = no retry."""
     retry_preset: str = ""
-    """Engine retry preset of transfer jobs; empty = the engine default."""
+    """Engine retry preset of transfer jobs, replacing ``nope_after``; empty = use
+    ``nope_after``."""
+
+    def nope_preset(self) -> RetryPreset:
+        """The backoff of transfers from ``nope_after``: the ``default`` preset's waits while
+        their sum (jitter aside) stays within the budget, then a final try at the budget's end.
+        The waits add up to ``nope_after`` seconds (± the jitter of the early steps)."""
+        budget = self.nope_after
+        delays: list[float] = []
+        for step in DEFAULT_PRESET.delays:
+            if sum(delays) + step > budget:
+                break
+            delays.append(step)
+        rest = budget - sum(delays)
+        final = rest if rest > 0 else None
+        return RetryPreset(delays=tuple(delays), jitter=DEFAULT_PRESET.jitter, final_wait=final)
+
+    def transfer_preset(self) -> str:
+        """The engine preset name transfer jobs use: ``retry_preset``, else :data:`RETRY_PRESET`."""
+        return self.retry_preset or RETRY_PRESET
 
     def read_password(self) -> str | None:
         """The seedbox password (``password``, else the first line of ``password_file``).

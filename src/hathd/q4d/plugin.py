@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from quart import Blueprint
 
 from hathd.engine.api import Job
+from hathd.q4d.config import RETRY_PRESET
 from hathd.q4d.ingest import Q4DIngest
 from hathd.q4d.labels import SCHEMA, LabelOutbox, final_label
 from hathd.q4d.rules import Rule, RulesError, destination, load_rules
@@ -116,8 +117,9 @@ class Q4dPlugin(BasePlugin):
             if label is not None:
                 await outbox.put([label])
 
+        rt.engine.add_retry_preset(RETRY_PRESET, cfg.nope_preset())
         rt.engine.register(
-            "transfer", handler, retry_preset=cfg.retry_preset or None, on_final=on_final
+            "transfer", handler, retry_preset=cfg.transfer_preset(), on_final=on_final
         )
         rt.engine.add_lane(cfg.lane(), concurrency=cfg.concurrency)
         log.info("q4d: %d type rule(s), transfers from %s", len(rules), cfg.host or "(unset)")
