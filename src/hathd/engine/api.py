@@ -21,6 +21,8 @@ from typing import Any, Protocol
 
 import attrs
 
+from hathd.engine.retry import RetryPreset
+
 
 class JobState(StrEnum):
     """``queued`` → ``running`` → ``done``; ``waiting`` (retry timer), ``paused``, ``failed``,
@@ -198,4 +200,8 @@ class EngineAPI(Protocol):
     ) -> None:
         """Declare politeness for domains matching ``pattern`` (fnmatch); ``rate`` in jobs/s,
         0 meaning unlimited."""
+        ...
+
+    def add_retry_preset(self, name: str, preset: RetryPreset) -> None:
+        """Declare (or replace) the backoff preset ``name`` for kinds and jobs to use."""
         ...
