@@ -129,6 +129,9 @@ async def status(obj: CliContext, as_json: bool) -> None:
     off = [s for s in data.get("subsystems", []) if not s["enabled"]]
     for sub in off:
         click.echo(f"{sub['name']}: off ({sub['reason']})")
+    pending = data.get("restart_pending") or []
+    if pending:
+        click.echo(f"restart pending: {', '.join(pending)} (changed; a restart applies them)")
 
 
 @cli.group()

@@ -39,6 +39,7 @@ from hathd import config as config_mod
 from hathd.admin.app import create_app
 from hathd.config import Config
 from hathd.errors import ConfigError
+from hathd.reload import plan_reload
 from hathd.runtime import PLUGIN_MODULES, Plugin, Runtime, default_state_dir, open_runtime
 from hathd.sdnotify import sd_notify, watchdog_period
 from hathd.supervisor import ServiceSpec
@@ -127,6 +128,7 @@ class Daemon:
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
+        self._started_config = config
         self.state_dir = state_dir
         self.config_path = config_path
         self.plugins = list(load_plugins() if plugins is None else plugins)
@@ -308,17 +310,29 @@ class Daemon:
             log.error("reload refused, keeping the running configuration: %s", exc)
             rt.bus.publish("system", "config.rejected", {"problems": exc.problems})
         else:
-            self.config = new
-            rt.config = new
+            plan = plan_reload(self._started_config, new)
+            self.config = plan.config
+            rt.config = plan.config
+            rt.restart_pending = plan.restart_pending
             for plugin in self.plugins:
                 if plugin.name not in self._enabled:
                     continue
                 try:
-                    plugin.reconfigure(rt, new)
+                    plugin.reconfigure(rt, plan.config)
                 except Exception:
                     log.exception("reload: %s could not apply the new configuration", plugin.name)
             log.info("configuration reloaded from %s", self.config_path or "(defaults)")
-            rt.bus.publish("system", "config.reloaded", {"path": self.config_path})
+            if plan.restart_pending:
+                log.warning(
+                    "reload: restart pending for %s (changed in the file; the running values "
+                    "stay in force until hathd restarts)",
+                    ", ".join(plan.restart_pending),
+                )
+            rt.bus.publish(
+                "system",
+                "config.reloaded",
+                {"path": self.config_path, "restart_pending": plan.restart_pending},
+            )
         sd_notify("READY=1", environ=self.environ)
 
     async def _watchdog(self, rt: Runtime, period: float) -> None:

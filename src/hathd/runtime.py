@@ -109,6 +109,8 @@ class Runtime:
     extras: dict[str, Any] = attrs.field(factory=dict)
     stopping: trio.Event = attrs.field(factory=trio.Event)
     """Set when shutdown begins: stop taking new work (the engine stops dispatching)."""
+    restart_pending: list[str] = attrs.field(factory=list)
+    """Configuration keys changed by a reload that take effect only after a restart."""
 
 
 class Plugin(Protocol):
