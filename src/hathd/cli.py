@@ -129,6 +129,12 @@ async def status(obj: CliContext, as_json: bool) -> None:
     off = [s for s in data.get("subsystems", []) if not s["enabled"]]
     for sub in off:
         click.echo(f"{sub['name']}: off ({sub['reason']})")
+    for program in data.get("programs", []):
+        if not program["found"]:
+            click.echo(
+                f"{program['name']}: missing ({program['reason']}); "
+                f"{program['needed_by']} jobs fail until fixed: {program['fix']}"
+            )
     pending = data.get("restart_pending") or []
     if pending:
         click.echo(f"restart pending: {', '.join(pending)} (changed; a restart applies them)")

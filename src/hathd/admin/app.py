@@ -128,6 +128,7 @@ def create_app(
             "services": rt.supervisor.statistics(),
             "subsystems": [_subsystem(p, rt) for p in available],
             "restart_pending": list(rt.restart_pending),
+            "programs": rt.programs.to_plain(),
             "store": to_plain(rt.store.statistics()),
             "bus": to_plain(rt.bus.statistics()),
         }

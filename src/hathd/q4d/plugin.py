@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from quart import Blueprint
 
 from hathd.engine.api import Job
+from hathd.programs import resolve
 from hathd.q4d.config import RETRY_PRESET
 from hathd.q4d.ingest import Q4DIngest
 from hathd.q4d.labels import SCHEMA, LabelOutbox, final_label
@@ -40,6 +41,7 @@ from hathd.q4d.transfer import TransferHandler
 log = logging.getLogger(__name__)
 
 SERVICE = "q4d-mqtt"
+LFTP_FIX = "install lftp (Debian package: lftp), or set [q4d] lftp to its full path"
 
 
 @attrs.define
@@ -107,8 +109,11 @@ class Q4dPlugin(BasePlugin):
                 destination(code, cfg.type_map, root)
             except (RuntimeError, ValueError) as exc:
                 raise ConfigError([(f"q4d.type_map.{code}", str(exc))]) from None
+        lftp = rt.programs.add(resolve("lftp", [cfg.lftp], fix=LFTP_FIX, needed_by="transfer"))
+        if lftp.argv is not None:
+            cfg = attrs.evolve(cfg, lftp=lftp.argv[0])
         outbox = LabelOutbox(rt.store)
-        handler = TransferHandler(cfg)
+        handler = TransferHandler(cfg, program=lftp)
         state = Q4DState(outbox, rules, root, handler)
         rt.extras["q4d"] = state
 
