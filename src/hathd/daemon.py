@@ -39,6 +39,7 @@ from hathd import config as config_mod
 from hathd.admin.app import create_app
 from hathd.config import Config
 from hathd.errors import ConfigError
+from hathd.metrics import JobMetrics
 from hathd.reload import plan_reload
 from hathd.runtime import PLUGIN_MODULES, Plugin, Runtime, default_state_dir, open_runtime
 from hathd.sdnotify import sd_notify, watchdog_period
@@ -179,6 +180,10 @@ class Daemon:
                         "admin", partial(self._serve_admin, rt, app, admin_stop, admin_done)
                     ),
                     fail_fast=True,
+                )
+                job_metrics = JobMetrics(rt.bus)
+                await rt.supervisor.start(
+                    root, ServiceSpec("metrics", job_metrics.serve, job_metrics.statistics)
                 )
                 groups: list[_Group] = []
                 for plugin in enabled:
