@@ -33,7 +33,8 @@ async def test_hits_are_timed_and_their_bytes_counted(tmp_path: Path) -> None:
     data = os.urandom(54321)
     with trio.fail_after(60):
         async with open_fake_control(CREDS) as fake, run_node(tmp_path, fake) as node:
-            assert node.cache is not None and node.server is not None
+            assert node.cache is not None
+            assert node.server is not None
             fid = p.FileId.parse(f"{sha1(data)}-{len(data)}-640-480-jpg")
             src = tmp_path / "src.bin"
             src.write_bytes(data)
@@ -51,7 +52,9 @@ async def test_hits_are_timed_and_their_bytes_counted(tmp_path: Path) -> None:
     assert before[seconds].type == "histogram"  # type: ignore[attr-defined]
     assert after[sent].type == "counter"  # type: ignore[attr-defined]
     count = seconds + "_count"
-    assert _sample(after, seconds, count, route="h") - _sample(before, seconds, count, route="h") == 2
+    assert (
+        _sample(after, seconds, count, route="h") - _sample(before, seconds, count, route="h") == 2
+    )
     assert (
         _sample(after, seconds, count, route="other")
         - _sample(before, seconds, count, route="other")
