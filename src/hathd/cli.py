@@ -26,6 +26,7 @@ from hathd.daemon import (
     resolve_state_dir,
 )
 from hathd.errors import ConfigError, DaemonNotRunning, HathdError
+from hathd.logfile import add_file_handler
 from hathd.supervisor import describe_error
 
 log = logging.getLogger("hathd")
@@ -93,6 +94,11 @@ async def run(ctx: click.Context) -> None:
         raise click.exceptions.Exit(2) from None
     configure_logging(config.daemon.log_level)
     directory = resolve_state_dir(ctx.meta.get("state_dir_option"), config, os.environ)
+    try:
+        add_file_handler(config.log, directory)
+    except OSError as exc:
+        click.echo(f"hathd: log.file: {describe_error(exc)}", err=True)
+        raise click.exceptions.Exit(2) from None
     daemon = Daemon(config, directory, config_path=obj.config_path)
     try:
         await daemon.run()
@@ -123,6 +129,15 @@ async def status(obj: CliContext, as_json: bool) -> None:
     off = [s for s in data.get("subsystems", []) if not s["enabled"]]
     for sub in off:
         click.echo(f"{sub['name']}: off ({sub['reason']})")
+    for program in data.get("programs", []):
+        if not program["found"]:
+            click.echo(
+                f"{program['name']}: missing ({program['reason']}); "
+                f"{program['needed_by']} jobs fail until fixed: {program['fix']}"
+            )
+    pending = data.get("restart_pending") or []
+    if pending:
+        click.echo(f"restart pending: {', '.join(pending)} (changed; a restart applies them)")
 
 
 @cli.group()

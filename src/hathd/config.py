@@ -27,6 +27,7 @@ from hathd.errors import ConfigError
 from hathd.fanfic.config import FanficConfig, ImapConfig, NotifyConfig
 from hathd.gallery.config import GalleryConfig
 from hathd.hath.config import HathConfig
+from hathd.logfile import LogConfig
 from hathd.q4d.config import MqttConfig, Q4DConfig
 from hathd.recipes.config import RecipesConfig
 
@@ -80,6 +81,7 @@ class Config:
     fanfic: FanficConfig = attrs.field(factory=FanficConfig)
     notify: NotifyConfig = attrs.field(factory=NotifyConfig)
     recipes: RecipesConfig = attrs.field(factory=RecipesConfig)
+    log: LogConfig = attrs.field(factory=LogConfig)
 
 
 converter = cattrs.Converter(forbid_extra_keys=True)

@@ -42,8 +42,10 @@ from hathd.errors import ConfigError
 from hathd.fanfic.plugin import FanficPlugin
 from hathd.gallery.plugin import GalleryPlugin
 from hathd.hath.plugin import HathPlugin
+from hathd.metrics import JobMetrics
 from hathd.q4d.plugin import Q4dPlugin
 from hathd.recipes.plugin import RecipesPlugin
+from hathd.reload import plan_reload
 from hathd.runtime import BasePlugin, Plugin, Runtime, default_state_dir, open_runtime
 from hathd.sdnotify import sd_notify, watchdog_period
 from hathd.supervisor import ServiceSpec
@@ -145,6 +147,7 @@ class Daemon:
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
+        self._started_config = config
         self.state_dir = state_dir
         self.config_path = config_path
         self.plugins = list(default_plugins() if plugins is None else plugins)
@@ -195,6 +198,10 @@ class Daemon:
                         "admin", partial(self._serve_admin, rt, app, admin_stop, admin_done)
                     ),
                     fail_fast=True,
+                )
+                job_metrics = JobMetrics(rt.bus)
+                await rt.supervisor.start(
+                    root, ServiceSpec("metrics", job_metrics.serve, job_metrics.statistics)
                 )
                 groups: list[_Group] = []
                 for plugin in enabled:
@@ -325,17 +332,29 @@ class Daemon:
             log.error("reload refused, keeping the running configuration: %s", exc)
             rt.bus.publish("system", "config.rejected", {"problems": exc.problems})
         else:
-            self.config = new
-            rt.config = new
+            plan = plan_reload(self._started_config, new)
+            self.config = plan.config
+            rt.config = plan.config
+            rt.restart_pending = plan.restart_pending
             for plugin in self.plugins:
                 if plugin.name not in self._enabled:
                     continue
                 try:
-                    plugin.reconfigure(rt, new)
+                    plugin.reconfigure(rt, plan.config)
                 except Exception:
                     log.exception("reload: %s could not apply the new configuration", plugin.name)
             log.info("configuration reloaded from %s", self.config_path or "(defaults)")
-            rt.bus.publish("system", "config.reloaded", {"path": self.config_path})
+            if plan.restart_pending:
+                log.warning(
+                    "reload: restart pending for %s (changed in the file; the running values "
+                    "stay in force until hathd restarts)",
+                    ", ".join(plan.restart_pending),
+                )
+            rt.bus.publish(
+                "system",
+                "config.reloaded",
+                {"path": self.config_path, "restart_pending": plan.restart_pending},
+            )
         sd_notify("READY=1", environ=self.environ)
 
     async def _watchdog(self, rt: Runtime, period: float) -> None:

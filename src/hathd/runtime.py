@@ -21,6 +21,7 @@ import trio
 from hathd.config import Config
 from hathd.errors import StateDirInUse
 from hathd.events import EventBus
+from hathd.programs import ProgramTable
 from hathd.store import Store, open_store
 from hathd.supervisor import ServiceSpec, Supervisor
 
@@ -102,6 +103,10 @@ class Runtime:
     :class:`~hathd.engine.api.EngineAPI`."""
     stopping: trio.Event = attrs.field(factory=trio.Event)
     """Set when shutdown begins: stop taking new work (the engine stops dispatching)."""
+    programs: ProgramTable = attrs.field(factory=ProgramTable)
+    """External programs resolved by the subsystems at start (``hathd status`` shows them)."""
+    restart_pending: list[str] = attrs.field(factory=list)
+    """Configuration keys changed by a reload that take effect only after a restart."""
 
 
 class Plugin(Protocol):

@@ -46,7 +46,7 @@ async def test_crashing_service_shows_in_status_and_system_room(tmp_path: Path) 
         async with open_websocket_url(ws_url) as ws:
             hello = json.loads(await ws.get_message())
             assert hello["type"] == "hello"
-            assert {s["name"] for s in hello["data"]["services"]} == {"admin", "crasher"}
+            assert {s["name"] for s in hello["data"]["services"]} == {"admin", "metrics", "crasher"}
             allowed.set()
             seen: list[dict[str, Any]] = []
             with trio.fail_after(30):

@@ -243,3 +243,34 @@ async def test_second_daemon_on_the_same_state_dir_is_refused(start_daemon: Star
         status = await admin.get("/api/v1/status")
     assert status["pid"] == first.proc.pid
     assert await first.stop() == 0
+
+
+async def test_status_names_a_missing_program_with_its_fix(start_daemon: StartDaemon) -> None:
+    daemon = await start_daemon(
+        config_toml_text='[fanfic]\nenabled = true\nfanficfare = ["/nonexistent/fanficfare"]\n'
+    )
+    async with daemon.admin() as admin:
+        status = await admin.get("/api/v1/status")
+        (fff,) = [p for p in status["programs"] if p["name"] == "fanficfare"]
+        assert fff["found"] is False
+        assert fff["reason"] == "/nonexistent/fanficfare does not exist"
+        assert "pip install FanFicFare" in fff["fix"]
+        # a job that needs it fails at once with that reason instead of waiting for retries
+        reply = await admin.request(
+            "POST", "/api/v1/fanfic/stories", json={"urls": ["http://test1.com?sid=4"]}
+        )
+        assert reply["created"] == ["http://test1.com?sid=4"]
+        with trio.fail_after(30):
+            while True:
+                (job,) = (await admin.get("/api/v1/jobs", params={"kind": "fanfic"}))["jobs"]
+                if job["state"] == "failed":
+                    break
+                await trio.sleep(0.1)
+        assert job["attempts"] == 1
+        assert "fanficfare is missing: /nonexistent/fanficfare does not exist" in job["error"]
+    table = await run_cli("--state-dir", str(daemon.state_dir), "status")
+    assert (
+        b"fanficfare: missing (/nonexistent/fanficfare does not exist); fanfic jobs fail"
+        in table.stdout
+    )
+    assert await daemon.stop() == 0

@@ -39,3 +39,22 @@ def test_unit_declares_notify_watchdog_reload_and_hardening() -> None:
     assert lines["ProtectSystem"] == "strict"
     # The stop timeout must leave room for hathd's own 20 s default deadline.
     assert int(lines["TimeoutStopSec"].rstrip("s")) > 20
+
+
+def test_unit_may_bind_a_port_below_1024_and_nothing_more() -> None:
+    """The H@H port may be 443; the unit grants exactly CAP_NET_BIND_SERVICE."""
+    entries = [
+        tuple(line.split("=", 1))
+        for line in UNIT.read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    ]
+    ambient = [value for key, value in entries if key == "AmbientCapabilities"]
+    bounding = [value for key, value in entries if key == "CapabilityBoundingSet"]
+    assert ambient == ["CAP_NET_BIND_SERVICE"]
+    assert bounding == ["CAP_NET_BIND_SERVICE"]
+    settings = dict(entries)
+    # the capability does not loosen the rest of the sandbox
+    assert settings["DynamicUser"] == "yes"
+    assert settings["PrivateDevices"] == "yes"
+    assert settings["ProtectKernelModules"] == "yes"
+    assert "@privileged" in settings["SystemCallFilter"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from hypercorn.config import Config as HyperConfig
 from hypercorn.trio import serve
 
 from hathd.admin.app import create_app
-from hathd.clictx import CliContext
+from hathd.clictx import CliContext, human_bytes, human_duration, human_rate, local_time
 from hathd.client import AdminClient, AdminError
 from hathd.engine.api import PRIORITY_MAX, PRIORITY_MIN, JobContext, JobSpec
 from hathd.engine.cli import _Board, check_job_id, jobs, parse_position, progress_bar, queue
@@ -427,3 +428,59 @@ async def test_cli_refuses_anything_but_a_job_id(served: Any) -> None:
         assert job is not None  # neither deleted nor cleared with the history
         assert job.state == "done"
         assert check_job_id(sub.job.id.upper()) == sub.job.id
+
+
+async def test_cli_shows_times_sizes_and_rates_for_people(served: Any) -> None:
+    async with served() as api:
+
+        async def quick(ctx: JobContext) -> None:
+            await trio.lowlevel.checkpoint()
+
+        async def halfway(ctx: JobContext) -> None:
+            ctx.progress(3 * 1024 * 1024, 12 * 1024 * 1024)
+            await trio.sleep_forever()
+
+        api.engine.register("quick", quick)
+        api.engine.register("halfway", halfway)
+        done = await api.engine.submit(JobSpec(kind="quick", target="q", domain="d1"))
+        await api.engine.wait_final(done.job.id, timeout=20)
+        running = await api.engine.submit(JobSpec(kind="halfway", target="h", domain="d2"))
+        with trio.fail_after(10):
+            while (await api.engine.get(running.job.id)).progress is None:
+                await trio.sleep(0.01)
+        obj = api.obj()
+
+        r = await invoke(jobs, ["ls"], obj)
+        rows = {line.split()[0]: line.split() for line in r.output.splitlines()[1:-1]}
+        assert rows[done.job.id][5] == "100%"
+        assert rows[running.job.id][5] == "25%"
+
+        r = await invoke(jobs, ["show", done.job.id, "--json"], obj)
+        exact = json.loads(r.output)
+        assert isinstance(exact["created_at"], float)  # --json keeps the epoch seconds
+        r = await invoke(jobs, ["show", done.job.id], obj)
+        fields = {line[:12].strip(): line[13:] for line in r.output.splitlines()}
+        created = datetime.fromtimestamp(exact["created_at"]).astimezone()
+        assert fields["created_at"].startswith(created.strftime("%Y-%m-%d %H:%M:%S %Z"))
+        assert fields["created_at"].endswith(" ago)")
+        finished = datetime.fromtimestamp(exact["finished_at"]).astimezone()
+        assert fields["finished_at"].startswith(finished.strftime("%Y-%m-%d %H:%M"))
+        assert str(exact["created_at"]) not in r.output
+
+        r = await invoke(jobs, ["show", running.job.id], obj)
+        fields = {line[:12].strip(): line[13:] for line in r.output.splitlines()}
+        assert fields["progress"].startswith("3.0 MiB of 12.0 MiB (25%)")
+
+
+def test_human_formats() -> None:
+    assert human_bytes(512) == "512 B"
+    assert human_bytes(1536) == "1.5 KiB"
+    assert human_bytes(5 * 1024**4 * 2048) == "10240.0 TiB"
+    assert human_rate(None) == "-"
+    assert human_rate(3 * 1024 * 1024) == "3.0 MiB/s"
+    assert human_duration(59.6) == "1 min 00 s"
+    assert human_duration(7500) == "2 h 05 min"
+    assert human_duration(3 * 86400 + 4 * 3600) == "3 d 4 h"
+    assert local_time(None) == "-"
+    assert local_time(1000.0, now=1090.0).endswith("(1 min 30 s ago)")
+    assert local_time(1000.0, now=940.0).endswith("(in 1 min 00 s)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from pathlib import Path
 
@@ -11,9 +12,9 @@ from hathd.config import Config, structure
 from hathd.engine import build_engine
 from hathd.engine.api import Job, JobState
 from hathd.errors import ConfigError
-from hathd.q4d.config import Q4DConfig
+from hathd.q4d.config import RETRY_PRESET, Q4DConfig
 from hathd.q4d.labels import final_label
-from hathd.q4d.plugin import Q4dPlugin, Q4DState
+from hathd.q4d.plugin import Q4dPlugin, Q4DState, nope_preset
 from hathd.runtime import open_runtime
 
 
@@ -98,3 +99,33 @@ async def test_setup_rejects_bad_rules(
         with pytest.raises(ConfigError) as info:
             await plugin.setup(rt)
     assert info.value.problems[0][0] == key
+
+
+def test_nope_preset_spends_the_retry_budget() -> None:
+    """A failed transfer is retried for ``nope_after`` seconds in all, then labelled NOPE."""
+    rng = random.Random(7)
+    for budget in (3600.0, 600.0, 30.0, 0.0):
+        preset = nope_preset(Q4DConfig(nope_after=budget).nope_after)
+        waits: list[float] = []
+        failures = 1
+        while (delay := preset.delay_after(failures, rng)) is not None:
+            waits.append(delay)
+            failures += 1
+        early = sum(preset.delays)
+        # the early steps carry ±20 % jitter; the final try lands at the budget's end
+        assert budget - 0.2 * early <= sum(waits) <= budget + 0.2 * early
+        assert bool(waits) == (budget > 0)
+    assert Q4DConfig().nope_after == 3600.0
+
+
+async def test_transfers_use_the_nope_budget_unless_a_preset_is_named(tmp_path: Path) -> None:
+    config = structure({"q4d": {"enabled": True, "nope_after": 1800}})
+    async with open_runtime(config, tmp_path / "state") as rt:
+        engine = await build_engine(rt)
+        await Q4dPlugin().setup(rt)
+        preset = engine.retry_presets()[RETRY_PRESET]
+        assert preset == nope_preset(config.q4d.nope_after)
+        assert preset.final_wait == 1800 - 60 - 300 - 900
+        assert preset.max_attempts == 5
+    assert structure({"q4d": {"retry_preset": "fanfic"}}).q4d.transfer_preset() == "fanfic"
+    assert Q4DConfig().transfer_preset() == RETRY_PRESET

@@ -127,6 +127,8 @@ def create_app(
             "state_dir": str(rt.paths.state_dir),
             "services": rt.supervisor.statistics(),
             "subsystems": [_subsystem(p, rt) for p in available],
+            "restart_pending": list(rt.restart_pending),
+            "programs": rt.programs.to_plain(),
             "store": to_plain(rt.store.statistics()),
             "bus": to_plain(rt.bus.statistics()),
         }

@@ -9,6 +9,8 @@ Families (text format 0.0.4, via prometheus-client):
   (nested fields joined with ``_``), so a new counter appears without code here
 - ``hathd_store_writes_total``, ``hathd_store_batches_total``, ``hathd_store_queued``
 - ``hathd_bus_published_total``, ``hathd_bus_subscribers``, ``hathd_bus_lagged_total``
+- the measured counters and histograms of :mod:`hathd.metrics` (H@H request durations and
+  bytes, job run times by kind, lane waits, finished jobs)
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from hathd.metrics import REGISTRY as MEASURED
 from hathd.runtime import Runtime
 
 _STARTED = time.time()
@@ -87,4 +90,4 @@ def render_metrics(rt: Runtime) -> tuple[bytes, str]:
     """The metrics of ``rt`` in Prometheus text format, and its content type."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_RuntimeCollector(rt))
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(registry) + generate_latest(MEASURED), CONTENT_TYPE_LATEST

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import attrs
 
+from hathd.engine.retry import RetryPreset
 from hathd.errors import InvalidInput as InvalidInput
 
 
@@ -186,4 +187,8 @@ class EngineAPI(Protocol):
     ) -> None:
         """Declare politeness for domains matching ``pattern`` (fnmatch); ``rate`` in jobs/s,
         0 meaning unlimited."""
+        ...
+
+    def add_retry_preset(self, name: str, preset: RetryPreset) -> None:
+        """Declare (or replace) the backoff preset ``name`` for kinds and jobs to use."""
         ...

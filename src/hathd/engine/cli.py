@@ -17,7 +17,14 @@ from typing import Any
 import asyncclick as click
 import trio
 
-from hathd.clictx import CliContext, table
+from hathd.clictx import (
+    CliContext,
+    human_bytes,
+    human_duration,
+    human_rate,
+    local_time,
+    table,
+)
 from hathd.engine.api import is_job_id
 
 
@@ -36,17 +43,6 @@ def _job_id_arg(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any
     if isinstance(value, tuple):
         return tuple(check_job_id(v) for v in value)
     return check_job_id(value)
-
-
-def _fmt_bytes(n: float | None) -> str:
-    if n is None:
-        return "?"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
 
 
 def _fmt_eta(seconds: float | None) -> str:
@@ -70,27 +66,72 @@ def progress_bar(data: dict[str, Any], width: int = 30) -> str:
     else:
         bar, pct = "?" * width, "  ?  "
     rate = data.get("rate")
-    rate_s = f"{_fmt_bytes(rate)}/s" if rate else "-"
+    rate_s = f"{human_bytes(rate)}/s" if rate else "-"
     return (
-        f"{data.get('id', '?')[:16]:16}  [{bar}] {pct}  {_fmt_bytes(done)}/{_fmt_bytes(total)}"
+        f"{data.get('id', '?')[:16]:16}  [{bar}] {pct}  {human_bytes(done)}/{human_bytes(total)}"
         f"  {rate_s}  ETA {_fmt_eta(data.get('eta'))}"
     )
 
 
-def _job_row(job: dict[str, Any]) -> list[str]:
+def _done_cell(job: dict[str, Any]) -> str:
+    """The DONE column: the percentage of a known total, else the amount done so far; ``100%``
+    for a finished job; ``-`` before any progress."""
     progress = job.get("progress") or {}
-    pct = ""
     if progress.get("total"):
-        pct = f"{100 * (progress.get('done') or 0) / progress['total']:.0f}%"
+        return f"{100 * (progress.get('done') or 0) / progress['total']:.0f}%"
+    if progress.get("done"):
+        return human_bytes(progress["done"])
+    if job["state"] == "done":
+        return "100%"
+    return "-"
+
+
+def _job_row(job: dict[str, Any]) -> list[str]:
     return [
         job["id"],
         job["state"],
         str(job["priority"]),
         job["kind"],
         job["domain"][:24],
-        pct,
+        _done_cell(job),
         (job.get("error") or job["target"])[:60],
     ]
+
+
+_TIME_FIELDS = frozenset({"created_at", "updated_at", "finished_at", "not_before"})
+
+
+def _progress_text(progress: dict[str, Any]) -> str:
+    done, total = progress.get("done") or 0, progress.get("total")
+    parts = [f"{human_bytes(done)} of {human_bytes(total)}" if total else human_bytes(done)]
+    if total:
+        parts[0] += f" ({100 * done / total:.0f}%)"
+    if progress.get("rate"):
+        parts.append(human_rate(progress["rate"]))
+    if progress.get("eta") is not None:
+        parts.append(f"ETA {human_duration(progress['eta'])}")
+    if progress.get("message"):
+        parts.append(str(progress["message"]))
+    return ", ".join(parts)
+
+
+def job_lines(job: dict[str, Any], now: float | None = None) -> list[str]:
+    """``jobs show`` for people: one ``key  value`` line per field; times local with their
+    zone and age, ``timeout`` as a duration, progress as sizes, rate and ETA."""
+    lines = []
+    for key, value in job.items():
+        if key in _TIME_FIELDS:
+            text = local_time(value, now) if value is not None else ""
+        elif key == "timeout":
+            text = human_duration(value) if value is not None else ""
+        elif key == "progress":
+            text = _progress_text(value) if value else ""
+        elif isinstance(value, dict | list):
+            text = json.dumps(value)
+        else:
+            text = "" if value is None else str(value)
+        lines.append(f"{key:12} {text}".rstrip())
+    return lines
 
 
 @click.group()
@@ -180,10 +221,8 @@ async def jobs_show(obj: CliContext, job_id: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(job, indent=2))
         return
-    for key, value in job.items():
-        if isinstance(value, dict | list):
-            value = json.dumps(value)
-        click.echo(f"{key:12} {'' if value is None else value}")
+    for line in job_lines(job):
+        click.echo(line)
 
 
 def _each(action: str, help_text: str) -> click.Command:

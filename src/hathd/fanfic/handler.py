@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from hathd.fanfic.config import FanficConfig
 from hathd.fanfic.fff import prepare_workspace, run_fanficfare
 from hathd.fanfic.outcome import PERMANENT, Outcome
 from hathd.notify import Notifier
+from hathd.programs import Program
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +102,10 @@ class FanficPipeline:
         notifier: Notifier,
         *,
         presets: Mapping[str, RetryPreset] | None = None,
+        programs: Sequence[Program] = (),
     ) -> None:
         self.config = config
+        self.programs = list(programs)
         self.calibre = calibre
         self.notifier = notifier
         self.presets = dict(BUILTIN_PRESETS if presets is None else presets)
@@ -146,6 +149,8 @@ class FanficPipeline:
             self.notifier.notify(hail_mary_text(hours), job.target, notify_type="warning")
 
     async def _handle(self, ctx: JobContext) -> dict[str, Any]:
+        for program in self.programs:
+            program.require()  # a missing program fails the job with the reason and the fix
         cfg = self.config
         job = ctx.job
         url = job.target

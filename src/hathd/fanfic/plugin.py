@@ -25,12 +25,13 @@ import trio
 from hathd.config import Config
 from hathd.errors import PermanentError
 from hathd.fanfic.calibre import Calibre
-from hathd.fanfic.config import UPDATE_METHODS
+from hathd.fanfic.config import UPDATE_METHODS, FanficConfig
 from hathd.fanfic.handler import KIND, FanficPipeline
 from hathd.fanfic.imap import MIGRATIONS, ImapWatcher
 from hathd.fanfic.stories import Story, identify
 from hathd.fanfic.submit import StorySubmitter
 from hathd.notify import Notifier
+from hathd.programs import Program, resolve
 from hathd.runtime import BasePlugin, Runtime
 from hathd.supervisor import ServiceSpec, to_plain
 
@@ -92,6 +93,34 @@ async def submit_urls(
     }
 
 
+FANFICFARE_FIX = (
+    "install FanFicFare into hathd's environment (`pip install FanFicFare` with hathd's "
+    "pip), or set [fanfic] fanficfare to its full path"
+)
+CALIBREDB_FIX = (
+    "install calibre (Debian package: calibre), or set [fanfic.calibre] calibredb to the "
+    "path of calibredb, or leave [fanfic.calibre] library empty to skip Calibre"
+)
+
+
+def resolve_programs(cfg: FanficConfig) -> tuple[FanficConfig, list[Program]]:
+    """Resolve FanFicFare (hathd's own environment first, then ``PATH``) and, when a Calibre
+    library is set, calibredb (``PATH``); returns the configuration with the resolved argvs
+    of the programs found, and every program the jobs need (found or not)."""
+    fff = resolve(
+        "fanficfare", cfg.fanficfare, fix=FANFICFARE_FIX, own_environment=True, needed_by=KIND
+    )
+    needed = [fff]
+    if fff.argv is not None:
+        cfg = attrs.evolve(cfg, fanficfare=list(fff.argv))
+    if cfg.calibre.library:
+        calibredb = resolve("calibredb", [cfg.calibre.calibredb], fix=CALIBREDB_FIX, needed_by=KIND)
+        needed.append(calibredb)
+        if calibredb.argv is not None:
+            cfg = attrs.evolve(cfg, calibre=attrs.evolve(cfg.calibre, calibredb=calibredb.argv[0]))
+    return cfg, needed
+
+
 class FanficPlugin(BasePlugin):
     """Wires the fanfic subsystem into the daemon."""
 
@@ -114,8 +143,17 @@ class FanficPlugin(BasePlugin):
         cfg = rt.config.fanfic
         await rt.store.migrate("fanfic", MIGRATIONS)
         notifier = Notifier(rt.config.notify)
+        cfg, needed = resolve_programs(cfg)
+        for program in needed:
+            rt.programs.add(program)
         calibre = Calibre(cfg.calibre, config_dir=rt.paths.state_dir / "calibre")
-        pipeline = FanficPipeline(cfg, calibre, notifier, presets=rt.engine.retry_presets())
+        pipeline = FanficPipeline(
+            cfg,
+            calibre,
+            notifier,
+            presets=rt.engine.retry_presets(),
+            programs=needed,
+        )
         rt.engine.register(
             KIND, pipeline.handle, retry_preset=cfg.retry_preset, on_final=pipeline.on_final
         )

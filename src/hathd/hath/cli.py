@@ -1,7 +1,8 @@
 """``hathd hath …`` commands.
 
-* ``login``: ask for the client ID and key, store them in ``<state_dir>/data/client_login``
-  (mode 0600; docs/hath-protocol.md §1.1).
+* ``login``: ask for the client ID and key (or read them with ``--from`` from the official
+  client's ``data/client_login``), store them in ``<state_dir>/data/client_login`` (mode 0600;
+  docs/hath-protocol.md §1.1).
 * ``verify``: full rescan of the cache directory with a SHA-1 check of every file; rebuilds
   the index. A running node does it itself (admin API); otherwise it runs here with a
   progress bar.
@@ -36,17 +37,42 @@ async def hath_group() -> None:
 
 
 @hath_group.command("login")
-@click.option("--client-id", type=int, prompt="H@H client ID")
-@click.option("--client-key", prompt="H@H client key", hide_input=True)
+@click.option("--client-id", type=int, default=None, help="The H@H client ID (asked if unset).")
+@click.option("--client-key", default=None, help="The H@H client key (asked if unset).")
+@click.option(
+    "--from",
+    "from_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Take the ID and key from another client's login file (the official client's "
+    "data/client_login).",
+)
 @click.pass_obj
-async def login(obj: CliContext, client_id: int, client_key: str) -> None:
+async def login(
+    obj: CliContext, client_id: int | None, client_key: str | None, from_file: str | None
+) -> None:
     """Store the H@H client ID and key (data/client_login, mode 0600)."""
     try:
-        creds = Credentials(client_id, client_key.strip())
+        if from_file is not None:
+            creds = await trio.to_thread.run_sync(_read_login_file, Path(from_file))
+        else:
+            if client_id is None:
+                client_id = int(await click.prompt("H@H client ID", type=int))
+            if client_key is None:
+                client_key = str(await click.prompt("H@H client key", hide_input=True))
+            creds = Credentials(client_id, client_key.strip())
     except ProtocolError as exc:
         raise click.BadParameter(str(exc)) from None
     path = await trio.to_thread.run_sync(save_credentials, creds, Paths(obj.state_dir).data)
     click.echo(f"saved credentials for client {creds.client_id} to {path}")
+
+
+def _read_login_file(path: Path) -> Credentials:
+    try:
+        text = path.read_text("ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"cannot read {path}: {exc}") from None
+    return Credentials.parse_login_file(text)
 
 
 @hath_group.command("verify")

@@ -35,6 +35,7 @@ import struct
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
 import attrs
@@ -47,6 +48,7 @@ from hathd.hath.cache import Cache
 from hathd.hath.limits import FloodControl, OverloadNotice, UploadThrottle, is_local
 from hathd.hath.proxy import FlightFailed, SrfetchProxy
 from hathd.hath.pruning import needs_touch
+from hathd.metrics import observe_hath_request
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ SERVERCMD_LIFETIME = 1800.0
 STILL_ALIVE_TEXT = b"I feel FANTASTIC and I'm still alive"
 FAVICON = "https://e-hentai.org/favicon.ico"
 ROBOTS = b"User-agent: *\nDisallow: /"
+_SENT: ContextVar[list[int] | None] = ContextVar("hath_request_sent", default=None)
+"""Bytes sent for the request the current connection task serves (for the metrics)."""
 _SAFE_NAME = re.compile(r"^[\w.\- ()\[\]]{1,255}$")
 
 
@@ -239,8 +243,15 @@ class ImageServer:
             elif head is not None:
                 # the reaper: 180 s per connection, 1800 s for servercmd (J162 doTimeoutCheck)
                 limit = SERVERCMD_LIFETIME if head.path.startswith("/servercmd/") else LIFETIME
-                with trio.move_on_after(limit):
-                    await self._dispatch(stream, head, ip, metered)
+                began, counted = trio.current_time(), [0]
+                token = _SENT.set(counted)
+                try:
+                    with trio.move_on_after(limit):
+                        await self._dispatch(stream, head, ip, metered)
+                finally:
+                    route = head.parts[1] if len(head.parts) > 1 else ""
+                    observe_hath_request(route, trio.current_time() - began, counted[0])
+                    _SENT.reset(token)
         except (trio.BrokenResourceError, trio.ClosedResourceError, FlightFailed):
             pass
         except Exception:
@@ -262,6 +273,8 @@ class ImageServer:
                     await trio.sleep(delay)
             await stream.send_all(piece)
             self._sent += len(piece)
+            if (counted := _SENT.get()) is not None:
+                counted[0] += len(piece)
 
     async def _send_error(
         self,

@@ -16,6 +16,9 @@ import attrs
 
 from hathd.confutil import FieldError, in_range, read_secret, secret
 
+RETRY_PRESET = "q4d"
+"""Name of the engine retry preset built from ``[q4d] nope_after``."""
+
 
 @attrs.frozen
 class MqttConfig:
@@ -99,7 +102,8 @@ class Q4DConfig:
       ``reconnect_interval_base``, ``reconnect_interval_max``: lftp ``net:*`` settings (s).
     - ``sftp_connect_program``: lftp ``sftp:connect-program`` ("" = lftp's ``ssh -a -x``), e.g.
       to name a ``UserKnownHostsFile`` or an identity file.
-    - ``retry_preset``: the engine retry preset of transfer jobs ("" = the engine default).
+    - ``nope_after``: the retry budget (s) of a failed transfer before it ends ``NOPE``;
+      ``retry_preset`` (an engine preset by name) replaces it when set.
     """
 
     enabled: bool = False
@@ -165,8 +169,17 @@ class Q4DConfig:
     ``UserKnownHostsFile`` or an identity file)."""
     lftp: str = "lftp"
     """The lftp program."""
+    nope_after: float = attrs.field(default=3600.0, validator=in_range(0, 7 * 86400))
+    """Seconds a failed transfer keeps being retried before it is labelled ``NOPE``: waits of
+    1, 5 and 15 minutes (the engine's ``default`` steps that fit), then one last try when the
+    budget runs out; 0 = no retry."""
     retry_preset: str = ""
-    """Engine retry preset of transfer jobs; empty = the engine default."""
+    """Engine retry preset of transfer jobs, replacing ``nope_after``; empty = use
+    ``nope_after``."""
+
+    def transfer_preset(self) -> str:
+        """The engine preset name transfer jobs use: ``retry_preset``, else :data:`RETRY_PRESET`."""
+        return self.retry_preset or RETRY_PRESET
 
     def read_password(self) -> str | None:
         """The seedbox password (``password``, else the first line of ``password_file``).

@@ -22,6 +22,7 @@ import attrs
 import trio
 
 from hathd.config import Config
+from hathd.engine.retry import DEFAULT_PRESET, RetryPreset
 from hathd.errors import ConfigError
 from hathd.runtime import BasePlugin, Runtime
 from hathd.supervisor import ServiceSpec
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from quart import Blueprint
 
 from hathd.engine.api import Job
+from hathd.programs import resolve
+from hathd.q4d.config import RETRY_PRESET
 from hathd.q4d.ingest import Q4DIngest
 from hathd.q4d.labels import SCHEMA, LabelOutbox, final_label
 from hathd.q4d.rules import Rule, RulesError, destination, load_rules
@@ -39,6 +42,7 @@ from hathd.q4d.transfer import TransferHandler
 log = logging.getLogger(__name__)
 
 SERVICE = "q4d-mqtt"
+LFTP_FIX = "install lftp (Debian package: lftp), or set [q4d] lftp to its full path"
 
 
 @attrs.define
@@ -81,6 +85,20 @@ def download_root(rt: Runtime) -> Path:
     return Path(configured).expanduser() if configured else rt.paths.downloads / "q4d"
 
 
+def nope_preset(budget: float) -> RetryPreset:
+    """The backoff of transfers from ``[q4d] nope_after`` (``budget``, seconds): the
+    ``default`` preset's waits while their sum (jitter aside) stays within the budget, then a
+    final try at the budget's end, after which the transfer is labelled NOPE."""
+    delays: list[float] = []
+    for step in DEFAULT_PRESET.delays:
+        if sum(delays) + step > budget:
+            break
+        delays.append(step)
+    rest = budget - sum(delays)
+    final = rest if rest > 0 else None
+    return RetryPreset(delays=tuple(delays), jitter=DEFAULT_PRESET.jitter, final_wait=final)
+
+
 class Q4dPlugin(BasePlugin):
     """Wires the q4d subsystem into the daemon."""
 
@@ -109,8 +127,11 @@ class Q4dPlugin(BasePlugin):
                 destination(code, cfg.type_map, root)
             except (RuntimeError, ValueError) as exc:
                 raise ConfigError([(f"q4d.type_map.{code}", str(exc))]) from None
+        lftp = rt.programs.add(resolve("lftp", [cfg.lftp], fix=LFTP_FIX, needed_by="transfer"))
+        if lftp.argv is not None:
+            cfg = attrs.evolve(cfg, lftp=lftp.argv[0])
         outbox = LabelOutbox(rt.store)
-        handler = TransferHandler(cfg)
+        handler = TransferHandler(cfg, program=lftp)
         state = Q4DState(outbox, rules, root, handler)
         self.state = state
 
@@ -119,8 +140,9 @@ class Q4dPlugin(BasePlugin):
             if label is not None:
                 await outbox.put([label])
 
+        rt.engine.add_retry_preset(RETRY_PRESET, nope_preset(cfg.nope_after))
         rt.engine.register(
-            "transfer", handler, retry_preset=cfg.retry_preset or None, on_final=on_final
+            "transfer", handler, retry_preset=cfg.transfer_preset(), on_final=on_final
         )
         rt.engine.add_lane(cfg.lane(), concurrency=cfg.concurrency)
         log.info("q4d: %d type rule(s), transfers from %s", len(rules), cfg.host or "(unset)")

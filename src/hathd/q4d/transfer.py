@@ -46,6 +46,7 @@ import trio
 from hathd import spawn
 from hathd.engine.api import JobContext
 from hathd.errors import ConfigError, PermanentError, RetryableError
+from hathd.programs import Program
 from hathd.q4d import lftp
 from hathd.q4d.config import Q4DConfig
 
@@ -179,10 +180,13 @@ class TransferHandler:
     One instance serves every transfer job of a daemon (it holds the per-path locks).
 
     :param config: the ``[q4d]`` section (site, credentials, lftp settings, timeout).
+    :param program: lftp as resolved at start (:mod:`hathd.programs`); when it is missing
+        every transfer fails at once with the reason and the fix.
     """
 
-    def __init__(self, config: Q4DConfig) -> None:
+    def __init__(self, config: Q4DConfig, *, program: Program | None = None) -> None:
         self.config = config
+        self.program = program
         self.locks = PathLocks()
 
     def site(self, has_password: bool) -> lftp.Site:
@@ -219,6 +223,8 @@ class TransferHandler:
             raise PermanentError(f"bad transfer parameters: {exc}") from None
         if not self.config.host:
             raise PermanentError("q4d.host is not configured")
+        if self.program is not None:
+            self.program.require()  # lftp missing: fail with the reason and the fix
         try:
             password = await trio.to_thread.run_sync(self.config.read_password)
         except ConfigError as exc:
