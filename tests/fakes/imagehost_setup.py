@@ -9,6 +9,7 @@ from hathd.recipes.config import RecipesConfig, ServiceConfig
 IMX_KEY = "imx-key-7f3a9c"
 VIPR_USER, VIPR_PASS = "viprfan", "vipr-pass-55e1"
 BAM_EMAIL, BAM_PASS = "bam@example.org", "bam-pass-0c4d"
+FORUM_USER, FORUM_PASS = "poster", "forum-pass-91b2"
 
 
 def make_image(folder: Path, name: str, size: int = 3000, seed: int = 0) -> Path:
@@ -26,6 +27,7 @@ def services_config(**base_urls: str) -> RecipesConfig:
         "imx.to": {"api_key": IMX_KEY},
         "vipr.im": {"username": VIPR_USER, "password": VIPR_PASS},
         "imagebam": {"email": BAM_EMAIL, "password": BAM_PASS},
+        "vbulletin": {"username": FORUM_USER, "password": FORUM_PASS},
     }
     services = {}
     for key, url in base_urls.items():

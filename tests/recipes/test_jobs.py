@@ -265,7 +265,10 @@ async def test_api_rejects_bad_submissions(imx: FakeImx, images: list[Path]) -> 
         listing = await admin.get("/api/v1/recipes")
     assert imx.requests == []
     by_id = {r["id"]: r for r in listing["recipes"]}
-    assert sorted(by_id) == ["imagebam", "imx.to", "pixhost.to", "turboimagehost", "vipr.im"]
+    hosts = sorted(k for k, r in by_id.items() if r["kind"] == "upload")
+    assert hosts == ["imagebam", "imx.to", "pixhost.to", "turboimagehost", "vipr.im"]
+    assert by_id["vbulletin"]["kind"] == "forum"
+    assert by_id["vbulletin"]["limits"] == {"rate": 1.0, "burst": 3, "concurrency": 1}
     assert by_id["imx.to"]["credentials"] == [
         {"name": "api_key", "required": True, "configured": True}
     ]

@@ -246,16 +246,18 @@ class ForumError:
 class ForumSpec:
     """How a forum takes a post.
 
-    ``reply`` posts ``{message}`` to thread ``{thread_id}``; ``thread`` (optional) opens a new
-    thread ``{subject}`` in forum ``{forum_id}``. ``post_id`` is a regex whose group 1 is the
-    new post's id, tried on the reply's final URL and then on its body (vBulletin redirects to
-    ``showthread.php?p=ID``); ``new_thread_id`` likewise finds a new thread's id (vBulletin
-    redirects to ``showthread.php?t=ID``); ``post_url`` is the template of a post's link
-    (``{post_id}``, relative to ``base_url``). ``find`` fetches the thread's newest page so
-    that a post whose outcome is unknown (the daemon died while sending it) is looked for
-    before it is sent again; ``posts`` is a CSS selector of the posts' message elements on that page and
-    ``post_id_attr`` a regex over their ``id`` attribute giving the post id. ``errors`` are
-    the forum's error pages, tried in order.
+    ``reply`` posts ``{message}`` to thread ``{thread_id}``; ``thread`` (optional) opens a
+    new thread ``{subject}`` in forum ``{forum_id}``. ``post_id`` is a regex whose group 1 is
+    the new post's id, tried on the reply's final URL and then on its body (vBulletin
+    redirects to ``showthread.php?p=ID``); ``new_thread_id`` likewise finds a new thread's
+    id (``showthread.php?t=ID``); ``post_url`` is the template of a post's link
+    (``{post_id}``, relative to ``base_url``).
+
+    ``find`` fetches the thread's newest page, so that a post whose outcome is unknown (the
+    daemon died while sending it) is looked for before it is sent again: ``posts`` is a CSS
+    selector of the posts' message elements on that page, ``post_id_attr`` a regex over
+    their ``id`` attribute giving the post id. ``errors`` are the forum's error pages,
+    tried in order.
     """
 
     reply: Step

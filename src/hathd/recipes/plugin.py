@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from hathd.recipes import batches
+from hathd.recipes import batches, posts
 from hathd.recipes.api import create_blueprint
 from hathd.recipes.loader import configured_recipes
 from hathd.recipes.uploader import Uploader
@@ -35,12 +35,14 @@ class RecipesPlugin(BasePlugin):
     name = "recipes"
 
     async def setup(self, rt: Runtime) -> None:
-        """Load recipes, migrate, register the ``upload`` handler and the lanes.
+        """Load recipes, migrate, register the ``upload`` and ``forum-post`` handlers and the
+        lanes.
 
         :raises ConfigError: an invalid recipe or ``[recipes]`` section (with key paths).
         """
         recipes = await trio.to_thread.run_sync(configured_recipes, rt.config.recipes)
         await batches.migrate(rt.store)
+        await posts.migrate(rt.store)
         if rt.engine is None:
             return
         uploader = Uploader(recipes, rt.config.recipes)
@@ -58,6 +60,8 @@ class RecipesPlugin(BasePlugin):
             return ()
 
         async def serve(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+            # posts whose batches were finalized just before the daemon stopped
+            await uploads.posts.release_ready()
             task_status.started()
             try:
                 await trio.sleep_forever()
@@ -70,7 +74,7 @@ class RecipesPlugin(BasePlugin):
         return [ServiceSpec("uploads", serve, uploads.uploader.statistics)]
 
     def blueprint(self, rt: Runtime) -> Blueprint | None:
-        """``/api/v1/uploads`` and ``/api/v1/recipes``."""
+        """``/api/v1/uploads``, ``/api/v1/posts`` and ``/api/v1/recipes``."""
         uploads: Uploads | None = rt.extras.get(EXTRA_KEY)
         return None if uploads is None else create_blueprint(uploads)
 
