@@ -20,6 +20,7 @@ async def test_upload_through_daemon_and_cli(
     start_daemon: Callable[..., Awaitable[Any]], imx: FakeImx, images: list[Path]
 ) -> None:
     config = (
+        f"[recipes]\nroots = [{str(images[0].parent)!r}]\n"
         '[recipes.services."imx.to"]\n'
         f'base_url = "{imx.base_url}"\n'
         f'credentials = {{ api_key = "{IMX_KEY}" }}\n'
@@ -63,6 +64,7 @@ async def test_two_sets_to_pixhost_one_post_across_a_kill(
     async with running(FakePixhost()) as pixhost:
         assert isinstance(pixhost, FakePixhost)
         config = (
+            f"[recipes]\nroots = [{str(sets[0].parent)!r}]\n"
             f'[recipes.services."pixhost.to"]\nbase_url = "{pixhost.base_url}"\n'
             f'[recipes.services."vbulletin"]\nbase_url = "{forum.base_url}"\n'
             f'credentials = {{ username = "{FORUM_USER}", password = "{FORUM_PASS}" }}\n'

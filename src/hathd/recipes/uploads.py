@@ -95,29 +95,61 @@ def utf8_name(path: str | Path) -> bool:
     return True
 
 
-def expand_paths(paths: Sequence[str], extensions: Sequence[str]) -> Expanded:
+def resolve_roots(roots: Sequence[str]) -> list[Path]:
+    """The configured upload roots as real absolute paths (``~`` expanded to the daemon
+    user's home, symbolic links resolved)."""
+    return [Path(os.path.realpath(os.path.expanduser(r))) for r in roots]
+
+
+def confined(path: str | Path, roots: Sequence[Path]) -> Path:
+    """The real path of ``path`` (symbolic links resolved) when it lies inside one of
+    ``roots`` (real paths, see :func:`resolve_roots`).
+
+    :raises UploadRequestError: the path names ``..``, or it (or the file a symbolic link
+        names) is outside every root.
+    """
+    if ".." in Path(path).parts:
+        raise UploadRequestError(f"'{shown(path)}': a path with '..' is refused")
+    real = Path(os.path.realpath(path))
+    for root in roots:
+        if real == root or real.is_relative_to(root):
+            return real
+    where = ", ".join(str(r) for r in roots) or "none configured"
+    raise UploadRequestError(
+        f"'{shown(path)}' is outside the upload roots ({where}); see [recipes] roots", 403
+    )
+
+
+def expand_paths(
+    paths: Sequence[str], extensions: Sequence[str], roots: Sequence[Path] | None = None
+) -> Expanded:
     """Absolute files from ``paths``: a file as is; a folder as its direct, non-hidden regular
     files (sorted by name; only ``extensions`` when the recipe lists some).
 
-    A folder's entries that are symbolic links (which could lead anywhere outside it) or
-    whose names are not valid UTF-8 are skipped and reported; a symbolic link named
-    directly is followed (the user chose it).
+    With ``roots`` (real paths), every path must lie inside one of them (:func:`confined`),
+    checked before anything else. A folder's entries that are symbolic links (which could
+    lead anywhere outside it) or whose names are not valid UTF-8 are skipped and reported; a
+    symbolic link named directly is followed when it stays inside the roots.
 
     :raises UploadRequestError: a relative, missing or unreadable path, a path that is not
-        valid UTF-8 (named with ``\\xNN`` escapes), a file with an extension the recipe
-        refuses, or nothing to upload.
+        valid UTF-8 (named with ``\\xNN`` escapes), a path outside the roots or naming
+        ``..`` (status 403 / 400), a file with an extension the recipe refuses, or nothing to
+        upload.
     """
     allowed = {e.lower().lstrip(".") for e in extensions}
     out: list[Path] = []
     skipped: list[tuple[str, str]] = []
     for raw in paths:
-        path = Path(raw)
         if not utf8_name(raw):
             raise UploadRequestError(
                 f"'{shown(raw)}': the name is not valid UTF-8; rename it to upload it"
             )
-        if not path.is_absolute():
+        if not Path(raw).is_absolute():
             raise UploadRequestError(f"{raw!r}: paths must be absolute")
+        if roots is not None:
+            confined(raw, roots)
+    for raw in paths:
+        path = Path(raw)
         if path.is_dir():
             try:
                 entries = sorted(path.iterdir(), key=lambda p: p.name)
@@ -167,8 +199,11 @@ class Uploads:
         store: Store,
         *,
         templates: dict[str, str] | None = None,
+        roots: Sequence[str] | None = None,
     ) -> None:
         self.uploader = uploader
+        self.roots = resolve_roots(uploader.config.roots if roots is None else roots)
+        """The real folders uploads may read from (``[recipes] roots``)."""
         self.engine = engine
         self.store = store
         self.templates = dict(templates or {})
@@ -216,7 +251,9 @@ class Uploads:
                 if recipe.gallery is None
                 else "the gallery name must not be empty"
             )
-        expanded = await trio.to_thread.run_sync(expand_paths, list(paths), recipe.extensions)
+        expanded = await trio.to_thread.run_sync(
+            expand_paths, list(paths), recipe.extensions, self.roots
+        )
         files = expanded.files
         for path, reason in expanded.skipped:
             log.warning("upload to %s: skipping %s: %s", service, path, reason)
@@ -327,7 +364,7 @@ class Uploads:
         if folders and gallery is not None:
             raise UploadRequestError("one gallery per folder: each folder names its own gallery")
         # check every path first: expand_paths raises on the first bad one
-        await trio.to_thread.run_sync(expand_paths, list(paths), recipe.extensions)
+        await trio.to_thread.run_sync(expand_paths, list(paths), recipe.extensions, self.roots)
         out: list[Submission] = []
         for folder in folders:
             name = Path(folder).name if recipe.gallery is not None else None
@@ -351,6 +388,12 @@ class Uploads:
             raise PermanentError(f"upload job without {exc.args[0]!r}") from None
         if not path.is_absolute():
             raise PermanentError(f"{str(path)!r}: the job's path must be absolute")
+        try:
+            # checked again when the job runs: the roots may have changed, or a folder on
+            # the way may have been replaced by a symbolic link since the submission
+            await trio.to_thread.run_sync(confined, path, self.roots)
+        except UploadRequestError as exc:
+            raise PermanentError(str(exc)) from None
         try:
             session = self.uploader.session(service)
         except UnknownServiceError as exc:
