@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from hathd.recipes.config import RecipesConfig, ServiceConfig
@@ -9,6 +10,9 @@ from hathd.recipes.config import RecipesConfig, ServiceConfig
 IMX_KEY = "imx-key-7f3a9c"
 VIPR_USER, VIPR_PASS = "viprfan", "vipr-pass-55e1"
 BAM_EMAIL, BAM_PASS = "bam@example.org", "bam-pass-0c4d"
+FORUM_USER, FORUM_PASS = "poster", "forum-pass-91b2"
+TEST_ROOT = tempfile.gettempdir()
+"""The upload root of the tests: pytest's temporary folders live below it."""
 
 
 def make_image(folder: Path, name: str, size: int = 3000, seed: int = 0) -> Path:
@@ -26,6 +30,7 @@ def services_config(**base_urls: str) -> RecipesConfig:
         "imx.to": {"api_key": IMX_KEY},
         "vipr.im": {"username": VIPR_USER, "password": VIPR_PASS},
         "imagebam": {"email": BAM_EMAIL, "password": BAM_PASS},
+        "vbulletin": {"username": FORUM_USER, "password": FORUM_PASS},
     }
     services = {}
     for key, url in base_urls.items():
@@ -33,4 +38,4 @@ def services_config(**base_urls: str) -> RecipesConfig:
         services[sid] = ServiceConfig(
             base_url=url, credentials=creds.get(sid, {}), rate=50.0, burst=50
         )
-    return RecipesConfig(services=services, global_rate=0.0)
+    return RecipesConfig(services=services, global_rate=0.0, roots=[TEST_ROOT])

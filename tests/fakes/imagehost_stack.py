@@ -45,11 +45,17 @@ class Stack:
 
 @asynccontextmanager
 async def upload_stack(
-    recipes: RecipesConfig, *, retry_delays: tuple[float, ...] = (0.2,), workers: int = 4
+    recipes: RecipesConfig,
+    *,
+    retry_delays: tuple[float, ...] = (0.2,),
+    workers: int = 4,
+    state_dir: Path | None = None,
 ) -> AsyncIterator[Stack]:
     """Run the engine and the recipes plugin in-process; serve the plugin's routes on
-    ``<state_dir>/admin.sock`` (a short temporary path: unix socket paths are limited)."""
-    state = Path(tempfile.mkdtemp(prefix="hr", dir="/tmp"))
+    ``<state_dir>/admin.sock`` (a short temporary path: unix socket paths are limited).
+    ``state_dir`` (kept afterwards) lets a test stop the stack and start it again on the same
+    state; by default a temporary one is made and removed."""
+    state = state_dir or Path(tempfile.mkdtemp(prefix="hr", dir="/tmp"))
     config = Config(
         recipes=recipes,
         engine=EngineConfig(
@@ -63,6 +69,7 @@ async def upload_stack(
             await plugin.setup(rt)
             uploads = plugin.uploads
             assert uploads is not None
+            await uploads.posts.release_ready()
             blueprint = plugin.blueprint(rt)
             assert blueprint is not None
             app = QuartTrio("hathd-test-admin")
@@ -84,4 +91,5 @@ async def upload_stack(
                 with trio.CancelScope(shield=True):
                     await uploads.uploader.aclose()
     finally:
-        shutil.rmtree(state, ignore_errors=True)
+        if state_dir is None:
+            shutil.rmtree(state, ignore_errors=True)

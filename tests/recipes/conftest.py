@@ -7,7 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from fakes.imagehost_setup import BAM_EMAIL, BAM_PASS, IMX_KEY, VIPR_PASS, VIPR_USER, make_image
+from fakes.forum import FakeVBulletin
+from fakes.imagehost_setup import (
+    BAM_EMAIL,
+    BAM_PASS,
+    FORUM_PASS,
+    FORUM_USER,
+    IMX_KEY,
+    VIPR_PASS,
+    VIPR_USER,
+    make_image,
+)
 from fakes.imagehosts import (
     FakeImageBam,
     FakeImx,
@@ -58,3 +68,23 @@ async def imagebam() -> AsyncIterator[FakeImageBam]:
     async with running(FakeImageBam(BAM_EMAIL, BAM_PASS)) as host:
         assert isinstance(host, FakeImageBam)
         yield host
+
+
+@pytest.fixture
+async def forum() -> AsyncIterator[FakeVBulletin]:
+    async with running(FakeVBulletin({FORUM_USER: FORUM_PASS})) as host:
+        assert isinstance(host, FakeVBulletin)
+        yield host
+
+
+@pytest.fixture
+def sets(tmp_path: Path) -> list[Path]:
+    """Two folders of three images each."""
+    out = []
+    for n in (1, 2):
+        folder = tmp_path / f"set{n}"
+        folder.mkdir()
+        for i in range(3):
+            make_image(folder, f"img{i}.jpg", 1500 + 300 * i, 10 * n + i)
+        out.append(folder)
+    return out

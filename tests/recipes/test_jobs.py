@@ -12,7 +12,7 @@ import pytest
 import trio
 from asyncclick.testing import CliRunner
 
-from fakes.imagehost_setup import BAM_EMAIL, make_image, services_config
+from fakes.imagehost_setup import BAM_EMAIL, TEST_ROOT, make_image, services_config
 from fakes.imagehost_stack import Stack, upload_stack
 from fakes.imagehosts import FakeImageBam, FakeImx, FakePixhost, FakeVipr, content_id
 from hathd.client import AdminClient, AdminError
@@ -191,7 +191,8 @@ async def test_refused_login_fails_the_job_permanently(
                 base_url=imagebam.base_url,
                 credentials={"email": BAM_EMAIL, "password": "wrong-pass-9"},
             )
-        }
+        },
+        roots=[TEST_ROOT],
     )
     async with upload_stack(recipes) as stack:
         sub = await stack.uploads.submit([str(images[0])], "imagebam")
@@ -217,7 +218,9 @@ async def test_rate_limit_goes_back_to_the_engine_and_retries(
         builtin.read_text(encoding="utf-8") + "\n[retry]\nmax_retries = 0\n", encoding="utf-8"
     )
     config = services_config(imx_to=imx.base_url)
-    recipes = RecipesConfig(directory=str(folder), services=config.services, global_rate=0.0)
+    recipes = RecipesConfig(
+        directory=str(folder), services=config.services, global_rate=0.0, roots=[TEST_ROOT]
+    )
     imx.inject("/v1/upload.php", 429, headers={"Retry-After": "0"})
     async with upload_stack(recipes, retry_delays=(0.1,)) as stack:
         sub = await stack.uploads.submit([str(images[0])], "imx.to")
@@ -265,7 +268,10 @@ async def test_api_rejects_bad_submissions(imx: FakeImx, images: list[Path]) -> 
         listing = await admin.get("/api/v1/recipes")
     assert imx.requests == []
     by_id = {r["id"]: r for r in listing["recipes"]}
-    assert sorted(by_id) == ["imagebam", "imx.to", "pixhost.to", "turboimagehost", "vipr.im"]
+    hosts = sorted(k for k, r in by_id.items() if r["kind"] == "upload")
+    assert hosts == ["imagebam", "imx.to", "pixhost.to", "turboimagehost", "vipr.im"]
+    assert by_id["vbulletin"]["kind"] == "forum"
+    assert by_id["vbulletin"]["limits"] == {"rate": 1.0, "burst": 3, "concurrency": 1}
     assert by_id["imx.to"]["credentials"] == [
         {"name": "api_key", "required": True, "configured": True}
     ]
@@ -317,3 +323,74 @@ async def test_cli_recipes_check(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert f"{good}: ok (vipr.im)" in result.stdout
     assert "bad.toml: upload.fields.file_0.type: must be one of file, text, value" in result.output
+
+
+async def test_uploads_read_only_below_their_roots(
+    imx: FakeImx, images: list[Path], tmp_path: Path
+) -> None:
+    """``[recipes] roots`` confines every path: a file outside (``/etc/shadow``), a symbolic
+    link inside a root that leads out of it, and a path naming ``..`` are refused with a
+    clear error before any request; the same paths inside the root go through."""
+    root = images[0].parent
+    outside = tmp_path / "private"
+    outside.mkdir()
+    secret = make_image(outside, "secret.jpg", 999)
+    (root / "escape.jpg").symlink_to(secret)
+    recipes = services_config(imx_to=imx.base_url)
+    recipes = RecipesConfig(services=recipes.services, global_rate=0.0, roots=[str(root)])
+    async with (
+        upload_stack(recipes) as stack,
+        AdminClient(stack.rt.paths.socket) as admin,
+    ):
+        refused = {
+            "/etc/shadow": "outside the upload roots",
+            str(root / "escape.jpg"): "outside the upload roots",
+            str(root / ".." / "private" / "secret.jpg"): "'..' is refused",
+            str(outside): "outside the upload roots",
+        }
+        for path, words in refused.items():
+            with pytest.raises(AdminError) as caught:
+                await admin.post("/api/v1/uploads", {"paths": [path], "service": "imx.to"})
+            assert caught.value.status in (400, 403)
+            assert words in str(caught.value)
+        # a batch with one bad path creates nothing, not even for its good paths
+        with pytest.raises(AdminError):
+            await admin.post(
+                "/api/v1/uploads",
+                {"paths": [str(images[0]), "/etc/passwd"], "service": "imx.to"},
+            )
+        assert imx.requests == []
+        assert (await admin.get("/api/v1/uploads"))["batches"] == []
+        reply = await admin.post("/api/v1/uploads", {"paths": [str(root)], "service": "imx.to"})
+        assert [j["path"] for j in reply["jobs"]] == [str(p) for p in images]
+        assert reply["skipped"] == [{"path": str(root / "escape.jpg"), "reason": "symbolic link"}]
+        summary = await wait_batch(stack, reply["batch"])
+    assert summary["state"] == "done"
+    assert len(imx.requests) == 3
+    assert all(r.files["image"].data != secret.read_bytes() for r in imx.requests)
+
+
+async def test_a_job_whose_file_left_the_roots_fails_without_a_request(
+    imx: FakeImx, images: list[Path], tmp_path: Path
+) -> None:
+    """Checked again when the job runs: a folder swapped for a symbolic link out of the root
+    between submission and upload fails the job permanently and sends nothing."""
+    root = tmp_path / "root"
+    sub = root / "sub"
+    sub.mkdir(parents=True)
+    target = make_image(sub, "a.jpg", 1200)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    make_image(outside, "a.jpg", 1300, 5)
+    recipes = services_config(imx_to=imx.base_url)
+    recipes = RecipesConfig(services=recipes.services, global_rate=0.0, roots=[str(root)])
+    async with upload_stack(recipes) as stack:
+        await stack.engine.pause_queue()
+        submitted = await stack.uploads.submit([str(target)], "imx.to")
+        sub.rename(root / "old")
+        sub.symlink_to(outside)
+        await stack.engine.resume_queue()
+        final = await stack.engine.wait_final(submitted.jobs[0]["job"], timeout=60)
+    assert final.state is JobState.FAILED
+    assert "outside the upload roots" in (final.error or "")
+    assert imx.requests == []

@@ -14,6 +14,7 @@ from hathd.recipes.loader import (
     load_recipes,
     parse_recipe_text,
 )
+from hathd.recipes.model import ForumRecipe, Recipe
 
 GOOD = """
 id = "example"
@@ -160,18 +161,27 @@ def test_toml_syntax_error() -> None:
     assert "TOML syntax error" in found[0][1]
 
 
-def test_builtins_cover_the_five_hosts() -> None:
+def test_builtins_cover_the_five_hosts_and_the_forum() -> None:
     recipes = builtin_recipes()
-    assert sorted(recipes) == ["imagebam", "imx.to", "pixhost.to", "turboimagehost", "vipr.im"]
+    hosts = sorted(k for k, r in recipes.items() if isinstance(r, Recipe))
+    assert hosts == ["imagebam", "imx.to", "pixhost.to", "turboimagehost", "vipr.im"]
+    forum = recipes["vbulletin"]
+    assert isinstance(forum, ForumRecipe)
+    assert (forum.limits.rate, forum.limits.burst, forum.limits.concurrency) == (1.0, 3, 1)
+    assert forum.derive == {"password_md5": "md5:{password}"}
     bam = recipes["imagebam"]
+    assert isinstance(bam, Recipe)
     depth, step = 1, bam.login[0]
     while step.then:
         depth, step = depth + 1, step.then[0]
     assert depth == 4
     assert step.headers["X-CSRF-TOKEN"] == "{csrf_token}"
-    assert recipes["turboimagehost"].prepare[0].extract["endpoint"].kind == "regex"
+    turbo, imx = recipes["turboimagehost"], recipes["imx.to"]
+    assert isinstance(turbo, Recipe)
+    assert isinstance(imx, Recipe)
+    assert turbo.prepare[0].extract["endpoint"].kind == "regex"
     assert "sess_id" in recipes["vipr.im"].login[0].then[0].extract
-    assert recipes["imx.to"].upload.headers == {"X-API-KEY": "{api_key}"}
+    assert imx.upload.headers == {"X-API-KEY": "{api_key}"}
 
 
 def test_directory_recipe_replaces_builtin_and_bad_files_are_named(tmp_path: Path) -> None:

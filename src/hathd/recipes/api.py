@@ -1,11 +1,18 @@
 """Admin API routes of the uploader (a quart Blueprint, mounted with no prefix).
 
 - ``POST /api/v1/uploads`` — body ``{"paths": [abs path, …], "service": id,
-  "gallery": name?, "priority": int?}``; ``202`` with ``{"batch", "service", "jobs":
-  [{"index", "path", "job", "created"}], "gallery", "skipped": [{"path", "reason"}]}``
-  (``skipped``: entries of the given folders left out: symbolic links, names that are not
-  valid UTF-8); ``400`` for bad input (a path named directly that is not valid UTF-8
-  included), ``502`` when the gallery could not be created; errors as ``{"error": message}``.
+  "gallery": name?, "priority": int?, "per_folder": bool?, "post_to": {"forum": id,
+  "thread_id": "123"} | {"forum": id, "forum_id": "5", "subject": text}?, "format": name?}``;
+  ``202`` with ``{"batch", "service", "jobs": [{"index", "path", "job", "created"}],
+  "gallery", "skipped": [{"path", "reason"}], "batches": [the same for every batch],
+  "post": post | null}`` (the top-level fields describe the first batch; ``per_folder``
+  makes one batch, and gallery, per folder; ``skipped``: entries of the given folders left
+  out: symbolic links, names that are not valid UTF-8); ``400`` for bad input (a path named
+  directly that is not valid UTF-8 included, an unknown forum or format), ``502`` when a
+  gallery could not be created; errors as ``{"error": message}``.
+- ``GET /api/v1/posts`` — the newest forum posts (``?limit=``); ``GET /api/v1/posts/<id>`` —
+  one post: ``{"id", "forum", "thread_id", "forum_id", "subject", "batches", "format",
+  "state", "job", "post_id", "post_url", "error", "created_at", "updated_at"}``.
 - ``GET /api/v1/uploads`` — the newest batches (``?limit=``, default 20).
 - ``GET /api/v1/uploads/<batch>`` — the batch summary with per-file state and links and
   ``output`` in every format; ``404`` for an unknown batch.
@@ -19,6 +26,8 @@ from typing import Any
 
 from quart import Blueprint, request
 
+from hathd.recipes.model import Recipe
+from hathd.recipes.posts import PostRequestError, PostTarget, get_post, recent_posts
 from hathd.recipes.uploader import Uploader
 from hathd.recipes.uploads import UploadRequestError, Uploads
 
@@ -28,14 +37,17 @@ def _error(message: str, status: int) -> tuple[dict[str, Any], int]:
 
 
 def recipe_listing(uploader: Uploader) -> list[dict[str, Any]]:
-    """The enabled recipes as the API lists them (no credential values)."""
-    out = []
-    for rid, recipe in sorted(uploader.recipes.items()):
+    """The enabled recipes as the API lists them (no credential values): the image hosts
+    (``"kind": "upload"``), then the forums (``"kind": "forum"``)."""
+    out: list[dict[str, Any]] = []
+    for rid, recipe in sorted({**uploader.recipes, **uploader.forums}.items()):
         settings = uploader.config.services.get(rid)
         configured = settings.credentials if settings is not None else {}
+        host = recipe if isinstance(recipe, Recipe) else None
         out.append(
             {
                 "id": rid,
+                "kind": "upload" if host is not None else "forum",
                 "name": recipe.name or rid,
                 "description": recipe.description,
                 "base_url": recipe.base_url,
@@ -52,12 +64,34 @@ def recipe_listing(uploader: Uploader) -> list[dict[str, Any]]:
                     "burst": recipe.limits.burst,
                     "concurrency": recipe.limits.concurrency,
                 },
-                "gallery": recipe.gallery is not None,
-                "extensions": list(recipe.extensions),
-                "max_file_size": recipe.max_file_size,
+                "gallery": host is not None and host.gallery is not None,
+                "extensions": list(host.extensions) if host is not None else [],
+                "max_file_size": host.max_file_size if host is not None else None,
             }
         )
     return out
+
+
+def _post_target(value: object) -> PostTarget | None:
+    """``post_to`` of an upload request, or ``None``.
+
+    :raises PostRequestError: not an object of strings with a forum and a thread or forum id.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(value.get(k), str | None) for k in ("forum", "thread_id", "forum_id", "subject")
+    ):
+        raise PostRequestError("'post_to' must be an object of strings")
+    extra = sorted(set(value) - {"forum", "thread_id", "forum_id", "subject"})
+    if extra:
+        raise PostRequestError(f"'post_to' has unknown key(s): {', '.join(extra)}")
+    forum = value.get("forum")
+    if not forum:
+        raise PostRequestError("'post_to.forum' must name a forum recipe")
+    return PostTarget(
+        forum, value.get("thread_id"), value.get("forum_id"), value.get("subject")
+    ).checked()
 
 
 def create_blueprint(uploads: Uploads) -> Blueprint:
@@ -81,11 +115,47 @@ def create_blueprint(uploads: Uploads) -> Blueprint:
             return _error("'gallery' must be a string", 400)
         if not isinstance(priority, int) or isinstance(priority, bool):
             return _error("'priority' must be an integer", 400)
+        per_folder = body.get("per_folder", False)
+        fmt = body.get("format", "bbcode")
+        if not isinstance(per_folder, bool):
+            return _error("'per_folder' must be true or false", 400)
+        if not isinstance(fmt, str):
+            return _error("'format' must name an output format", 400)
         try:
-            submission = await uploads.submit(paths, service, gallery=gallery, priority=priority)
+            post = _post_target(body.get("post_to"))
+            subs, created = await uploads.submit_sets(
+                paths,
+                service,
+                per_folder=per_folder,
+                gallery=gallery,
+                priority=priority,
+                post=post,
+                fmt=fmt,
+            )
+        except PostRequestError as exc:
+            return _error(str(exc), 400)
         except UploadRequestError as exc:
             return _error(str(exc), exc.status)
-        return submission.to_json(), 202
+        return {
+            **subs[0].to_json(),
+            "batches": [sub.to_json() for sub in subs],
+            "post": None if created is None else created.to_json(),
+        }, 202
+
+    @bp.get("/api/v1/posts")
+    async def posts_recent() -> tuple[dict[str, Any], int]:
+        try:
+            limit = max(1, min(1000, int(request.args.get("limit", "20"))))
+        except ValueError:
+            return _error("'limit' must be an integer", 400)
+        return {"posts": [p.to_json() for p in await recent_posts(uploads.store, limit)]}, 200
+
+    @bp.get("/api/v1/posts/<post_id>")
+    async def post_show(post_id: str) -> tuple[dict[str, Any], int]:
+        post = await get_post(uploads.store, post_id)
+        if post is None:
+            return _error(f"no forum post {post_id!r}", 404)
+        return post.to_json(), 200
 
     @bp.get("/api/v1/uploads")
     async def recent() -> tuple[dict[str, Any], int]:

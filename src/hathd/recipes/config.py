@@ -3,6 +3,7 @@
 Example::
 
     [recipes]
+    roots = ["~/pics", "/srv/share"]     # uploads read only below these folders (default: ~)
     directory = "/etc/hathd/recipes"     # extra *.toml recipes; same id replaces a built-in
     global_rate = 10.0                   # requests/s over all services
     global_burst = 20
@@ -18,6 +19,18 @@ from __future__ import annotations
 import attrs
 
 from hathd.confutil import FieldError, in_range
+
+
+def _check_roots(_inst: object, attr: attrs.Attribute[list[str]], value: object) -> None:
+    if not isinstance(value, list):
+        raise FieldError(attr.name, "must be a list of absolute folders")
+    for i, root in enumerate(value):
+        if not isinstance(root, str) or not (root.startswith("/") or root.split("/")[0] == "~"):
+            raise FieldError(
+                f"{attr.name}[{i}]", f"must be an absolute folder or start with ~, got {root!r}"
+            )
+        if ".." in root.split("/"):
+            raise FieldError(f"{attr.name}[{i}]", f"must not contain '..', got {root!r}")
 
 
 def _check_templates(_inst: object, attr: attrs.Attribute[dict[str, str]], value: object) -> None:
@@ -59,6 +72,9 @@ class RecipesConfig:
     ``html``, ``markdown``, ``links`` are built in).
     """
 
+    roots: list[str] = attrs.field(factory=lambda: ["~"], validator=_check_roots)
+    """Folders uploads may read from (``~`` is the daemon user's home); a path outside them,
+    through a symbolic link or not, is refused before any request. Empty = no uploads."""
     directory: str | None = None
     """Folder of extra ``*.toml`` recipes (same id replaces a built-in); unset = none."""
     global_rate: float = attrs.field(default=10.0, validator=in_range(0.0, 100_000))

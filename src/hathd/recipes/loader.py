@@ -33,7 +33,7 @@ from hathd.confutil import FieldError
 from hathd.errors import ConfigError
 from hathd.recipes.config import RecipesConfig, ServiceConfig
 from hathd.recipes.extract import Extractor, parse_extractor
-from hathd.recipes.model import Recipe, Step
+from hathd.recipes.model import ForumRecipe, Recipe, Site, Step
 from hathd.recipes.plan import FILE_FIELD_VALUES
 from hathd.recipes.template import TemplateError, placeholders
 
@@ -56,6 +56,14 @@ BUILTIN_NAMES = frozenset(
 """Values every template may use: the recipe's base URL; the job's file path, its name, stem,
 extension (no dot), MIME type and size in bytes; the service id; the batch id, the file's
 index in it; the gallery id and name (empty without a gallery)."""
+
+FORUM_NAMES = frozenset({"base_url", "service", "message", "thread_id", "forum_id", "subject"})
+"""Values a forum recipe's templates may use besides its credentials, options, derived and
+extracted values: the post's ``message``, the ``thread_id`` replied to, the ``forum_id`` and
+``subject`` of a new thread (empty when not used)."""
+
+KINDS = ("upload", "forum")
+"""Recipe kinds (``kind`` key; ``upload`` when absent): image hosts and forums."""
 
 _converter = cattrs.Converter(forbid_extra_keys=True)
 
@@ -111,32 +119,28 @@ def _walk_steps(steps: Iterable[Step], path: str) -> Iterator[tuple[str, Step]]:
         yield from _walk_steps(step.then, f"{here}.then")
 
 
-def _extracted_names(recipe: Recipe) -> set[str]:
-    names: set[str] = set()
-    chains = [recipe.login, recipe.prepare]
-    if recipe.gallery is not None:
-        chains += [recipe.gallery.create, recipe.gallery.finalize]
+def _extracted_names(recipe: Site) -> set[str]:
+    names: set[str] = set(recipe.derive)
+    chains = [recipe.login]
+    if isinstance(recipe, Recipe):
+        chains.append(recipe.prepare)
+        if recipe.gallery is not None:
+            chains += [recipe.gallery.create, recipe.gallery.finalize]
     for chain in chains:
         for _path, step in _walk_steps(chain, ""):
             for name, ex in step.extract.items():
                 names.add(name)
                 if ex.kind == "regex":
                     names.update(re.compile(ex.arg).groupindex)
-    for name, ex in recipe.upload.response.extract.items():
-        names.add(name)
-        if ex.kind == "regex":
-            names.update(re.compile(ex.arg).groupindex)
+    if isinstance(recipe, Recipe):
+        for name, ex in recipe.upload.response.extract.items():
+            names.add(name)
+            if ex.kind == "regex":
+                names.update(re.compile(ex.arg).groupindex)
     return names
 
 
-def _template_problems(recipe: Recipe) -> Iterator[tuple[str, str]]:
-    known = (
-        BUILTIN_NAMES
-        | {c.name for c in recipe.credentials}
-        | set(recipe.options)
-        | _extracted_names(recipe)
-    )
-
+def _checker(known: set[str] | frozenset[str]) -> Any:
     def check(path: str, template: str) -> Iterator[tuple[str, str]]:
         try:
             names = placeholders(template)
@@ -147,22 +151,90 @@ def _template_problems(recipe: Recipe) -> Iterator[tuple[str, str]]:
         if unknown:
             yield path, "unknown placeholder " + ", ".join("{" + n + "}" for n in unknown)
 
+    return check
+
+
+def _step_problems(
+    check: Any, chains: Iterable[tuple[str, list[Step]]]
+) -> Iterator[tuple[str, str]]:
+    for chain_path, chain in chains:
+        for path, step in _walk_steps(chain, chain_path):
+            yield from check(f"{path}.url", step.url)
+            for part in ("headers", "query", "form"):
+                for key, value in getattr(step, part).items():
+                    yield from check(_join(f"{path}.{part}", key), value)
+
+
+def _site_problems(recipe: Site) -> Iterator[tuple[str, str]]:
+    if recipe.session.relogin_url:
+        try:
+            re.compile(recipe.session.relogin_url)
+        except re.error as exc:
+            yield "session.relogin_url", f"bad regular expression: {exc}"
+    names = [c.name for c in recipe.credentials]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        yield "credentials", f"credential {dup!r} declared twice"
+    if not _ID.fullmatch(recipe.id):
+        yield "id", f"{recipe.id!r}: start with a letter or digit; then letters, digits, '.-_'"
+
+
+def _forum_problems(recipe: ForumRecipe) -> Iterator[tuple[str, str]]:
+    base = {c.name for c in recipe.credentials} | set(recipe.options)
+    derive_check = _checker(base | {"base_url", "service"})
+    for name, spec in recipe.derive.items():
+        yield from derive_check(f"derive.{name}", spec.partition(":")[2])
+    check = _checker(FORUM_NAMES | base | _extracted_names(recipe))
+    forum = recipe.forum
+    chains = [("login", recipe.login), ("forum.reply", [forum.reply]), ("forum.find", [forum.find])]
+    if forum.thread is not None:
+        chains.append(("forum.thread", [forum.thread]))
+    yield from _step_problems(check, chains)
+    for path, pattern in (
+        ("forum.post_id", forum.post_id),
+        ("forum.post_id_attr", forum.post_id_attr),
+    ):
+        try:
+            if re.compile(pattern).groups < 1:
+                yield path, "needs a group that captures the post id"
+        except re.error as exc:
+            yield path, f"bad regular expression: {exc}"
+    for i, err in enumerate(forum.errors):
+        try:
+            re.compile(err.match)
+        except re.error as exc:
+            yield f"forum.errors[{i}].match", f"bad regular expression: {exc}"
+    if forum.message_template:
+        from hathd.recipes.post_message import TemplateSyntaxError, compile_message
+
+        try:
+            compile_message(forum.message_template)
+        except TemplateSyntaxError as exc:
+            yield "forum.message_template", str(exc)
+    yield from _site_problems(recipe)
+
+
+def _template_problems(recipe: Recipe) -> Iterator[tuple[str, str]]:
+    known = (
+        BUILTIN_NAMES
+        | {c.name for c in recipe.credentials}
+        | set(recipe.options)
+        | _extracted_names(recipe)
+    )
+    check = _checker(known)
+
     def check_map(path: str, mapping: Mapping[str, str]) -> Iterator[tuple[str, str]]:
         for key, value in mapping.items():
             yield from check(_join(path, key), value)
 
+    for name, spec in recipe.derive.items():
+        yield from check(f"derive.{name}", spec.partition(":")[2])
     chains: list[tuple[str, list[Step]]] = [("login", recipe.login), ("prepare", recipe.prepare)]
     if recipe.gallery is not None:
         chains += [
             ("gallery.create", recipe.gallery.create),
             ("gallery.finalize", recipe.gallery.finalize),
         ]
-    for chain_path, chain in chains:
-        for path, step in _walk_steps(chain, chain_path):
-            yield from check(f"{path}.url", step.url)
-            yield from check_map(f"{path}.headers", step.headers)
-            yield from check_map(f"{path}.query", step.query)
-            yield from check_map(f"{path}.form", step.form)
+    yield from _step_problems(check, chains)
     up = recipe.upload
     yield from check("upload.url", up.url)
     yield from check_map("upload.headers", up.headers)
@@ -193,40 +265,39 @@ def _template_problems(recipe: Recipe) -> Iterator[tuple[str, str]]:
         yield "upload.fields", "must have exactly one field of type 'file'"
     for key in ("url", "thumb", "delete"):
         yield from check(f"upload.response.{key}", getattr(up.response, key))
-    if recipe.session.relogin_url:
-        try:
-            re.compile(recipe.session.relogin_url)
-        except re.error as exc:
-            yield "session.relogin_url", f"bad regular expression: {exc}"
     if recipe.gallery is not None and not recipe.gallery.create:
         yield "gallery.create", "a gallery needs at least one create step"
     if recipe.gallery is not None and recipe.gallery.create:
         create_names = {n for _p, s in _walk_steps(recipe.gallery.create, "") for n in s.extract}
         if "gallery_id" not in create_names:
             yield "gallery.create", "no step extracts 'gallery_id'"
-    names = [c.name for c in recipe.credentials]
-    for dup in sorted({n for n in names if names.count(n) > 1}):
-        yield "credentials", f"credential {dup!r} declared twice"
-    if not _ID.fullmatch(recipe.id):
-        yield "id", f"{recipe.id!r}: start with a letter or digit; then letters, digits, '.-_'"
+    yield from _site_problems(recipe)
 
 
-def parse_recipe(data: Mapping[str, Any], *, source: str = "<recipe>") -> Recipe:
-    """Validate plain data (a parsed TOML document) into a :class:`Recipe`.
+def parse_recipe(data: Mapping[str, Any], *, source: str = "<recipe>") -> Recipe | ForumRecipe:
+    """Validate plain data (a parsed TOML document) into a :class:`Recipe` (an image host)
+    or, with ``kind = "forum"``, a :class:`ForumRecipe`.
 
     :raises ConfigError: every problem, each key path prefixed with ``source:``.
     """
+    data = dict(data)
+    kind = data.pop("kind", "upload")
+    if kind not in KINDS:
+        raise ConfigError([(f"{source}: kind", f"must be one of {', '.join(KINDS)}; got {kind!r}")])
+    cls: type[Recipe | ForumRecipe] = ForumRecipe if kind == "forum" else Recipe
     try:
-        recipe = _converter.structure(dict(data), Recipe)
+        recipe = _converter.structure(data, cls)
     except (ClassValidationError, ForbiddenExtraKeysError, FieldError) as exc:
         raise ConfigError([(f"{source}: {p}", m) for p, m in problems(exc)]) from None
-    found = list(_template_problems(recipe))
+    found = list(
+        _forum_problems(recipe) if isinstance(recipe, ForumRecipe) else _template_problems(recipe)
+    )
     if found:
         raise ConfigError([(f"{source}: {p}", m) for p, m in found])
     return recipe
 
 
-def parse_recipe_text(text: str, *, source: str = "<recipe>") -> Recipe:
+def parse_recipe_text(text: str, *, source: str = "<recipe>") -> Recipe | ForumRecipe:
     """Parse TOML ``text`` and validate it; see :func:`parse_recipe`.
 
     :raises ConfigError: a TOML syntax error or invalid content.
@@ -238,7 +309,7 @@ def parse_recipe_text(text: str, *, source: str = "<recipe>") -> Recipe:
     return parse_recipe(data, source=source)
 
 
-def load_recipe_file(path: Path) -> Recipe:
+def load_recipe_file(path: Path) -> Recipe | ForumRecipe:
     """Read and validate one recipe file.
 
     :raises ConfigError: unreadable, not TOML, or invalid (key paths prefixed with the name).
@@ -250,12 +321,12 @@ def load_recipe_file(path: Path) -> Recipe:
     return parse_recipe_text(text, source=path.name)
 
 
-def builtin_recipes() -> dict[str, Recipe]:
+def builtin_recipes() -> dict[str, Recipe | ForumRecipe]:
     """The recipes shipped in ``hathd/recipes/builtin`` by id.
 
     :raises ConfigError: a built-in recipe is invalid (a packaging bug).
     """
-    found: dict[str, Recipe] = {}
+    found: dict[str, Recipe | ForumRecipe] = {}
     folder = importlib.resources.files("hathd.recipes") / "builtin"
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".toml"):
@@ -264,7 +335,7 @@ def builtin_recipes() -> dict[str, Recipe]:
     return found
 
 
-def load_recipes(directory: str | Path | None) -> dict[str, Recipe]:
+def load_recipes(directory: str | Path | None) -> dict[str, Recipe | ForumRecipe]:
     """Built-in recipes plus every ``*.toml`` in ``directory`` (which win on the same id).
 
     :raises ConfigError: the directory is unreadable or any recipe in it is invalid (all
@@ -291,7 +362,7 @@ def load_recipes(directory: str | Path | None) -> dict[str, Recipe]:
     return recipes
 
 
-def configure(recipe: Recipe, service: ServiceConfig | None) -> Recipe:
+def configure[R: Site](recipe: R, service: ServiceConfig | None) -> R:
     """Apply a service's ``[recipes.services."<id>"]`` overrides (base URL, options, limits).
 
     :raises ConfigError: an option the recipe does not declare.
@@ -322,7 +393,7 @@ def configure(recipe: Recipe, service: ServiceConfig | None) -> Recipe:
     )
 
 
-def configured_recipes(config: RecipesConfig) -> dict[str, Recipe]:
+def configured_recipes(config: RecipesConfig) -> dict[str, Recipe | ForumRecipe]:
     """Every enabled recipe with its service overrides applied.
 
     :raises ConfigError: an invalid recipe, or settings for a service no recipe defines.
@@ -333,7 +404,7 @@ def configured_recipes(config: RecipesConfig) -> dict[str, Recipe]:
         raise ConfigError(
             [(f'recipes.services."{name}"', "no recipe with this id") for name in unknown]
         )
-    out: dict[str, Recipe] = {}
+    out: dict[str, Recipe | ForumRecipe] = {}
     for rid, recipe in recipes.items():
         service = config.services.get(rid)
         if service is not None and not service.enabled:

@@ -170,27 +170,119 @@ class GallerySpec:
     finalize: list[Step] = attrs.field(factory=list)
 
 
-@attrs.frozen
-class Recipe:
-    """One image host. ``id`` is the service name (``--to``) and the engine lane's domain."""
+DERIVE_FUNCTIONS = ("md5", "sha1", "sha256")
+"""Hash functions a ``[derive]`` value may apply to a template (hex digest of its UTF-8)."""
+
+
+def _derive(_inst: object, attr: attrs.Attribute[dict[str, str]], value: dict[str, str]) -> None:
+    for name, spec in value.items():
+        func, sep, _template = spec.partition(":")
+        if not sep or func not in DERIVE_FUNCTIONS:
+            raise FieldError(
+                f"{attr.name}.{name}",
+                f"must be FUNCTION:TEMPLATE with FUNCTION one of {', '.join(DERIVE_FUNCTIONS)}",
+            )
+
+
+@attrs.frozen(kw_only=True)
+class Site:
+    """What every recipe has: the service's id, base URL, credentials, options, politeness,
+    retries, session and login chain. ``id`` is the service name and the engine lane's domain.
+
+    ``derive`` adds values computed from a template when the session starts, e.g.
+    ``password_md5 = "md5:{password}"`` for a vBulletin login form (hex digest of the UTF-8
+    text); derived values are secret when their template names a secret.
+    """
 
     id: str = attrs.field(default="", validator=_nonempty)
     base_url: str = attrs.field(default="", validator=_nonempty)
-    upload: UploadSpec = attrs.field(factory=UploadSpec)
     name: str = ""
     description: str = ""
     credentials: list[Credential] = attrs.field(factory=list)
     options: dict[str, str] = attrs.field(factory=dict)
+    derive: dict[str, str] = attrs.field(factory=dict, validator=_derive)
     limits: Limits = attrs.field(factory=Limits)
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
     session: SessionSpec = attrs.field(factory=SessionSpec)
     login: list[Step] = attrs.field(factory=list)
-    prepare: list[Step] = attrs.field(factory=list)
-    gallery: GallerySpec | None = None
-    max_file_size: int | None = attrs.field(default=None, validator=in_range(1))
-    extensions: list[str] = attrs.field(factory=list)
 
     @property
     def secrets(self) -> frozenset[str]:
         """Names of the secret credentials."""
         return frozenset(c.name for c in self.credentials if c.secret)
+
+
+@attrs.frozen(kw_only=True)
+class Recipe(Site):
+    """One image host: the per-file ``prepare`` chain, the multipart ``upload``, optional
+    ``gallery`` steps, and the files it accepts (``max_file_size`` bytes, ``extensions``)."""
+
+    upload: UploadSpec = attrs.field(factory=UploadSpec)
+    prepare: list[Step] = attrs.field(factory=list)
+    gallery: GallerySpec | None = None
+    max_file_size: int | None = attrs.field(default=None, validator=in_range(1))
+    extensions: list[str] = attrs.field(factory=list)
+
+
+FORUM_OUTCOMES = ("relogin", "rate_limited", "refused", "retry")
+"""What a forum reply that matches an error pattern means (see :class:`ForumError`)."""
+
+
+@attrs.frozen
+class ForumError:
+    """A forum's error page, recognised by the regex ``match`` over the reply body.
+
+    ``outcome``: ``relogin`` (the security token or session expired: log in again and send
+    once more), ``rate_limited`` (flood control: wait the seconds captured by the named group
+    ``seconds``, else ``default_wait``), ``refused`` (permanent: no permission, thread closed),
+    ``retry`` (transient: the engine tries again later).
+    """
+
+    match: str = attrs.field(default="", validator=_nonempty)
+    outcome: str = attrs.field(default="refused", validator=one_of(*FORUM_OUTCOMES))
+    default_wait: float = attrs.field(default=30.0, validator=in_range(0.0, 86_400))
+
+
+@attrs.frozen
+class ForumSpec:
+    """How a forum takes a post.
+
+    ``reply`` posts ``{message}`` to thread ``{thread_id}``; ``thread`` (optional) opens a
+    new thread ``{subject}`` in forum ``{forum_id}``. ``post_id`` is a regex whose group 1 is
+    the new post's id, tried on the reply's final URL and then on its body (vBulletin
+    redirects to ``showthread.php?p=ID``); ``new_thread_id`` likewise finds a new thread's
+    id (``showthread.php?t=ID``); ``post_url`` is the template of a post's link
+    (``{post_id}``, relative to ``base_url``).
+
+    ``find`` fetches the thread's newest page, so that a post whose outcome is unknown (the
+    daemon died while sending it) is looked for before it is sent again: ``posts`` is a CSS
+    selector of the posts' message elements on that page, ``post_id_attr`` a regex over
+    their ``id`` attribute giving the post id. ``errors`` are the forum's error pages,
+    tried in order.
+    """
+
+    reply: Step
+    find: Step
+    thread: Step | None = None
+    post_id: str = r"[?&;]p=(\d+)"
+    new_thread_id: str = r"[?&;]t=(\d+)"
+    post_url: str = "/showthread.php?p={post_id}#post{post_id}"
+    posts: str = "[id^=post_message_]"
+    post_id_attr: str = r"post_message_(\d+)"
+    errors: list[ForumError] = attrs.field(factory=list)
+    message_template: str = ""
+    """A Jinja2 template (sandboxed) of the post; empty = the built-in one (docs/recipes.md)."""
+
+
+def _forum_limits() -> Limits:
+    # the forum's own politeness: 1 request/s, burst 3, one post at a time
+    # (ConniesUploader's ViperGirls limiter, uploader.go at c0bf072)
+    return Limits(rate=1.0, burst=3, concurrency=1)
+
+
+@attrs.frozen(kw_only=True)
+class ForumRecipe(Site):
+    """A forum to post batches' links to (``kind = "forum"`` in the TOML file)."""
+
+    limits: Limits = attrs.field(factory=_forum_limits)
+    forum: ForumSpec

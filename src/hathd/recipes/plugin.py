@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from hathd.recipes import batches
+from hathd.recipes import batches, posts
 from hathd.recipes.api import create_blueprint
 from hathd.recipes.loader import configured_recipes
 from hathd.recipes.uploader import Uploader
@@ -36,13 +36,15 @@ class RecipesPlugin(BasePlugin):
         self.uploads: Uploads | None = None
 
     async def setup(self, rt: Runtime) -> None:
-        """Load recipes, migrate, register the ``upload`` handler and the lanes.
+        """Load recipes, migrate, register the ``upload`` and ``forum-post`` handlers and the
+        lanes.
 
         :raises ConfigError: an invalid recipe or ``[recipes]`` section (with key paths).
         """
         recipes = await trio.to_thread.run_sync(configured_recipes, rt.config.recipes)
         await batches.migrate(rt.store)
         self.uploads = None
+        await posts.migrate(rt.store)
         if rt.engine is None:
             return
         uploader = Uploader(recipes, rt.config.recipes)
@@ -60,6 +62,8 @@ class RecipesPlugin(BasePlugin):
             return ()
 
         async def serve(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+            # posts whose batches were finalized just before the daemon stopped
+            await uploads.posts.release_ready()
             task_status.started()
             try:
                 await trio.sleep_forever()
@@ -72,7 +76,7 @@ class RecipesPlugin(BasePlugin):
         return [ServiceSpec("uploads", serve, uploads.uploader.statistics)]
 
     def blueprint(self, rt: Runtime) -> Blueprint | None:
-        """``/api/v1/uploads`` and ``/api/v1/recipes``."""
+        """``/api/v1/uploads``, ``/api/v1/posts`` and ``/api/v1/recipes``."""
         uploads = self.uploads
         return None if uploads is None else create_blueprint(uploads)
 

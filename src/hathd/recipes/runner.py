@@ -22,6 +22,7 @@ Every message passes through :func:`hathd.recipes.redact.redact`: secrets never 
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 import time
@@ -37,7 +38,7 @@ import trio
 from hathd.errors import PermanentError, RateLimitedError, RetryableError
 from hathd.recipes import multipart
 from hathd.recipes.extract import ExtractionError, ResponseView, extract_all, try_extract
-from hathd.recipes.model import Recipe, Step
+from hathd.recipes.model import Recipe, Site, Step
 from hathd.recipes.plan import (
     RequestPlan,
     check_file_fields,
@@ -49,7 +50,7 @@ from hathd.recipes.plan import (
 from hathd.recipes.ratelimit import Limiter, new_bucket
 from hathd.recipes.redact import install_log_filter, redact, register
 from hathd.recipes.retry import Verdict, backoff, classify
-from hathd.recipes.template import TemplateError
+from hathd.recipes.template import TemplateError, render
 from hathd.retryafter import parse_retry_after
 from hathd.tokenbucket import TokenBucket
 
@@ -126,7 +127,7 @@ class ServiceSession:
 
     def __init__(
         self,
-        recipe: Recipe,
+        recipe: Site,
         credentials: Mapping[str, str],
         *,
         global_bucket: TokenBucket | None = None,
@@ -137,6 +138,7 @@ class ServiceSession:
         self.recipe = recipe
         self._credentials = dict(credentials)
         self._secrets = [v for k, v in self._credentials.items() if k in recipe.secrets and v]
+        self._derived = self._derive()
         register(self._secrets)
         install_log_filter()
         limits = httpx.Timeout(timeout, connect=min(timeout, 30.0))
@@ -159,9 +161,33 @@ class ServiceSession:
         self._close_requested = False
         self._closed = False
         self._gallery_names: set[str] = set()
-        if recipe.gallery is not None:
+        if isinstance(recipe, Recipe) and recipe.gallery is not None:
             for step in _walk(recipe.gallery.create):
                 self._gallery_names.update(step.extract)
+
+    def _derive(self) -> dict[str, str]:
+        """The recipe's ``derive`` values (hex digests); a digest of a template that names a
+        secret is itself a secret (redacted like the credential)."""
+        values = {c.name: self._credentials.get(c.name, "") for c in self.recipe.credentials}
+        values.update(self.recipe.options)
+        out: dict[str, str] = {}
+        for name, spec in self.recipe.derive.items():
+            func, _sep, template = spec.partition(":")
+            try:
+                text = render(template, values)
+            except TemplateError:
+                continue  # a missing credential is reported by _base_values
+            digest = hashlib.new(func, text.encode("utf-8")).hexdigest()
+            out[name] = digest
+            if any(("{" + secret + "}") in template for secret in self.recipe.secrets) and text:
+                self._secrets.append(digest)
+        return out
+
+    @property
+    def _host(self) -> Recipe:
+        if not isinstance(self.recipe, Recipe):
+            raise PermanentError(f"service {self.recipe.id!r} is not an image host")
+        return self.recipe
 
     @property
     def cookies(self) -> httpx.Cookies:
@@ -219,6 +245,7 @@ class ServiceSession:
             )
         values = {c.name: self._credentials.get(c.name, "") for c in self.recipe.credentials}
         values.update(self.recipe.options)
+        values.update(self._derived)
         values.update(dict.fromkeys(self._gallery_names, ""))
         values.update(
             base_url=self.recipe.base_url.rstrip("/"),
@@ -398,7 +425,7 @@ class ServiceSession:
         if view.status >= 500:
             return RetryableError(f"{where}: HTTP {view.status}")
         snippet = self._redact(" ".join(view.text[:200].split()))
-        error_spec = self.recipe.upload.response.error
+        error_spec = self.recipe.upload.response.error if isinstance(self.recipe, Recipe) else None
         if plan.step == "upload" and error_spec is not None:
             snippet = self._redact(try_extract("error", error_spec, view) or snippet)
         if plan.step != "upload" and view.status in (401, 403):
@@ -488,7 +515,7 @@ class ServiceSession:
                 raise
 
     def _check_file(self, path: Path, size: int) -> None:
-        recipe = self.recipe
+        recipe = self._host
         check_file_fields(recipe)
         if recipe.max_file_size is not None and size > recipe.max_file_size:
             raise PermanentError(
@@ -510,17 +537,17 @@ class ServiceSession:
             check = self._session_check(attempt)
             try:
                 values.update(
-                    await self._run_chain(self.recipe.prepare, values, session_check=check)
+                    await self._run_chain(self._host.prepare, values, session_check=check)
                 )
                 try:
-                    plan = plan_upload(self.recipe, values, path)
+                    plan = plan_upload(self._host, values, path)
                 except TemplateError as exc:
                     raise PermanentError(f"{self.recipe.id}: upload: {exc}") from None
                 view = await self._request(plan, session_check=check, progress=progress)
             except _Relogin:
                 self._expire(generation)
                 continue
-            outcome = parse_upload(self.recipe.upload.response, view, values)
+            outcome = parse_upload(self._host.upload.response, view, values)
             if not outcome.ok:
                 raise PermanentError(
                     self._redact(
@@ -556,7 +583,7 @@ class ServiceSession:
         :raises PermanentError: the recipe has no gallery steps, or the host refused.
         :raises RetryableError | RateLimitedError: transient trouble after retries.
         """
-        gallery = self.recipe.gallery
+        gallery = self._host.gallery
         if gallery is None or not gallery.create:
             raise PermanentError(f"service {self.recipe.id!r} does not support galleries")
         async with self._operation():
@@ -583,7 +610,7 @@ class ServiceSession:
 
         :raises PermanentError | RetryableError | RateLimitedError: as for uploads.
         """
-        spec = self.recipe.gallery
+        spec = self._host.gallery
         if spec is None or not spec.finalize:
             return
         async with self._operation():
@@ -601,3 +628,46 @@ class ServiceSession:
                 continue
             return
         raise PermanentError(f"{self.recipe.id}: the session expired again right after login")
+
+    async def exchange(
+        self,
+        step: Step,
+        extra: Mapping[str, str],
+        *,
+        expired: Callable[[ResponseView], bool] | None = None,
+    ) -> ResponseView:
+        """Send one ``step`` (logged in first, when the recipe has a login chain) with the
+        session's values plus ``extra``, and return the accepted reply as it is, for the
+        caller to interpret (a forum's reply page).
+
+        A reply that shows the session expired (the recipe's ``session`` rules, or
+        ``expired(view)``, e.g. a forum's "invalid security token" page) logs in again once
+        and repeats the step.
+
+        :raises PermanentError: a template value is missing, the step's reply status is not
+            accepted, or the session expired again right after a fresh login.
+        :raises RetryableError | RateLimitedError: transient trouble after the retries.
+        """
+        async with self._operation():
+            for attempt in range(2):
+                values, generation = await self.login()
+                values = {**values, **dict(extra)}
+                try:
+                    plan = plan_step(step, values)
+                except TemplateError as exc:
+                    raise PermanentError(f"{self.recipe.id}: step {step.name!r}: {exc}") from None
+                try:
+                    view = await self._request(plan, session_check=self._session_check(attempt))
+                except _Relogin:
+                    self._expire(generation)
+                    continue
+                if expired is not None and expired(view):
+                    if attempt == 0 and self.recipe.login:
+                        self._expire(generation)
+                        continue
+                    break
+                return view
+            raise PermanentError(
+                f"{self.recipe.id}: step {step.name!r}: the session expired again right after"
+                " logging in"
+            )

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from hathd.recipes.config import RecipesConfig
-from hathd.recipes.model import Recipe
+from hathd.recipes.model import ForumRecipe, Recipe
 from hathd.recipes.ratelimit import new_bucket
 from hathd.recipes.runner import ServiceSession
 from hathd.tokenbucket import TokenBucket
@@ -27,13 +27,16 @@ class Uploader:
 
     def __init__(
         self,
-        recipes: Mapping[str, Recipe],
+        recipes: Mapping[str, Recipe | ForumRecipe],
         config: RecipesConfig,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 180.0,
     ) -> None:
-        self.recipes = dict(recipes)
+        self.recipes = {k: v for k, v in recipes.items() if isinstance(v, Recipe)}
+        """The image hosts by id."""
+        self.forums = {k: v for k, v in recipes.items() if isinstance(v, ForumRecipe)}
+        """The forums by id (``kind = "forum"`` recipes)."""
         self.config = config
         self._transport = transport
         self._timeout = timeout
@@ -41,9 +44,9 @@ class Uploader:
         self._global: TokenBucket | None = None
 
     def recipe(self, service: str) -> Recipe:
-        """The recipe of ``service``.
+        """The image host ``service``.
 
-        :raises UnknownServiceError: with the list of known services.
+        :raises UnknownServiceError: with the list of known image hosts.
         """
         try:
             return self.recipes[service]
@@ -51,12 +54,26 @@ class Uploader:
             known = ", ".join(sorted(self.recipes)) or "none"
             raise UnknownServiceError(f"unknown service {service!r} (known: {known})") from None
 
+    def forum(self, name: str) -> ForumRecipe:
+        """The forum ``name``.
+
+        :raises UnknownServiceError: with the list of known forums.
+        """
+        try:
+            return self.forums[name]
+        except KeyError:
+            known = ", ".join(sorted(self.forums)) or "none"
+            raise UnknownServiceError(f"unknown forum {name!r} (known: {known})") from None
+
     def session(self, service: str) -> ServiceSession:
-        """The session of ``service``, created on first use (inside ``trio.run``).
+        """The session of ``service`` (an image host or a forum), created on first use
+        (inside ``trio.run``).
 
         :raises UnknownServiceError: no such recipe.
         """
-        recipe = self.recipe(service)
+        recipe: Recipe | ForumRecipe = (
+            self.forums[service] if service in self.forums else self.recipe(service)
+        )
         found = self._sessions.get(service)
         if found is None:
             if self._global is None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import trio
 from hathd.engine.api import ACTIVE_STATES, EngineAPI, Job, JobContext, JobSpec
 from hathd.errors import HathdError, PermanentError
 from hathd.recipes import batches
+from hathd.recipes.posts import Post, PostRequestError, Posts, PostTarget
 from hathd.recipes.uploader import UnknownServiceError, Uploader
 from hathd.store import Store
 
@@ -94,29 +95,61 @@ def utf8_name(path: str | Path) -> bool:
     return True
 
 
-def expand_paths(paths: Sequence[str], extensions: Sequence[str]) -> Expanded:
+def resolve_roots(roots: Sequence[str]) -> list[Path]:
+    """The configured upload roots as real absolute paths (``~`` expanded to the daemon
+    user's home, symbolic links resolved)."""
+    return [Path(os.path.realpath(os.path.expanduser(r))) for r in roots]
+
+
+def confined(path: str | Path, roots: Sequence[Path]) -> Path:
+    """The real path of ``path`` (symbolic links resolved) when it lies inside one of
+    ``roots`` (real paths, see :func:`resolve_roots`).
+
+    :raises UploadRequestError: the path names ``..``, or it (or the file a symbolic link
+        names) is outside every root.
+    """
+    if ".." in Path(path).parts:
+        raise UploadRequestError(f"'{shown(path)}': a path with '..' is refused")
+    real = Path(os.path.realpath(path))
+    for root in roots:
+        if real == root or real.is_relative_to(root):
+            return real
+    where = ", ".join(str(r) for r in roots) or "none configured"
+    raise UploadRequestError(
+        f"'{shown(path)}' is outside the upload roots ({where}); see [recipes] roots", 403
+    )
+
+
+def expand_paths(
+    paths: Sequence[str], extensions: Sequence[str], roots: Sequence[Path] | None = None
+) -> Expanded:
     """Absolute files from ``paths``: a file as is; a folder as its direct, non-hidden regular
     files (sorted by name; only ``extensions`` when the recipe lists some).
 
-    A folder's entries that are symbolic links (which could lead anywhere outside it) or
-    whose names are not valid UTF-8 are skipped and reported; a symbolic link named
-    directly is followed (the user chose it).
+    With ``roots`` (real paths), every path must lie inside one of them (:func:`confined`),
+    checked before anything else. A folder's entries that are symbolic links (which could
+    lead anywhere outside it) or whose names are not valid UTF-8 are skipped and reported; a
+    symbolic link named directly is followed when it stays inside the roots.
 
     :raises UploadRequestError: a relative, missing or unreadable path, a path that is not
-        valid UTF-8 (named with ``\\xNN`` escapes), a file with an extension the recipe
-        refuses, or nothing to upload.
+        valid UTF-8 (named with ``\\xNN`` escapes), a path outside the roots or naming
+        ``..`` (status 403 / 400), a file with an extension the recipe refuses, or nothing to
+        upload.
     """
     allowed = {e.lower().lstrip(".") for e in extensions}
     out: list[Path] = []
     skipped: list[tuple[str, str]] = []
     for raw in paths:
-        path = Path(raw)
         if not utf8_name(raw):
             raise UploadRequestError(
                 f"'{shown(raw)}': the name is not valid UTF-8; rename it to upload it"
             )
-        if not path.is_absolute():
+        if not Path(raw).is_absolute():
             raise UploadRequestError(f"{raw!r}: paths must be absolute")
+        if roots is not None:
+            confined(raw, roots)
+    for raw in paths:
+        path = Path(raw)
         if path.is_dir():
             try:
                 entries = sorted(path.iterdir(), key=lambda p: p.name)
@@ -152,6 +185,10 @@ def expand_paths(paths: Sequence[str], extensions: Sequence[str]) -> Expanded:
     return Expanded(out, skipped)
 
 
+def _folders(paths: Sequence[str]) -> list[str]:
+    return [p for p in paths if utf8_name(p) and os.path.isdir(p)]
+
+
 class Uploads:
     """The upload pipeline of one daemon: the recipes' sessions, the engine, the store."""
 
@@ -162,16 +199,25 @@ class Uploads:
         store: Store,
         *,
         templates: dict[str, str] | None = None,
+        roots: Sequence[str] | None = None,
     ) -> None:
         self.uploader = uploader
+        self.roots = resolve_roots(uploader.config.roots if roots is None else roots)
+        """The real folders uploads may read from (``[recipes] roots``)."""
         self.engine = engine
         self.store = store
         self.templates = dict(templates or {})
         self._final_lock = trio.Lock()
+        self.on_batch_final: Callable[[str], Awaitable[object]] | None = None
+        """Called with a batch id after the batch is finalized."""
+        self.posts = Posts(uploader, engine, store)
+        """The forum posts that wait on batches (see :mod:`hathd.recipes.posts`)."""
 
     def register(self) -> None:
-        """Register the ``upload`` handler and one engine lane per service."""
+        """Register the ``upload`` and ``forum-post`` handlers and one engine lane per image
+        host and per forum."""
         self.engine.register(KIND, self.handle, on_final=self.on_final)
+        self.posts.register()
         for rid, recipe in sorted(self.uploader.recipes.items()):
             self.engine.add_lane(
                 rid,
@@ -205,7 +251,9 @@ class Uploads:
                 if recipe.gallery is None
                 else "the gallery name must not be empty"
             )
-        expanded = await trio.to_thread.run_sync(expand_paths, list(paths), recipe.extensions)
+        expanded = await trio.to_thread.run_sync(
+            expand_paths, list(paths), recipe.extensions, self.roots
+        )
         files = expanded.files
         for path, reason in expanded.skipped:
             log.warning("upload to %s: skipping %s: %s", service, path, reason)
@@ -255,6 +303,76 @@ class Uploads:
         skipped = [{"path": path, "reason": reason} for path, reason in expanded.skipped]
         return Submission(batch_id, service, jobs, gallery_values, skipped)
 
+    async def submit_sets(
+        self,
+        paths: Sequence[str],
+        service: str,
+        *,
+        per_folder: bool = False,
+        gallery: str | None = None,
+        priority: int = 0,
+        post: PostTarget | None = None,
+        fmt: str = "bbcode",
+    ) -> tuple[list[Submission], Post | None]:
+        """Submit ``paths`` as one batch, or with ``per_folder`` one batch per folder named
+        (its gallery named after the folder, when the service has galleries) plus one batch
+        of the files named directly (with ``gallery``, if given); then, with ``post``, the
+        forum post of all those batches in output format ``fmt``, sent once they are
+        finalized.
+
+        Everything is checked before the first batch is created (paths, service, forum,
+        thread, format), so a bad request creates nothing.
+
+        :raises UploadRequestError: as :meth:`submit`; ``per_folder`` with ``gallery`` for
+            folders (each folder names its own gallery); a bad post target or format.
+        """
+        if post is not None:
+            try:
+                self.posts.check(post)
+            except PostRequestError as exc:
+                raise UploadRequestError(str(exc)) from None
+            known = {"bbcode", "html", "markdown", "links", *self.templates}
+            if fmt not in known:
+                raise UploadRequestError(
+                    f"unknown format {fmt!r}; known: {', '.join(sorted(known))}"
+                )
+        subs = await self._submit_sets(paths, service, per_folder, gallery, priority)
+        if post is None:
+            return subs, None
+        try:
+            created = await self.posts.create(post, [sub.batch for sub in subs], fmt)
+        except PostRequestError as exc:
+            raise UploadRequestError(str(exc)) from None
+        return subs, created
+
+    async def _submit_sets(
+        self,
+        paths: Sequence[str],
+        service: str,
+        per_folder: bool,
+        gallery: str | None,
+        priority: int,
+    ) -> list[Submission]:
+        if not per_folder:
+            return [await self.submit(paths, service, gallery=gallery, priority=priority)]
+        try:
+            recipe = self.uploader.recipe(service)
+        except UnknownServiceError as exc:
+            raise UploadRequestError(str(exc)) from None
+        folders = await trio.to_thread.run_sync(_folders, list(paths))
+        files = [p for p in paths if p not in folders]
+        if folders and gallery is not None:
+            raise UploadRequestError("one gallery per folder: each folder names its own gallery")
+        # check every path first: expand_paths raises on the first bad one
+        await trio.to_thread.run_sync(expand_paths, list(paths), recipe.extensions, self.roots)
+        out: list[Submission] = []
+        for folder in folders:
+            name = Path(folder).name if recipe.gallery is not None else None
+            out.append(await self.submit([folder], service, gallery=name, priority=priority))
+        if files:
+            out.append(await self.submit(files, service, gallery=gallery, priority=priority))
+        return out
+
     async def handle(self, ctx: JobContext) -> dict[str, Any]:
         """The ``upload`` job handler: upload ``params.path`` with ``params.service``.
 
@@ -270,6 +388,12 @@ class Uploads:
             raise PermanentError(f"upload job without {exc.args[0]!r}") from None
         if not path.is_absolute():
             raise PermanentError(f"{str(path)!r}: the job's path must be absolute")
+        try:
+            # checked again when the job runs: the roots may have changed, or a folder on
+            # the way may have been replaced by a symbolic link since the submission
+            await trio.to_thread.run_sync(confined, path, self.roots)
+        except UploadRequestError as exc:
+            raise PermanentError(str(exc)) from None
         try:
             session = self.uploader.session(service)
         except UnknownServiceError as exc:
@@ -333,6 +457,9 @@ class Uploads:
                     error = str(exc)
                     log.warning("finalizing gallery of batch %s failed: %s", batch_id, exc)
             await batches.mark_finalized(self.store, batch_id, error)
+        await self.posts.release_ready()
+        if self.on_batch_final is not None:
+            await self.on_batch_final(batch_id)
 
     async def summary(self, batch_id: str) -> dict[str, Any] | None:
         """The batch summary (see :func:`hathd.recipes.batches.summarize`), or ``None``."""
