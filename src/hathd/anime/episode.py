@@ -256,12 +256,18 @@ async def _open(
 async def _get_text(t: _Try, url: str, headers: dict[str, str]) -> tuple[str, str]:
     async with _open(t, url, headers) as (resp, final):
         body = bytearray()
+        full = False
         try:
             async for chunk in resp.aiter_bytes():
                 body += chunk
-                if len(body) >= MAX_PAGE_BYTES:
-                    break
+                if len(body) >= MAX_PAGE_BYTES and not full:
+                    full = True
+                    await _stop(resp)
         except httpx.TransportError as exc:
+            if full:
+                return bytes(body[:MAX_PAGE_BYTES]).decode(
+                    resp.encoding or "utf-8", "replace"
+                ), final
             raise CandidateFailed(f"{type(exc).__name__} reading {final}: {exc}") from None
         return bytes(body[:MAX_PAGE_BYTES]).decode(resp.encoding or "utf-8", "replace"), final
 
@@ -332,25 +338,35 @@ async def _direct(
         done = offset
         head = b""
         buffer = bytearray()
+        stopped: CandidateFailed | None = None
         with os.fdopen(fd, "ab" if offset else "wb", buffering=0) as raw:
             fh = trio.wrap_file(raw)
             try:
                 async for chunk in resp.aiter_raw():
+                    if stopped is not None:
+                        continue
                     if latency is None:
                         latency = t.clock() - started
                     if not offset and len(head) < placement.SNIFF_BYTES:
                         head += chunk[: placement.SNIFF_BYTES - len(head)]
                         if len(head) >= placement.SNIFF_BYTES:
-                            _check_head(head, final_url)
+                            stopped = _head_problem(head, final_url)
+                            if stopped is not None:
+                                await _stop(resp)
+                                continue
                     buffer += chunk
                     done += len(chunk)
                     if len(buffer) >= WRITE_BUFFER:
                         await fh.write(bytes(buffer))
                         buffer.clear()
                         t.ctx.progress(done, total)
+                if stopped is not None:
+                    raise stopped
                 if buffer:
                     await fh.write(bytes(buffer))
             except httpx.TransportError as exc:
+                if stopped is not None:
+                    raise stopped from None
                 if buffer:
                     await fh.write(bytes(buffer))
                 announced = f" of announced {total}" if total is not None else ""
@@ -368,9 +384,23 @@ async def _direct(
         return part, done, t.clock() - started if latency is None else latency
 
 
-def _check_head(head: bytes, url: str) -> None:
+def _head_problem(head: bytes, url: str) -> CandidateFailed | None:
     if placement.media_extension(head) is None:
-        raise CandidateFailed(f"{url} did not send video (starts with {head[:16]!r})")
+        return CandidateFailed(f"{url} did not send video (starts with {head[:16]!r})")
+    return None
+
+
+def _check_head(head: bytes, url: str) -> None:
+    problem = _head_problem(head, url)
+    if problem is not None:
+        raise problem
+
+
+async def _stop(resp: httpx.Response) -> None:
+    """Close ``resp`` while its body is being iterated: the iteration's next step then
+    raises inside httpx's innermost stream, which finishes every layer of its generators
+    (leaving the loop by an exception of our own would leave them suspended)."""
+    await resp.aclose()
 
 
 def _sniff(dfd: int, name: str) -> str | None:

@@ -10,7 +10,10 @@ then sees its cancellation.
 
 from __future__ import annotations
 
+import gc
+import io
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -97,8 +100,10 @@ def _work(
         with YoutubeDL(opts) as ydl:
             info = ydl.extract_info(url, download=True)
     except HlsStopped:
+        _close_left_open(workdir)
         return None, "cancelled"
     except Exception as exc:  # yt-dlp's DownloadError and whatever a hook re-raised
+        _close_left_open(workdir)
         if stop.is_set():
             return None, "cancelled"
         message = logger.errors[-1] if logger.errors else f"{type(exc).__name__}: {exc}"
@@ -116,6 +121,26 @@ def _work(
     if found is None:
         return None, "yt-dlp finished without an output file"
     return found, None
+
+
+def _close_left_open(workdir: Path) -> None:
+    """Close files under ``workdir`` that yt-dlp left open: its fragment downloader keeps the
+    output stream open when a progress hook raises. Only runs after a failed or stopped
+    download (it scans the objects the garbage collector tracks)."""
+    prefix = os.path.realpath(workdir) + os.sep
+    for obj in gc.get_objects():
+        if not isinstance(obj, io.IOBase):
+            continue
+        try:
+            if obj.closed:
+                continue
+            name = getattr(obj, "name", "")
+            if isinstance(name, int):  # opened by os.fdopen: find the path of the descriptor
+                name = os.readlink(f"/proc/self/fd/{name}")
+            if isinstance(name, str) and os.path.realpath(name).startswith(prefix):
+                obj.close()
+        except (OSError, ValueError):
+            continue
 
 
 async def fetch_hls(
