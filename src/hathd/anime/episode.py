@@ -86,6 +86,8 @@ DEFAULT_MAX_BYTES = 16 * 1024**3
 """Largest episode accepted by default, bytes (a larger ``Content-Length`` fails the hoster)."""
 WRITE_BUFFER = 1 << 20
 """Bytes gathered before one write of the part file."""
+WRITE_QUEUE = 8
+"""Batches of :data:`WRITE_BUFFER` bytes received ahead of the disk writes at most."""
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 
 OnLanded = Callable[["EpisodeLanded"], Awaitable[None]]
@@ -334,54 +336,108 @@ async def _direct(
         fd = await trio.to_thread.run_sync(
             lambda: placement.open_part(dfd, part, append=bool(offset))
         )
-        latency: float | None = None
-        done = offset
-        head = b""
-        buffer = bytearray()
-        stopped: CandidateFailed | None = None
-        with os.fdopen(fd, "ab" if offset else "wb", buffering=0) as raw:
-            fh = trio.wrap_file(raw)
-            try:
-                async for chunk in resp.aiter_raw():
-                    if stopped is not None:
-                        continue
-                    if latency is None:
-                        latency = t.clock() - started
-                    if not offset and len(head) < placement.SNIFF_BYTES:
-                        head += chunk[: placement.SNIFF_BYTES - len(head)]
-                        if len(head) >= placement.SNIFF_BYTES:
-                            stopped = _head_problem(head, final_url)
-                            if stopped is not None:
-                                await _stop(resp)
-                                continue
-                    buffer += chunk
-                    done += len(chunk)
-                    if len(buffer) >= WRITE_BUFFER:
-                        await fh.write(bytes(buffer))
-                        buffer.clear()
-                        t.ctx.progress(done, total)
-                if stopped is not None:
-                    raise stopped
-                if buffer:
-                    await fh.write(bytes(buffer))
-            except httpx.TransportError as exc:
-                if stopped is not None:
-                    raise stopped from None
-                if buffer:
-                    await fh.write(bytes(buffer))
-                announced = f" of announced {total}" if total is not None else ""
-                raise CandidateFailed(
-                    f"body from {final_url} ended after {done}{announced} bytes "
-                    f"({type(exc).__name__})"
-                ) from None
-            finally:
-                await trio.to_thread.run_sync(os.fsync, raw.fileno())
+        try:
+            body = _Body(t, resp, final_url, fd, offset, total, started)
+            await body.receive()
+            await trio.to_thread.run_sync(os.fsync, fd)
+        finally:
+            os.close(fd)
+        if body.failure is not None:
+            raise body.failure
+        done = body.done
         if not offset:
-            _check_head(head, final_url)
+            _check_head(body.head, final_url)
         if total is not None and done != total:
             raise CandidateFailed(f"got {done} bytes from {final_url}, announced {total}")
         t.ctx.progress(done, total or done)
-        return part, done, t.clock() - started if latency is None else latency
+        return part, done, t.clock() - started if body.latency is None else body.latency
+
+
+def _write_all(fd: int, chunks: list[bytes]) -> None:
+    view = memoryview(b"".join(chunks) if len(chunks) > 1 else chunks[0])
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+@attrs.define
+class _Body:
+    """Receives a media body into part file ``fd``: the network side and a writer task run
+    at once (a bounded channel of ~1 MiB batches between them), so the disk write of one
+    batch overlaps the reception of the next."""
+
+    t: _Try
+    resp: httpx.Response
+    url: str
+    fd: int
+    offset: int
+    total: int | None
+    started: float
+    done: int = 0
+    head: bytes = b""
+    latency: float | None = None
+    failure: CandidateFailed | None = None
+    write_error: OSError | None = None
+
+    async def receive(self) -> None:
+        """Run until the body ends; sets :attr:`failure` for a hoster's fault, raises
+        ``OSError`` for a local write failure."""
+        self.done = self.offset
+        send, recv = trio.open_memory_channel[list[bytes]](WRITE_QUEUE)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._writer, recv)
+            async with send:
+                await self._network(send)
+        if self.write_error is not None:
+            raise self.write_error
+
+    async def _writer(self, recv: trio.MemoryReceiveChannel[list[bytes]]) -> None:
+        async with recv:
+            async for batch in recv:
+                if self.write_error is not None:
+                    continue
+                try:
+                    await trio.to_thread.run_sync(_write_all, self.fd, batch)
+                except OSError as exc:
+                    self.write_error = exc
+
+    async def _network(self, send: trio.MemorySendChannel[list[bytes]]) -> None:
+        t, total = self.t, self.total
+        batch: list[bytes] = []
+        size = 0
+        stopping = False
+        try:
+            async for chunk in self.resp.aiter_raw():
+                if stopping:
+                    continue
+                if self.latency is None:
+                    self.latency = t.clock() - self.started
+                if not self.offset and len(self.head) < placement.SNIFF_BYTES:
+                    self.head += chunk[: placement.SNIFF_BYTES - len(self.head)]
+                    if len(self.head) >= placement.SNIFF_BYTES:
+                        self.failure = _head_problem(self.head, self.url)
+                if self.failure is not None or self.write_error is not None:
+                    stopping = True
+                    await _stop(self.resp)
+                    continue
+                batch.append(chunk)
+                size += len(chunk)
+                self.done += len(chunk)
+                if size >= WRITE_BUFFER:
+                    await send.send(batch)
+                    batch, size = [], 0
+                    t.ctx.progress(self.done, total)
+            if batch and not stopping:
+                await send.send(batch)
+        except httpx.TransportError as exc:
+            if stopping:
+                return
+            if batch:
+                await send.send(batch)
+            announced = f" of announced {total}" if total is not None else ""
+            self.failure = CandidateFailed(
+                f"body from {self.url} ended after {self.done}{announced} bytes "
+                f"({type(exc).__name__})"
+            )
 
 
 def _head_problem(head: bytes, url: str) -> CandidateFailed | None:
