@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
@@ -15,6 +16,8 @@ from typing import Any
 import attrs
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
 from anime.hoster_fixtures import (
     Media,
@@ -30,6 +33,7 @@ from fakes.anime_hosters import FakeAnimeSite, open_fake_anime_site
 from hathd.anime.episode import (
     KIND,
     EpisodeLanded,
+    dest_parts,
     make_episode_handler,
     remove_partials,
     validate_episode_spec,
@@ -61,6 +65,7 @@ class Library:
     site: FakeAnimeSite
     media: Media
     landed: list[EpisodeLanded]
+    gate: RecordingGate
 
     def serve_media(self) -> None:
         """The MP4 at ``/media/ep.mp4`` and the HLS playlist under ``/hls/``."""
@@ -98,6 +103,20 @@ class Library:
         return sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file())
 
 
+class RecordingGate(DomainGate):
+    """A :class:`DomainGate` that logs the domain of every request it admits."""
+
+    def __init__(self) -> None:
+        super().__init__(default=LaneSettings(concurrency=4, rate=50.0, burst=20))
+        self.admitted: list[str] = []
+
+    @asynccontextmanager
+    async def request(self, domain: str) -> AsyncIterator[None]:
+        async with super().request(domain):
+            self.admitted.append(domain)
+            yield
+
+
 @asynccontextmanager
 async def open_library(
     tmp_path: Path, media: Media, health: HosterHealth | None = None
@@ -106,6 +125,7 @@ async def open_library(
     root.mkdir()
     health = health or HosterHealth()
     landed: list[EpisodeLanded] = []
+    gate = RecordingGate()
     config = Config(engine=EngineConfig(workers=2, retry={"default": FAST_RETRY}))
     async with (
         open_fake_anime_site() as site,
@@ -124,11 +144,11 @@ async def open_library(
             root=root,
             health=health,
             on_landed=on_landed,
-            gate=DomainGate(default=LaneSettings(concurrency=4, rate=50.0, burst=20)),
+            gate=gate,
             save_checkpoint=engine.save_checkpoint,
         )
         engine.register(KIND, handler, validate=validate_episode_spec, on_final=on_final)
-        yield Library(engine, root, health, site, media, landed)
+        yield Library(engine, root, health, site, media, landed, gate)
 
 
 def probe(path: Path) -> dict[str, Any]:
@@ -161,6 +181,9 @@ async def test_direct_episode_from_vidoza_lands_atomically(tmp_path: Path, media
         ]
         media_requests = [h for _, t, h in lib.site.requests if t == "/media/ep.mp4"]
         assert media_requests[0]["referer"] == lib.site.url("/")
+        # provider redirect, hoster page, media file: each request passed the politeness gate
+        assert len(lib.site.requests) == 3
+        assert lib.gate.admitted == ["127.0.0.1"] * 3
         status = lib.health.status("vidoza")
         assert (status.attempts, status.successes) == (1, 1)
         assert status.latency is not None
@@ -465,6 +488,23 @@ async def test_only_unknown_hosters_fail_permanently(tmp_path: Path, media: Medi
         assert job.state is JobState.FAILED
         assert job.attempts == 1
         assert "no usable hoster" in (job.error or "")
+
+
+@given(dest=st.text(max_size=60))
+def test_an_accepted_dest_never_leaves_the_library_root(dest: str) -> None:
+    try:
+        parts = dest_parts(dest)
+    except InvalidInput as exc:
+        refused: str | None = exc.field
+    else:
+        refused = None
+    if refused is not None:
+        assert refused == "params.dest"
+        return
+    root = Path("/library")
+    assert os.path.normpath(root.joinpath(*parts)).startswith("/library/")
+    assert all(p not in ("", ".", "..") and "/" not in p for p in parts)
+    assert not any(ord(ch) < 32 for ch in dest)
 
 
 @pytest.mark.parametrize(
