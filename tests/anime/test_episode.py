@@ -345,6 +345,41 @@ async def test_a_2_gib_content_length_on_a_tiny_body_is_neither_done_nor_preallo
     assert all(total == 2147483648 for _, total in ctx.reports)
 
 
+async def test_a_trickling_hoster_page_fails_its_candidate_in_time(
+    tmp_path: Path, media: Media
+) -> None:
+    root = tmp_path / "library"
+    root.mkdir()
+    async with open_fake_anime_site() as site:
+        site.media("/media/ep.mp4", media.mp4)
+        site.trickle("/vidoza/slow.html", vidoza_page(site.url("/media/ep.mp4")), 0.05)
+        site.redirect("/redirect/1", site.url("/vidoza/slow.html"))
+        site.page("/vidoza/fast.html", vidoza_page(site.url("/media/ep.mp4")))
+        site.redirect("/redirect/2", site.url("/vidoza/fast.html"))
+        params = {
+            "series_key": "frieren",
+            "season": 1,
+            "episode": 1,
+            "dest": DEST,
+            "candidates": [
+                {"hoster": "vidoza", "language": "de", "url": site.url("/redirect/1")},
+                {"hoster": "streamtape", "language": "de", "url": site.url("/redirect/2")},
+            ],
+        }
+        job = Job(
+            "0123456789abcdef", KIND, site.url("/ep"), "127.0.0.1", JobState.RUNNING, params=params
+        )
+        health = HosterHealth()
+        handler = make_episode_handler(
+            root=root, health=health, on_landed=_never, page_timeout=0.5, timeout=5.0
+        )
+        with trio.fail_after(10), pytest.raises(RetryableError) as err:
+            await handler(Ctx(job, tmp_path / "tmp"))
+    assert "did not answer completely within 0.5 s" in str(err.value)
+    assert "streamtape (de): streamtape: page markup changed: robotlink not found" in str(err.value)
+    assert health.status("vidoza").consecutive_failures == 1
+
+
 async def _never(event: EpisodeLanded) -> None:
     raise AssertionError(f"nothing should land: {event}")
 

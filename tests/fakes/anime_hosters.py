@@ -44,6 +44,7 @@ class Route:
     raw: bytes | None = None
     ranges: bool = False
     query: tuple[str, str] | None = None
+    pace: float | None = None
 
 
 @attrs.define
@@ -93,6 +94,12 @@ class FakeAnimeSite:
             query=query,
         )
         (self.prefixes if prefix else self.routes)[path] = route
+
+    def trickle(self, path: str, html: str, pace: float) -> None:
+        """Serve ``html`` as ``text/html``, one byte every ``pace`` seconds."""
+        self.routes[path] = Route(
+            headers={"Content-Type": "text/html"}, body=html.encode(), pace=pace
+        )
 
     def raw(self, path: str, data: bytes) -> None:
         """Send ``data`` verbatim as the whole answer, then close."""
@@ -152,6 +159,12 @@ class FakeAnimeSite:
         if route.raw is not None:
             await stream.send_all(route.raw)
             return
+        if route.pace is not None:
+            await _send(stream, 200, route.headers, b"", "HEAD", length=len(route.body))
+            for byte in route.body:
+                await stream.send_all(bytes([byte]))
+                await trio.sleep(route.pace)
+            return
         body = route.body
         out = dict(route.headers)
         status = route.status
@@ -173,10 +186,17 @@ class FakeAnimeSite:
 
 
 async def _send(
-    stream: trio.SocketStream, status: int, headers: dict[str, str], body: bytes, method: str
+    stream: trio.SocketStream,
+    status: int,
+    headers: dict[str, str],
+    body: bytes,
+    method: str,
+    *,
+    length: int | None = None,
 ) -> None:
     head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}"]
-    for name, value in {**headers, "Content-Length": str(len(body)), "Connection": "close"}.items():
+    size = len(body) if length is None else length
+    for name, value in {**headers, "Content-Length": str(size), "Connection": "close"}.items():
         head.append(f"{name}: {value}")
     await stream.send_all(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
     if method == "HEAD":

@@ -214,6 +214,7 @@ class _Try:
     save_checkpoint: SaveCheckpoint | None
     clock: Callable[[], float]
     ffmpeg: Callable[[], str | None]
+    page_timeout: float
 
 
 @contextlib.asynccontextmanager
@@ -256,6 +257,13 @@ async def _open(
 
 
 async def _get_text(t: _Try, url: str, headers: dict[str, str]) -> tuple[str, str]:
+    with trio.move_on_after(t.page_timeout) as scope:
+        return await _read_text(t, url, headers)
+    assert scope.cancelled_caught
+    raise CandidateFailed(f"{url} did not answer completely within {t.page_timeout:g} s")
+
+
+async def _read_text(t: _Try, url: str, headers: dict[str, str]) -> tuple[str, str]:
     async with _open(t, url, headers) as (resp, final):
         body = bytearray()
         full = False
@@ -503,7 +511,9 @@ async def _hls(t: _Try, stream: Stream, dfd: int, started: float, n: int) -> tup
 
     headers = {"User-Agent": USER_AGENT, **stream.headers}
     async with t.gate.request(_host(stream.url)):
-        path, error = await fetch_hls(stream.url, headers, workdir, ffmpeg, progress)
+        path, error = await fetch_hls(
+            stream.url, headers, workdir, ffmpeg, progress, max_bytes=t.max_bytes
+        )
     if path is None:
         raise CandidateFailed(f"HLS download failed: {error}")
     part = placement.part_name(t.stem, t.ctx.job.id)
@@ -523,6 +533,7 @@ def make_episode_handler(
     save_checkpoint: SaveCheckpoint | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     timeout: float = 60.0,
+    page_timeout: float = 120.0,
     ffmpeg: Callable[[], str | None] = lambda: shutil.which("ffmpeg"),
     clock: Callable[[], float] = time.monotonic,
 ) -> Callable[[JobContext], Awaitable[dict[str, Any] | None]]:
@@ -536,6 +547,8 @@ def make_episode_handler(
         ``None``: a resumed try sends ``Range`` without ``If-Range``.
     :param max_bytes: the largest episode accepted, bytes.
     :param timeout: seconds to connect and between two received bytes.
+    :param page_timeout: seconds a provider redirect, hoster page or follow-up may take in all
+        (redirects included); a page trickling in slower fails its candidate.
     :param ffmpeg: finds the ffmpeg program (``None`` when missing: HLS candidates fail).
     """
     gate = gate or DomainGate()
@@ -575,7 +588,17 @@ def make_episode_handler(
                 verify=verify,
             ) as client:
                 t = _Try(
-                    ctx, client, gate, folder, stem, root, max_bytes, save_checkpoint, clock, ffmpeg
+                    ctx,
+                    client,
+                    gate,
+                    folder,
+                    stem,
+                    root,
+                    max_bytes,
+                    save_checkpoint,
+                    clock,
+                    ffmpeg,
+                    page_timeout,
                 )
                 return await _run(t, job, dfd)
         finally:

@@ -56,6 +56,7 @@ def _work(
     ffmpeg: str,
     stop: threading.Event,
     report: Callable[[int, int | None], None],
+    max_bytes: int | None,
 ) -> tuple[Path | None, str | None]:
     from yt_dlp import YoutubeDL  # type: ignore[import-untyped]
 
@@ -96,6 +97,8 @@ def _work(
         "skip_unavailable_fragments": False,
         "overwrites": True,
     }
+    if max_bytes is not None:
+        opts["max_filesize"] = max_bytes
     try:
         with YoutubeDL(opts) as ydl:
             info = ydl.extract_info(url, download=True)
@@ -149,8 +152,11 @@ async def fetch_hls(
     workdir: Path,
     ffmpeg: str,
     progress: Callable[[int, int | None], None],
+    *,
+    max_bytes: int | None = None,
 ) -> tuple[Path | None, str | None]:
-    """Download the HLS playlist ``url`` into ``workdir`` as MP4.
+    """Download the HLS playlist ``url`` into ``workdir`` as MP4 (``max_bytes``: yt-dlp's
+    ``max_filesize``, checked against the size it knows or estimates).
 
     :returns: ``(path, None)`` on success, ``(None, reason)`` when yt-dlp failed.
     Cancellation (a pause, shutdown) stops the worker thread at its next progress hook and
@@ -175,7 +181,15 @@ async def fetch_hls(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch)
         outcome = await trio.to_thread.run_sync(
-            _work, url, headers, workdir, ffmpeg, stop, report, abandon_on_cancel=False
+            _work,
+            url,
+            headers,
+            workdir,
+            ffmpeg,
+            stop,
+            report,
+            max_bytes,
+            abandon_on_cancel=False,
         )
         nursery.cancel_scope.cancel()
     return outcome
