@@ -380,6 +380,52 @@ async def test_a_trickling_hoster_page_fails_its_candidate_in_time(
     assert health.status("vidoza").consecutive_failures == 1
 
 
+async def test_a_complete_part_file_from_an_interrupted_try_is_placed_without_refetching(
+    tmp_path: Path, media: Media
+) -> None:
+    root = tmp_path / "library"
+    folder = root / DEST.rsplit("/", 1)[0]
+    folder.mkdir(parents=True)
+    part = folder / f".{DEST.rsplit('/', 1)[1]}.0123456789abcdef.part"
+    part.write_bytes(media.mp4)
+    async with open_fake_anime_site() as site:
+        site.media("/media/ep.mp4", media.mp4)
+        site.page("/vidoza/e.html", vidoza_page(site.url("/media/ep.mp4")))
+        site.redirect("/redirect/1", site.url("/vidoza/e.html"))
+        url = site.url("/redirect/1")
+        params = {
+            "series_key": "frieren",
+            "season": 1,
+            "episode": 1,
+            "dest": DEST,
+            "candidates": [{"hoster": "vidoza", "language": "de", "url": url}],
+        }
+        etag = '"' + hashlib.sha256(media.mp4).hexdigest()[:16] + '"'
+        job = Job(
+            "0123456789abcdef",
+            KIND,
+            site.url("/ep"),
+            "127.0.0.1",
+            JobState.RUNNING,
+            params=params,
+            checkpoint={"candidate": url, "validator": etag},
+        )
+        landed: list[EpisodeLanded] = []
+
+        async def on_landed(event: EpisodeLanded) -> None:
+            landed.append(event)
+
+        handler = make_episode_handler(root=root, health=HosterHealth(), on_landed=on_landed)
+        result = await handler(Ctx(job, tmp_path / "tmp"))
+        asked = [h for _, t, h in site.requests if t == "/media/ep.mp4"]
+    assert result is not None
+    assert result["size"] == len(media.mp4)
+    assert asked[0]["range"] == f"bytes={len(media.mp4)}-"  # answered 416 */size
+    assert (root / f"{DEST}.mp4").read_bytes() == media.mp4
+    assert not part.exists()
+    assert len(landed) == 1
+
+
 async def _never(event: EpisodeLanded) -> None:
     raise AssertionError(f"nothing should land: {event}")
 

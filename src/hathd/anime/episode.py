@@ -219,10 +219,11 @@ class _Try:
 
 @contextlib.asynccontextmanager
 async def _open(
-    t: _Try, url: str, headers: dict[str, str]
+    t: _Try, url: str, headers: dict[str, str], allow: frozenset[int] = frozenset()
 ) -> AsyncIterator[tuple[httpx.Response, str]]:
     """GET ``url`` following redirects by hand (bounded, loops detected), each hop through the
-    gate; yields the final response (its domain's gate slot held) and its URL."""
+    gate; yields the final response (its domain's gate slot held) and its URL. A status
+    >= 400 fails the candidate unless it is in ``allow``."""
     seen: set[str] = set()
     current = url
     for _ in range(MAX_REDIRECTS + 1):
@@ -249,7 +250,7 @@ async def _open(
                     f"HTTP {resp.status_code} from {_host(current)}",
                     retry_after=parse_retry_after(resp.headers),
                 )
-            if resp.status_code >= 400:
+            if resp.status_code >= 400 and resp.status_code not in allow:
                 raise CandidateFailed(f"HTTP {resp.status_code} for {current}")
             yield resp, current
             return
@@ -320,7 +321,24 @@ async def _direct(
         headers["Range"] = f"bytes={have}-"
         if isinstance(validator, str) and validator:
             headers["If-Range"] = validator
-    async with _open(t, stream.url, headers) as (resp, final_url):
+    allow = frozenset({416}) if have else frozenset()
+    async with _open(t, stream.url, headers, allow) as (resp, final_url):
+        current = resume_validator(resp.headers)
+        if (
+            have
+            and resp.status_code in (206, 416)
+            and validator
+            and current not in (None, validator)
+        ):
+            # the server ignored If-Range: these bytes belong to another version of the file
+            await trio.to_thread.run_sync(placement.remove, dfd, part)
+            raise CandidateFailed(f"{final_url} changed since the part file was written")
+        if resp.status_code == 416:
+            _, full = _content_range_start(resp.headers.get("content-range"))
+            if full == have:  # complete before an interruption; only the placement was missing
+                return part, have, t.clock() - started
+            await trio.to_thread.run_sync(placement.remove, dfd, part)
+            raise CandidateFailed(f"{final_url} refused the resume range; starting over")
         ctype = resp.headers.get("content-type", "")
         if _is_text(ctype):
             raise CandidateFailed(f"{final_url} answered {ctype!r} instead of video")
@@ -335,7 +353,6 @@ async def _direct(
             length = resp.headers.get("content-length", "")
             total = int(length) if length.isdigit() else None
             if t.save_checkpoint is not None:
-                current = resume_validator(resp.headers)
                 await t.save_checkpoint(job.id, {"candidate": candidate_url, "validator": current})
         else:
             raise CandidateFailed(f"unexpected HTTP {resp.status_code} from {final_url}")
