@@ -525,6 +525,44 @@ async def test_a_cut_download_resumes_with_range_on_the_next_try(
         assert second["if-range"] == etag
 
 
+async def test_a_paused_download_keeps_its_part_and_resumes_with_range(
+    tmp_path: Path, media: Media
+) -> None:
+    async with open_library(tmp_path, media) as lib:
+        lib.site.slow_media("/media/slow.mp4", media.mp4, pace=0.03, piece=1024)
+        url = lib.hoster(1, "/vidoza/embed-s.html", vidoza_page(lib.site.url("/media/slow.mp4")))
+        spec = JobSpec(
+            kind=KIND,
+            target=lib.site.url("/ep"),
+            domain="127.0.0.1",
+            params={
+                "series_key": "frieren",
+                "season": 1,
+                "episode": 1,
+                "dest": DEST,
+                "candidates": [{"hoster": "vidoza", "language": "de-dub", "url": url}],
+            },
+        )
+        job_id = (await lib.engine.submit(spec)).job.id
+        part = lib.root / DEST.rsplit("/", 1)[0] / f".{DEST.rsplit('/', 1)[1]}.{job_id}.part"
+        with trio.fail_after(30):
+            while not (part.exists() and part.stat().st_size >= 8192):
+                await trio.sleep(0.02)
+        paused = await lib.engine.pause_job(job_id)
+        assert paused.state is JobState.PAUSED
+        kept = part.stat().st_size
+        assert 0 < kept < len(media.mp4)
+        assert not (lib.root / f"{DEST}.mp4").exists()
+        lib.site.media("/media/slow.mp4", media.mp4)  # full speed from now on
+        await lib.engine.resume_job(job_id)
+        job = await lib.engine.wait_final(job_id, timeout=60)
+        assert job.state is JobState.DONE, job.error
+        assert (lib.root / f"{DEST}.mp4").read_bytes() == media.mp4
+        second = [h for _, t, h in lib.site.requests if t == "/media/slow.mp4"][-1]
+        assert second["range"] == f"bytes={kept}-"
+        assert lib.files() == [f"{DEST}.mp4"]
+
+
 async def test_a_hoster_in_cool_down_is_skipped(tmp_path: Path, media: Media) -> None:
     health = HosterHealth(failure_threshold=1, cooldown=600.0)
     async with open_library(tmp_path, media, health) as lib:

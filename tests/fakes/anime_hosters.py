@@ -45,6 +45,7 @@ class Route:
     ranges: bool = False
     query: tuple[str, str] | None = None
     pace: float | None = None
+    piece: int = 1
 
 
 @attrs.define
@@ -100,6 +101,12 @@ class FakeAnimeSite:
         self.routes[path] = Route(
             headers={"Content-Type": "text/html"}, body=html.encode(), pace=pace
         )
+
+    def slow_media(self, path: str, data: bytes, pace: float, piece: int = 4096) -> None:
+        """Like :meth:`media`, the body sent ``piece`` bytes every ``pace`` seconds."""
+        self.media(path, data)
+        self.routes[path].pace = pace
+        self.routes[path].piece = piece
 
     def raw(self, path: str, data: bytes) -> None:
         """Send ``data`` verbatim as the whole answer, then close."""
@@ -159,12 +166,6 @@ class FakeAnimeSite:
         if route.raw is not None:
             await stream.send_all(route.raw)
             return
-        if route.pace is not None:
-            await _send(stream, 200, route.headers, b"", "HEAD", length=len(route.body))
-            for byte in route.body:
-                await stream.send_all(bytes([byte]))
-                await trio.sleep(route.pace)
-            return
         body = route.body
         out = dict(route.headers)
         status = route.status
@@ -182,6 +183,12 @@ class FakeAnimeSite:
                     out["Content-Range"] = f"bytes */{len(body)}"
                     await _send(stream, 416, out, b"", method)
                     return
+        if route.pace is not None:
+            await _send(stream, status, out, b"", "HEAD", length=len(body))
+            for at in range(0, len(body), route.piece):
+                await stream.send_all(body[at : at + route.piece])
+                await trio.sleep(route.pace)
+            return
         await _send(stream, status, out, body, method)
 
 

@@ -86,6 +86,9 @@ DEFAULT_MAX_BYTES = 16 * 1024**3
 """Largest episode accepted by default, bytes (a larger ``Content-Length`` fails the hoster)."""
 WRITE_BUFFER = 1 << 20
 """Bytes gathered before one write of the part file."""
+WRITE_INTERVAL = 0.5
+"""Seconds after which a smaller batch is written anyway (slow servers: the part file and the
+progress keep up)."""
 WRITE_QUEUE = 8
 """Batches of :data:`WRITE_BUFFER` bytes received ahead of the disk writes at most."""
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
@@ -430,6 +433,7 @@ class _Body:
         batch: list[bytes] = []
         size = 0
         stopping = False
+        flush_at = trio.current_time() + WRITE_INTERVAL
         try:
             async for chunk in self.resp.aiter_raw():
                 if stopping:
@@ -447,9 +451,11 @@ class _Body:
                 batch.append(chunk)
                 size += len(chunk)
                 self.done += len(chunk)
-                if size >= WRITE_BUFFER:
+                now = trio.current_time()
+                if size >= WRITE_BUFFER or now >= flush_at:
                     await send.send(batch)
                     batch, size = [], 0
+                    flush_at = now + WRITE_INTERVAL
                     t.ctx.progress(self.done, total)
             if batch and not stopping:
                 await send.send(batch)
