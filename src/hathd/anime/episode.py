@@ -1,6 +1,6 @@
 """The ``anime-episode`` job: resolve a hoster, download the episode, place it in the library.
 
-Job shape (design agreed with :mod:`hathd.anime` 's plugin): ``target`` = the episode page URL,
+Job shape (as the anime plugin submits it): ``target`` = the episode page URL,
 ``domain`` = the provider's domain (the job's politeness lane), ``params``:
 
 - ``series_key`` (str), ``season`` (int >= 0), ``episode`` (int >= 0);

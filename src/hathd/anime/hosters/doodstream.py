@@ -3,7 +3,7 @@
 Public origin of the pattern: yt-dlp's ``yt_dlp/extractor/doodstream.py``
 (``DoodStreamIE._real_extract``) and AniWorld-Downloader's
 ``src/aniworld/extractors/provider/doodstream.py``: the embed page contains the path
-``/pass_md5/<…>`` (in a ``$.get('…')`` call) and a ``token=<…>`` in its ``makePlay`` helper.
+``/pass_md5/<…>`` (in a ``$.get('…')`` call) and a ``token=<…>`` in its ``makePlay`` function.
 A GET of the ``pass_md5`` path (with the page as ``Referer``) answers the base URL as plain
 text; the media URL is that base + 10 random letters or digits + ``?token=<token>&expiry=<ms
 since the epoch>``, fetched with the page's origin as ``Referer``.
