@@ -269,6 +269,34 @@ async def test_a_hoster_answering_html_fails_over_and_leaves_nothing_partial(
         assert "did not send video" in (lib.health.status("voe").last_error or "")
 
 
+async def test_an_hls_playlist_with_missing_segments_fails_over(
+    tmp_path: Path, media: Media
+) -> None:
+    async with open_library(tmp_path, media) as lib:
+        lib.serve_media()
+        broken = media.playlist.replace("seg001.ts", "gone001.ts")
+        lib.site.media("/hls-broken/index.m3u8", broken.encode(), "application/vnd.apple.mpegurl")
+        for name, data in media.segments.items():
+            lib.site.media(f"/hls-broken/{name}", data, "video/mp2t")
+        moon = lib.hoster(
+            1, "/filemoon/e/broken", filemoon_page(lib.site.url("/hls-broken/index.m3u8"))
+        )
+        good = lib.hoster(2, "/vidoza/embed-2.html", vidoza_page(lib.site.url("/media/ep.mp4")))
+        job = await lib.run(
+            [
+                {"hoster": "filemoon", "language": "ja-sub", "url": moon},
+                {"hoster": "vidoza", "language": "de-sub", "url": good},
+            ]
+        )
+        assert job.state is JobState.DONE, job.error
+        assert job.result is not None
+        assert job.result["hoster"] == "vidoza"
+        assert (lib.root / f"{DEST}.mp4").read_bytes() == media.mp4
+        assert lib.files() == [f"{DEST}.mp4"]
+        assert "HLS download failed" in (lib.health.status("filemoon").last_error or "")
+        assert lib.site.count("/hls-broken/gone001.ts") >= 1
+
+
 async def test_every_hoster_failing_fails_the_job_with_each_reason_and_no_file(
     tmp_path: Path, media: Media
 ) -> None:
