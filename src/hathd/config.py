@@ -21,6 +21,7 @@ import attrs
 import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
+from hathd.anime.config import AnimeConfig
 from hathd.confutil import FieldError, in_range, one_of
 from hathd.engine.config import EngineConfig
 from hathd.errors import ConfigError
@@ -80,6 +81,7 @@ class Config:
     fanfic: FanficConfig = attrs.field(factory=FanficConfig)
     notify: NotifyConfig = attrs.field(factory=NotifyConfig)
     recipes: RecipesConfig = attrs.field(factory=RecipesConfig)
+    anime: AnimeConfig = attrs.field(factory=AnimeConfig)
 
 
 converter = cattrs.Converter(forbid_extra_keys=True)

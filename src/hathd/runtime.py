@@ -36,6 +36,7 @@ PLUGIN_MODULES: tuple[str, ...] = (
     "hathd.q4d.plugin",
     "hathd.fanfic.plugin",
     "hathd.recipes.plugin",
+    "hathd.anime.plugin",
 )
 
 
