@@ -48,6 +48,9 @@ from hathd.engine.lanes import LaneSettings
 from hathd.errors import RetryableError
 from hathd.runtime import open_runtime
 
+PROVIDER = "aniworld.test"
+"""The job's domain in these tests (the fakes all listen on 127.0.0.1, which then counts as a
+hoster's domain, not the provider's)."""
 DEST = "Frieren (2023)/Season 01/Frieren - S01E01 - The Journey's End"
 FAST_RETRY = RetryPresetConfig(delays=[0.05], jitter=0.0, final_wait=None)
 
@@ -86,7 +89,7 @@ class Library:
         spec = JobSpec(
             kind=KIND,
             target=self.site.url("/anime/stream/frieren/staffel-1/episode-1"),
-            domain="127.0.0.1",
+            domain=PROVIDER,
             params={
                 "series_key": "frieren",
                 "season": 1,
@@ -322,6 +325,9 @@ async def test_every_hoster_failing_fails_the_job_with_each_reason_and_no_file(
         assert "redirect loop at" in error
         assert "ended after 4096 of announced 2147483648 bytes" in error
         assert "megaupnowhere (de-dub): no resolver" in error
+        with trio.fail_after(10):  # the final hook runs just after the state is written
+            while lib.files():
+                await trio.sleep(0.01)
         assert lib.files() == []  # the part file went with the failed job
         assert not (lib.root / f"{DEST}.mp4").exists()
         assert lib.site.count("/media/huge.mp4") == 2
@@ -395,7 +401,7 @@ async def test_a_trickling_hoster_page_fails_its_candidate_in_time(
             ],
         }
         job = Job(
-            "0123456789abcdef", KIND, site.url("/ep"), "127.0.0.1", JobState.RUNNING, params=params
+            "0123456789abcdef", KIND, site.url("/ep"), PROVIDER, JobState.RUNNING, params=params
         )
         health = HosterHealth()
         handler = make_episode_handler(
@@ -609,6 +615,35 @@ async def test_a_hoster_in_cool_down_is_skipped(tmp_path: Path, media: Media) ->
         job = await lib.run(candidates, DEST.replace("S01E01", "S01E02"))
         assert job.state is JobState.DONE, job.error
         assert lib.site.count("/voe/e/broken") == 1  # set aside, not asked again
+
+
+async def test_a_provider_outage_is_not_held_against_the_hosters(
+    tmp_path: Path, media: Media
+) -> None:
+    root = tmp_path / "library"
+    root.mkdir()
+    health = HosterHealth(failure_threshold=1)
+    async with open_fake_anime_site() as site:
+        params = {
+            "series_key": "frieren",
+            "season": 1,
+            "episode": 1,
+            "dest": DEST,
+            "candidates": [
+                {"hoster": "voe", "language": "de", "url": site.url("/redirect/1")},
+                {"hoster": "vidoza", "language": "de", "url": site.url("/redirect/2")},
+            ],
+        }
+        # the provider is this server: its /redirect/… answer 404
+        job = Job(
+            "0123456789abcdef", KIND, site.url("/ep"), "127.0.0.1", JobState.RUNNING, params=params
+        )
+        handler = make_episode_handler(root=root, health=health, on_landed=_never)
+        with pytest.raises(RetryableError, match=r"HTTP 404 for .*/redirect/2"):
+            await handler(Ctx(job, tmp_path / "tmp"))
+    assert health.available("voe")
+    assert health.available("vidoza")
+    assert health.status("voe").attempts == 0
 
 
 async def test_an_episode_already_in_the_library_is_not_fetched_again(

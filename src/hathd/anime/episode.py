@@ -218,6 +218,13 @@ class _Try:
     clock: Callable[[], float]
     ffmpeg: Callable[[], str | None]
     page_timeout: float
+    provider: str
+
+
+def _failed(t: _Try, url: str, reason: str, *, retry_after: float | None = None) -> CandidateFailed:
+    """A candidate failure at ``url``: the hoster is blamed (health) unless ``url`` is on the
+    provider's own domain (the job's), whose outage says nothing about the hoster."""
+    return CandidateFailed(reason, blame_hoster=_host(url) != t.provider, retry_after=retry_after)
 
 
 @contextlib.asynccontextmanager
@@ -231,7 +238,7 @@ async def _open(
     current = url
     for _ in range(MAX_REDIRECTS + 1):
         if current in seen:
-            raise CandidateFailed(f"redirect loop at {current}")
+            raise _failed(t, current, f"redirect loop at {current}")
         seen.add(current)
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(t.gate.request(_host(current)))
@@ -239,32 +246,34 @@ async def _open(
                 request = t.client.build_request("GET", current, headers=headers)
                 resp = await t.client.send(request, stream=True)
             except httpx.TransportError as exc:
-                raise CandidateFailed(f"{type(exc).__name__} for {current}: {exc}") from None
+                raise _failed(t, current, f"{type(exc).__name__} for {current}: {exc}") from None
             stack.push_async_callback(resp.aclose)
             location = resp.headers.get("location")
             if resp.status_code in (301, 302, 303, 307, 308) and location:
                 nxt = urljoin(current, location)
                 if urlsplit(nxt).scheme not in ("http", "https"):
-                    raise CandidateFailed(f"redirect to a non-http URL from {current}")
+                    raise _failed(t, current, f"redirect to a non-http URL from {current}")
                 current = nxt
                 continue
             if resp.status_code in (429, 503):
-                raise CandidateFailed(
+                raise _failed(
+                    t,
+                    current,
                     f"HTTP {resp.status_code} from {_host(current)}",
                     retry_after=parse_retry_after(resp.headers),
                 )
             if resp.status_code >= 400 and resp.status_code not in allow:
-                raise CandidateFailed(f"HTTP {resp.status_code} for {current}")
+                raise _failed(t, current, f"HTTP {resp.status_code} for {current}")
             yield resp, current
             return
-    raise CandidateFailed(f"more than {MAX_REDIRECTS} redirects from {url}")
+    raise _failed(t, current, f"more than {MAX_REDIRECTS} redirects from {url}")
 
 
 async def _get_text(t: _Try, url: str, headers: dict[str, str]) -> tuple[str, str]:
     with trio.move_on_after(t.page_timeout) as scope:
         return await _read_text(t, url, headers)
     assert scope.cancelled_caught
-    raise CandidateFailed(f"{url} did not answer completely within {t.page_timeout:g} s")
+    raise _failed(t, url, f"{url} did not answer completely within {t.page_timeout:g} s")
 
 
 async def _read_text(t: _Try, url: str, headers: dict[str, str]) -> tuple[str, str]:
@@ -282,7 +291,7 @@ async def _read_text(t: _Try, url: str, headers: dict[str, str]) -> tuple[str, s
                 return bytes(body[:MAX_PAGE_BYTES]).decode(
                     resp.encoding or "utf-8", "replace"
                 ), final
-            raise CandidateFailed(f"{type(exc).__name__} reading {final}: {exc}") from None
+            raise _failed(t, final, f"{type(exc).__name__} reading {final}: {exc}") from None
         return bytes(body[:MAX_PAGE_BYTES]).decode(resp.encoding or "utf-8", "replace"), final
 
 
@@ -622,6 +631,7 @@ def make_episode_handler(
                     clock,
                     ffmpeg,
                     page_timeout,
+                    job.domain.lower(),
                 )
                 return await _run(t, job, dfd)
         finally:
