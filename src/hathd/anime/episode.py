@@ -34,8 +34,9 @@ an HLS download holds one slot of its media server for its whole length.
 
 Outcome: success records the hoster's latency in the health table, awaits ``on_landed`` and
 returns ``{"path", "size", "hoster", "language", "already_present"}``. A failed candidate
-records a health failure (not for local causes such as a missing ffmpeg) and the next one is
-tried. When all fail: :class:`~hathd.errors.RetryableError` naming every candidate's reason;
+records a health failure (not for local causes such as a missing ffmpeg, nor for failures on
+the provider's own domain, i.e. the job's: a provider outage says nothing about the hosters) and
+the next one is tried. When all fail: :class:`~hathd.errors.RetryableError` naming every candidate's reason;
 :class:`~hathd.errors.PermanentError` when no candidate has a known hoster.
 """
 
@@ -468,7 +469,7 @@ class _Body:
                     t.ctx.progress(self.done, total)
             if batch and not stopping:
                 await send.send(batch)
-        except httpx.TransportError as exc:
+        except httpx.HTTPError as exc:
             if stopping:
                 return
             if batch:
