@@ -36,8 +36,8 @@ Outcome: success records the hoster's latency in the health table, awaits ``on_l
 returns ``{"path", "size", "hoster", "language", "already_present"}``. A failed candidate
 records a health failure (not for local causes such as a missing ffmpeg, nor for failures on
 the provider's own domain, i.e. the job's: a provider outage says nothing about the hosters) and
-the next one is tried. When all fail: :class:`~hathd.errors.RetryableError` naming every candidate's reason;
-:class:`~hathd.errors.PermanentError` when no candidate has a known hoster.
+the next one is tried. When all fail: :class:`~hathd.errors.RetryableError` naming every
+candidate's reason; :class:`~hathd.errors.PermanentError` when no candidate has a known hoster.
 """
 
 from __future__ import annotations
