@@ -510,6 +510,9 @@ async def test_hls_progress_reaches_the_job_and_a_pause_stops_the_worker(
                 gate.set()
 
         site.hook = hold
+        # the second segment now takes seconds: a stopped worker never asks for the third
+        site.slow_media("/hls/seg001.ts", media.segments["seg001.ts"], pace=0.05, piece=1024)
+        seg002_before = site.count("/hls/seg002.ts")
         other = {**params, "dest": DEST.replace("S01E01", "S01E02")}
         job2 = attrs.evolve(job, params=other)
         ctx2 = Ctx(job2, tmp_path / "tmp2")
@@ -529,6 +532,9 @@ async def test_hls_progress_reaches_the_job_and_a_pause_stops_the_worker(
                 await release.wait()
         assert not scope.cancelled_caught
         assert not (root / f"{other['dest']}.mp4").exists()
+        # the handler returns only once its worker thread has ended: had the thread gone on
+        # instead of stopping at its next hook, it would have fetched seg002 by then
+        assert site.count("/hls/seg002.ts") == seg002_before
 
 
 async def test_a_cut_download_resumes_with_range_on_the_next_try(
