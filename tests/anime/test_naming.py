@@ -38,7 +38,8 @@ def test_hostile_titles() -> None:
 def test_sanitize_gives_one_safe_component(text: str) -> None:
     out = sanitize(text)
     assert out not in ("", ".", "..")
-    assert "/" not in out and "\\" not in out
+    assert "/" not in out
+    assert "\\" not in out
     assert not any(ord(c) < 32 or 0x7F <= ord(c) <= 0x9F for c in out)
     assert len(out.encode("utf-8")) <= MAX_COMPONENT
     assert not out.startswith(".")
