@@ -460,6 +460,43 @@ async def test_a_complete_part_file_from_an_interrupted_try_is_placed_without_re
     assert len(landed) == 1
 
 
+async def test_a_part_file_left_beside_a_placed_episode_is_removed(tmp_path: Path) -> None:
+    root = tmp_path / "library"
+    folder = root / DEST.rsplit("/", 1)[0]
+    folder.mkdir(parents=True)
+    name = DEST.rsplit("/", 1)[1]
+    (folder / f"{name}.mp4").write_bytes(b"\x00\x00\x00\x20ftypisom")
+    (folder / f".{name}.0123456789abcdef.part").write_bytes(b"\x00\x00\x00\x20ftypisom")
+    params = {
+        "series_key": "frieren",
+        "season": 1,
+        "episode": 1,
+        "dest": DEST,
+        "candidates": [{"hoster": "vidoza", "language": "de", "url": "http://127.0.0.1:9/r/1"}],
+    }
+    job = Job(
+        "0123456789abcdef",
+        KIND,
+        "http://127.0.0.1:9/ep",
+        PROVIDER,
+        JobState.RUNNING,
+        params=params,
+        checkpoint={"hoster": "vidoza", "language": "de"},
+    )
+    landed: list[EpisodeLanded] = []
+
+    async def on_landed(event: EpisodeLanded) -> None:
+        landed.append(event)
+
+    handler = make_episode_handler(root=root, health=HosterHealth(), on_landed=on_landed)
+    result = await handler(Ctx(job, tmp_path / "tmp"))
+    assert result is not None
+    assert result["already_present"] is True
+    assert (result["hoster"], result["language"]) == ("vidoza", "de")
+    assert sorted(p.name for p in folder.iterdir()) == [f"{name}.mp4"]
+    assert [e.path for e in landed] == [folder / f"{name}.mp4"]
+
+
 async def _never(event: EpisodeLanded) -> None:
     raise AssertionError(f"nothing should land: {event}")
 

@@ -604,6 +604,9 @@ def make_episode_handler(
         try:
             present = await trio.to_thread.run_sync(placement.existing_episode, dfd, stem)
             if present is not None:
+                # e.g. a crash came between the link and the unlink of the part file
+                part = placement.part_name(stem, job.id)
+                await trio.to_thread.run_sync(placement.remove, dfd, part)
                 checkpoint = job.checkpoint or {}
                 return await _landed(
                     job,
