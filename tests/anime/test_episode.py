@@ -243,6 +243,20 @@ async def test_hls_episodes_from_filemoon_and_voe_are_remuxed_to_mp4(
         assert probe(lib.root / f"{other}.mp4")["format"]["format_name"].startswith("mov,mp4")
 
 
+async def test_a_direct_link_that_answers_a_playlist_is_fetched_as_hls(
+    tmp_path: Path, media: Media
+) -> None:
+    async with open_library(tmp_path, media) as lib:
+        lib.serve_media()
+        lib.site.media("/hls/plain.m3u8", media.playlist.encode(), "application/octet-stream")
+        url = lib.hoster(1, "/vidoza/embed-p.html", vidoza_page(lib.site.url("/hls/plain.m3u8")))
+        job = await lib.run([{"hoster": "vidoza", "language": "de-dub", "url": url}])
+        assert job.state is JobState.DONE, job.error
+        final = lib.root / f"{DEST}.mp4"
+        assert {s["codec_type"] for s in probe(final)["streams"]} == {"video", "audio"}
+        assert lib.files() == [f"{DEST}.mp4"]
+
+
 async def test_a_hoster_answering_html_fails_over_and_leaves_nothing_partial(
     tmp_path: Path, media: Media
 ) -> None:

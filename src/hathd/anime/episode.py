@@ -25,7 +25,8 @@ then downloads:
   a body whose first bytes are no video container, a body shorter than its
   ``Content-Length``, or an announced size above ``max_bytes`` fails the candidate (nothing
   is preallocated: the part file only grows with bytes that arrived);
-- ``hls``: yt-dlp in a worker thread, ffmpeg remuxing to MP4 (:mod:`hathd.anime.hls`).
+- ``hls``: yt-dlp in a worker thread, ffmpeg remuxing to MP4 (:mod:`hathd.anime.hls`); a
+  ``direct`` URL that answers an HLS playlist is fetched this way too.
 
 The complete file is fsynced and linked to ``dest + ext`` atomically
 (:mod:`hathd.anime.placement`); an episode file already present counts as done. Every request
@@ -124,6 +125,15 @@ class CandidateFailed(Exception):
         self.reason = reason
         self.blame_hoster = blame_hoster
         self.retry_after = retry_after
+
+
+class PlaylistInstead(CandidateFailed):
+    """A "direct" media URL answered an HLS playlist (``#EXTM3U``, RFC 8216 §4.3.1.1, or an
+    ``mpegurl`` content type) at ``url``: the job fetches it as HLS instead."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(f"{url} answered an HLS playlist")
+        self.url = url
 
 
 def _http_url(value: Any, field: str) -> str:
@@ -353,6 +363,8 @@ async def _direct(
             await trio.to_thread.run_sync(placement.remove, dfd, part)
             raise CandidateFailed(f"{final_url} refused the resume range; starting over")
         ctype = resp.headers.get("content-type", "")
+        if "mpegurl" in ctype.lower():
+            raise PlaylistInstead(final_url)
         if _is_text(ctype):
             raise CandidateFailed(f"{final_url} answered {ctype!r} instead of video")
         offset = 0
@@ -482,6 +494,8 @@ class _Body:
 
 
 def _head_problem(head: bytes, url: str) -> CandidateFailed | None:
+    if head.lstrip().startswith(b"#EXTM3U"):
+        return PlaylistInstead(url)
     if placement.media_extension(head) is None:
         return CandidateFailed(f"{url} did not send video (starts with {head[:16]!r})")
     return None
@@ -659,7 +673,11 @@ def make_episode_handler(
             try:
                 stream, _page = await _resolve(t, hoster, cand["url"])
                 if stream.kind == "direct":
-                    part, size, latency = await _direct(t, stream, cand["url"], dfd, started)
+                    try:
+                        part, size, latency = await _direct(t, stream, cand["url"], dfd, started)
+                    except PlaylistInstead as exc:
+                        playlist = Stream(exc.url, "hls", stream.headers)
+                        part, size, latency = await _hls(t, playlist, dfd, started, n)
                 else:
                     part, size, latency = await _hls(t, stream, dfd, started, n)
                 ext = await trio.to_thread.run_sync(_sniff, dfd, part)
