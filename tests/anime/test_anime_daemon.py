@@ -11,10 +11,18 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from conftest import DaemonHandle, StartDaemon, run_cli
-from fakes.anime_site import FakeProviderSite, catalogue, media_bytes, open_fake_provider
+from fakes.anime_site import (
+    FakeEpisode,
+    FakeProviderSite,
+    catalogue,
+    media_bytes,
+    open_fake_provider,
+)
+from hathd.client import AdminError
 
 
 @asynccontextmanager
@@ -107,6 +115,17 @@ async def test_search_to_a_filled_season(start_daemon: StartDaemon, tmp_path: Pa
         row = next(s for s in listing["series"] if s["key"] == "frieren")
         assert (row["present"], row["missing"]) == (4, 3)
 
+        # a new episode appears; the watchlist check (by hand here) queues it and the rest
+        aw.series["frieren"].seasons[1].append(FakeEpisode(5, "Neu", "New"))
+        started = await _cli(h, "check")
+        assert started.returncode == 0, started.stderr.decode()
+        shown = await _wait_present(h, "frieren", 8)
+        assert (library / "Frieren (2023)" / "Season 01" / "Frieren - S01E05 - New.mp4").is_file()
+        assert (
+            library / "Frieren (2023)" / "Season 00" / "Frieren - S00E01 - The Movie.mp4"
+        ).is_file()
+        assert (await _json(h, "missing"))["missing"] == []
+
         await h.stop()
 
 
@@ -140,6 +159,27 @@ async def test_changed_markup_and_hostile_titles(start_daemon: StartDaemon, tmp_
         # German only: the English-sub series has nothing to queue
         only_de = await _json(h, "add", "acdc-live", "--lang", "de-dub")
         assert only_de["jobs"] == []
+
+        async with h.admin() as admin:
+            for method, path, body, status in [
+                ("POST", "/api/v1/anime/search", {"text": 5}, 400),
+                ("POST", "/api/v1/anime", {"ref": "frieren", "episodes": "9-1"}, 400),
+                ("POST", "/api/v1/anime", {"ref": "frieren", "languages": ["fr"]}, 400),
+                ("POST", "/api/v1/anime/nope/queue", {}, 404),
+                ("POST", "/api/v1/anime/nope/follow", {"follow": True}, 404),
+                ("GET", "/api/v1/anime/nope", None, 404),
+                ("PUT", "/api/v1/anime/scheduler", {"at": "25:00"}, 400),
+                ("POST", "/api/v1/anime", {"ref": "no-such-show"}, 502),
+            ]:
+                with pytest.raises(AdminError) as info:
+                    await admin.request(method, path, json=body)
+                assert info.value.status == status, (path, info.value.body)
+            sched = await admin.request(
+                "PUT", "/api/v1/anime/scheduler", json={"interval": 0, "at": "04:30"}
+            )
+            assert sched["at"] == "04:30"
+            assert sched["next_run"] is not None
+            assert (await admin.get("/api/v1/anime/scheduler"))["at"] == "04:30"
 
         bad = await _cli(h, "add", "../../etc/passwd")
         assert bad.returncode != 0
