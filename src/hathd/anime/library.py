@@ -280,21 +280,24 @@ class AnimeLibrary:
                 results = await trio.to_thread.run_sync(walk)
             except OSError as exc:
                 raise LibraryError(f"cannot read the library {self.root}: {exc.strerror}") from exc
-            matched, unmatched, errors = 0, [], []
+            by_key = {s.key: s for s in known}
+            unmatched: list[str] = []
+            errors: list[dict[str, str]] = []
+            local: list[tuple[str, str, str, str]] = []
+            folders: dict[str, str] = {}
+            disk: dict[str, dict[tuple[int, int], tuple[str, int]]] = {}
             for result in results:
                 if result.error:
                     errors.append({"folder": result.folder, "error": result.error})
                 if result.key is not None:
-                    site = result.site if result.site in self.providers else None
-                    series = await self.db.series(result.key)
-                    if series is None:
-                        name = folder_display_name(result.folder)
-                        await self.db.add_local_series(
-                            result.key, name, site or "aniworld.to", result.folder
-                        )
-                    elif series.folder != result.folder:
-                        await self.db.set_folder(result.key, result.folder)
                     key = result.key
+                    series = by_key.get(key)
+                    if series is None and key not in disk:
+                        site = result.site if result.site in self.providers else "aniworld.to"
+                        name = folder_display_name(result.folder)
+                        local.append((key, name, site, result.folder))
+                    elif series is not None and series.folder != result.folder:
+                        folders[key] = result.folder
                 else:
                     found = by_folder.get(result.folder) or by_name.get(
                         folder_name_key(result.folder)
@@ -302,11 +305,12 @@ class AnimeLibrary:
                     if found is None:
                         unmatched.append(result.folder)
                         continue
-                    if found.folder != result.folder:
-                        await self.db.set_folder(found.key, result.folder)
                     key = found.key
-                matched += 1
-                await self.db.record_disk(key, result.files)
+                    if found.folder != result.folder:
+                        folders[key] = result.folder
+                disk.setdefault(key, {}).update(result.files)
+            await self.db.record_scan(local, folders, disk)
+            matched = len(results) - len(unmatched)
             summary = {
                 "folders": len(results),
                 "matched": matched,

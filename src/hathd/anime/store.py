@@ -181,20 +181,41 @@ class AnimeStore:
 
         await self.store.write(run)
 
-    async def record_disk(self, key: str, files: dict[tuple[int, int], tuple[str, int]]) -> None:
-        """What a scan found for ``key``: ``{(season, number): (relative path, size)}``;
-        episodes no longer on disk lose their file."""
+    async def record_scan(
+        self,
+        local: list[tuple[str, str, str, str]],
+        folders: dict[str, str],
+        disk: dict[str, dict[tuple[int, int], tuple[str, int]]],
+    ) -> None:
+        """A whole scan in one transaction: series found only on disk ``(key, name, site,
+        folder)``, changed folders ``{key: folder}``, and per series what lies on disk
+        (``{key: {(season, number): (relative path, size)}}``; episodes of those series no
+        longer on disk lose their file)."""
 
         def run(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE anime_episodes SET file_path = NULL, size = NULL WHERE series_key = ?",
-                (key,),
+            conn.executemany(
+                "INSERT INTO anime_series (key, name, site, folder) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET folder = excluded.folder",
+                local,
+            )
+            conn.executemany(
+                "UPDATE anime_series SET folder = ? WHERE key = ?",
+                [(folder, key) for key, folder in folders.items()],
+            )
+            conn.executemany(
+                "UPDATE anime_episodes SET file_path = NULL, size = NULL WHERE series_key = ?"
+                " AND file_path IS NOT NULL",
+                [(key,) for key in disk],
             )
             conn.executemany(
                 "INSERT INTO anime_episodes (series_key, season, number, file_path, size)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT (series_key, season, number) DO UPDATE SET"
                 " file_path = excluded.file_path, size = excluded.size",
-                [(key, s, n, path, size) for (s, n), (path, size) in files.items()],
+                [
+                    (key, season, number, path, size)
+                    for key, files in disk.items()
+                    for (season, number), (path, size) in files.items()
+                ],
             )
 
         await self.store.write(run)
