@@ -1,7 +1,7 @@
 """The site engine of aniworld.to (anime) and s.to (series): both run the same software.
 
-Page structure as served by the public sites (and as parsed by the public AniWorld-Downloader
-project, ``aniworld/models.py``):
+Page structure as served by the public sites (the same selectors the public
+AniWorld-Downloader project reads):
 
 - search: ``POST /ajax/search`` with form field ``keyword`` answers a JSON array of
   ``{"title", "description", "link"}``; ``title`` carries ``<em>`` marks around the match;
