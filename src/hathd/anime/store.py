@@ -202,20 +202,35 @@ class AnimeStore:
                 "UPDATE anime_series SET folder = ? WHERE key = ?",
                 [(folder, key) for key, folder in folders.items()],
             )
+            # only what changed is written: a rescan of an unchanged library writes nothing
+            existing = {
+                (r[0], r[1], r[2]): (r[3], r[4])
+                for r in conn.execute(
+                    "SELECT series_key, season, number, file_path, size FROM anime_episodes"
+                    " WHERE file_path IS NOT NULL"
+                )
+            }
+            gone = [
+                (key, season, number)
+                for (key, season, number) in existing
+                if key in disk and (season, number) not in disk[key]
+            ]
+            changed = [
+                (key, season, number, path, size)
+                for key, files in disk.items()
+                for (season, number), (path, size) in files.items()
+                if existing.get((key, season, number)) != (path, size)
+            ]
             conn.executemany(
-                "UPDATE anime_episodes SET file_path = NULL, size = NULL WHERE series_key = ?"
-                " AND file_path IS NOT NULL",
-                [(key,) for key in disk],
+                "UPDATE anime_episodes SET file_path = NULL, size = NULL"
+                " WHERE series_key = ? AND season = ? AND number = ?",
+                gone,
             )
             conn.executemany(
                 "INSERT INTO anime_episodes (series_key, season, number, file_path, size)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT (series_key, season, number) DO UPDATE SET"
                 " file_path = excluded.file_path, size = excluded.size",
-                [
-                    (key, season, number, path, size)
-                    for key, files in disk.items()
-                    for (season, number), (path, size) in files.items()
-                ],
+                changed,
             )
 
         await self.store.write(run)
