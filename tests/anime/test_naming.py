@@ -9,6 +9,7 @@ from hathd.anime.naming import (
     MAX_COMPONENT,
     episode_dest,
     folder_name_key,
+    is_confined,
     parse_episode_code,
     sanitize,
 )
@@ -51,3 +52,16 @@ def test_episode_codes() -> None:
     assert parse_episode_code("S00.E01 film.mp4") == (0, 1)
     assert parse_episode_code("Episode 5.mp4") is None
     assert folder_name_key("Attack on Titan (2013)") == folder_name_key("attack-on titan")
+
+
+def test_confined_destinations() -> None:
+    assert is_confined("A (2001)/Season 01/A - S01E01")
+    for bad in ("", "/etc/x", "a/../b", "a//b", "./a", "a/b\x00c", "a/\x1bb"):
+        assert not is_confined(bad), bad
+
+
+@given(st.text(), st.integers(0, 99), st.integers(0, 9999), st.text())
+def test_every_built_destination_is_confined(
+    name: str, season: int, number: int, title: str
+) -> None:
+    assert is_confined(episode_dest(name, 2000, season, number, title))

@@ -22,6 +22,7 @@ from hathd.anime.naming import (
     episode_dest,
     folder_display_name,
     folder_name_key,
+    is_confined,
     series_folder,
 )
 from hathd.anime.preferences import order_candidates
@@ -164,6 +165,8 @@ class AnimeLibrary:
         dest = episode_dest(series.name, series.year, season, number, title)
         if series.folder:
             dest = series.folder + dest[dest.index("/") :]
+        if not is_confined(dest):
+            raise LibraryError(f"folder of {series.key!r} is not a plain name: {series.folder!r}")
         return dest
 
     async def queue(
@@ -179,7 +182,8 @@ class AnimeLibrary:
         when given): the episode page is read for its hosters, ordered by the preferences.
         Returns ``[{"season", "episode", "job", "created"} | {"season", "episode", "skipped"}]``.
 
-        :raises LibraryError: unknown series, or no engine.
+        :raises LibraryError: unknown series, no engine, or a stored folder name that would
+            leave the library root.
         :raises ProviderError: an episode page failed or changed.
         """
         if self.engine is None:

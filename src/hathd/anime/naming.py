@@ -80,3 +80,17 @@ def folder_name_key(folder: str) -> str:
 def folder_display_name(folder: str) -> str:
     """A series folder's name without its ``(year)`` suffix."""
     return _YEAR_SUFFIX.sub("", folder) or folder
+
+
+def is_confined(dest: str) -> bool:
+    """Whether ``dest`` (``/``-separated, relative) stays inside the library root: not
+    absolute, no empty, ``.`` or ``..`` component, no NUL or other control character. (Names
+    only; symbolic links are refused when the file is placed.)"""
+    if not dest or dest.startswith("/"):
+        return False
+    for part in dest.split("/"):
+        if part in ("", ".", ".."):
+            return False
+        if any(unicodedata.category(c) == "Cc" for c in part):
+            return False
+    return True
