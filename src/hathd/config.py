@@ -21,6 +21,7 @@ import attrs
 import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
+from hathd.anime.config import AnimeConfig
 from hathd.confutil import FieldError, in_range, one_of
 from hathd.engine.config import EngineConfig
 from hathd.errors import ConfigError
@@ -82,6 +83,7 @@ class Config:
     notify: NotifyConfig = attrs.field(factory=NotifyConfig)
     recipes: RecipesConfig = attrs.field(factory=RecipesConfig)
     log: LogConfig = attrs.field(factory=LogConfig)
+    anime: AnimeConfig = attrs.field(factory=AnimeConfig)
 
 
 converter = cattrs.Converter(forbid_extra_keys=True)

@@ -36,6 +36,7 @@ from hypercorn.trio import serve
 
 from hathd import config as config_mod
 from hathd.admin.app import create_app
+from hathd.anime.plugin import AnimePlugin
 from hathd.config import Config
 from hathd.engine.plugin import EnginePlugin
 from hathd.errors import ConfigError
@@ -68,7 +69,8 @@ def default_plugins() -> list[Plugin]:
     q4d = Q4dPlugin()
     fanfic = FanficPlugin()
     recipes = RecipesPlugin()
-    return [engine, hath, gallery, q4d, fanfic, recipes]
+    anime = AnimePlugin()
+    return [engine, hath, gallery, q4d, fanfic, recipes, anime]
 
 
 def ensure_token(path: Path) -> str:

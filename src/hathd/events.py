@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 import trio
 
-ROOMS: frozenset[str] = frozenset({"system", "jobs", "progress", "hath"})
+ROOMS: frozenset[str] = frozenset({"system", "jobs", "progress", "hath", "anime"})
 """The rooms events are published to; ``"*"`` subscribes to all of them."""
 
 

@@ -1,0 +1,301 @@
+"""The anime library's tables in the daemon's SQLite store (component ``anime``, versioned
+through :meth:`hathd.store.Store.migrate`).
+
+- ``anime_series``: one row per series (key, name, site, folder, description, status, cover
+  URL, year, followed, checked_at).
+- ``anime_episodes``: (series_key, season, number) with title, languages (JSON array), page
+  URL, ``offered`` (listed by the provider), file path (relative to the library root), size
+  (bytes), downloaded_at (seconds since the epoch).
+- ``anime_episode_jobs``: which queue job fills which episode.
+- ``anime_settings``: scheduler settings changed through the API (over the configuration).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from hathd.anime.model import Episode, EpisodeInfo, Series, SeriesInfo
+from hathd.store import Migration, Store
+
+COMPONENT = "anime"
+
+MIGRATIONS: list[Migration] = [
+    """
+    CREATE TABLE anime_series (
+        key TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        site TEXT NOT NULL,
+        folder TEXT,
+        description TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL DEFAULT 'ongoing' CHECK (status IN ('ongoing', 'completed')),
+        cover_url TEXT,
+        year INTEGER
+    );
+    CREATE TABLE anime_episodes (
+        series_key TEXT NOT NULL REFERENCES anime_series(key) ON DELETE CASCADE,
+        season INTEGER NOT NULL CHECK (season >= 0),
+        number INTEGER NOT NULL CHECK (number >= 0),
+        title TEXT NOT NULL DEFAULT '',
+        languages TEXT NOT NULL DEFAULT '[]',
+        url TEXT,
+        offered INTEGER NOT NULL DEFAULT 0,
+        file_path TEXT,
+        size INTEGER,
+        downloaded_at REAL,
+        PRIMARY KEY (series_key, season, number)
+    );
+    CREATE TABLE anime_episode_jobs (
+        job_id TEXT PRIMARY KEY,
+        series_key TEXT NOT NULL,
+        season INTEGER NOT NULL,
+        number INTEGER NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX anime_episode_jobs_episode ON anime_episode_jobs (series_key, season, number);
+    """,
+    """
+    ALTER TABLE anime_series ADD COLUMN followed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE anime_series ADD COLUMN checked_at REAL;
+    CREATE TABLE anime_settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+]
+"""Schema steps in order; the store records how many ran (``schema_versions``)."""
+
+
+def _series(row: sqlite3.Row) -> Series:
+    return Series(
+        key=row["key"],
+        name=row["name"],
+        site=row["site"],
+        folder=row["folder"],
+        description=row["description"],
+        status=row["status"],
+        cover_url=row["cover_url"],
+        year=row["year"],
+        followed=bool(row["followed"]),
+        checked_at=row["checked_at"],
+    )
+
+
+def _episode(row: sqlite3.Row) -> Episode:
+    return Episode(
+        series_key=row["series_key"],
+        season=row["season"],
+        number=row["number"],
+        title=row["title"],
+        languages=tuple(json.loads(row["languages"])),
+        url=row["url"],
+        offered=bool(row["offered"]),
+        file_path=row["file_path"],
+        size=row["size"],
+        downloaded_at=row["downloaded_at"],
+    )
+
+
+class AnimeStore:
+    """Queries of the anime tables over the daemon's :class:`~hathd.store.Store`."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def migrate(self) -> int:
+        """Bring the tables to the newest version; returns it."""
+        return await self.store.migrate(COMPONENT, MIGRATIONS)
+
+    # -- series ----------------------------------------------------------------------------
+
+    async def upsert_series(self, site: str, info: SeriesInfo) -> None:
+        """Insert or update a series from its provider page (folder and follow flag kept)."""
+        await self.store.execute(
+            "INSERT INTO anime_series (key, name, site, description, status, cover_url, year)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET name = excluded.name,"
+            " site = excluded.site, description = excluded.description,"
+            " status = excluded.status, cover_url = excluded.cover_url, year = excluded.year",
+            (info.key, info.name, site, info.description, info.status, info.cover_url, info.year),
+        )
+
+    async def add_local_series(self, key: str, name: str, site: str, folder: str) -> None:
+        """Record a series found on disk only (not yet read from its provider)."""
+        await self.store.execute(
+            "INSERT INTO anime_series (key, name, site, folder) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET folder = excluded.folder",
+            (key, name, site, folder),
+        )
+
+    async def set_folder(self, key: str, folder: str) -> None:
+        """The series' folder name in the library."""
+        await self.store.execute("UPDATE anime_series SET folder = ? WHERE key = ?", (folder, key))
+
+    async def set_followed(self, key: str, followed: bool) -> bool:
+        """Follow or unfollow; ``False`` for an unknown key."""
+        n = await self.store.execute(
+            "UPDATE anime_series SET followed = ? WHERE key = ?", (int(followed), key)
+        )
+        return n > 0
+
+    async def set_checked(self, key: str, when: float) -> None:
+        """When the provider was last read for ``key``."""
+        await self.store.execute(
+            "UPDATE anime_series SET checked_at = ? WHERE key = ?", (when, key)
+        )
+
+    async def series(self, key: str) -> Series | None:
+        """One series, or ``None``."""
+        rows = await self.store.query("SELECT * FROM anime_series WHERE key = ?", (key,))
+        return _series(rows[0]) if rows else None
+
+    async def all_series(self) -> list[Series]:
+        """Every series by name."""
+        rows = await self.store.query("SELECT * FROM anime_series ORDER BY name COLLATE NOCASE")
+        return [_series(r) for r in rows]
+
+    async def missing_counts(self) -> dict[str, int]:
+        """Per series key: episodes offered and not present."""
+        rows = await self.store.query(
+            "SELECT series_key, count(*) AS n FROM anime_episodes"
+            " WHERE offered = 1 AND file_path IS NULL GROUP BY series_key"
+        )
+        return {r["series_key"]: r["n"] for r in rows}
+
+    # -- episodes --------------------------------------------------------------------------
+
+    async def offer_episodes(self, key: str, episodes: Iterable[EpisodeInfo]) -> None:
+        """Record what the provider offers (title, languages, URL); disk fields kept."""
+        rows = [
+            (key, e.season, e.number, e.title, json.dumps(list(e.languages)), e.url)
+            for e in episodes
+        ]
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO anime_episodes (series_key, season, number, title, languages, url,"
+                " offered) VALUES (?, ?, ?, ?, ?, ?, 1) ON CONFLICT (series_key, season, number)"
+                " DO UPDATE SET title = excluded.title, languages = excluded.languages,"
+                " url = excluded.url, offered = 1",
+                rows,
+            )
+
+        await self.store.write(run)
+
+    async def record_scan(
+        self,
+        local: list[tuple[str, str, str, str]],
+        folders: dict[str, str],
+        disk: dict[str, dict[tuple[int, int], tuple[str, int]]],
+    ) -> None:
+        """A whole scan in one transaction: series found only on disk ``(key, name, site,
+        folder)``, changed folders ``{key: folder}``, and per series what lies on disk
+        (``{key: {(season, number): (relative path, size)}}``; episodes of those series no
+        longer on disk lose their file)."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO anime_series (key, name, site, folder) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET folder = excluded.folder",
+                local,
+            )
+            conn.executemany(
+                "UPDATE anime_series SET folder = ? WHERE key = ?",
+                [(folder, key) for key, folder in folders.items()],
+            )
+            # only what changed is written: a rescan of an unchanged library writes nothing
+            existing = {
+                (r[0], r[1], r[2]): (r[3], r[4])
+                for r in conn.execute(
+                    "SELECT series_key, season, number, file_path, size FROM anime_episodes"
+                    " WHERE file_path IS NOT NULL"
+                )
+            }
+            gone = [
+                (key, season, number)
+                for (key, season, number) in existing
+                if key in disk and (season, number) not in disk[key]
+            ]
+            changed = [
+                (key, season, number, path, size)
+                for key, files in disk.items()
+                for (season, number), (path, size) in files.items()
+                if existing.get((key, season, number)) != (path, size)
+            ]
+            conn.executemany(
+                "UPDATE anime_episodes SET file_path = NULL, size = NULL"
+                " WHERE series_key = ? AND season = ? AND number = ?",
+                gone,
+            )
+            conn.executemany(
+                "INSERT INTO anime_episodes (series_key, season, number, file_path, size)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (series_key, season, number) DO UPDATE SET"
+                " file_path = excluded.file_path, size = excluded.size",
+                changed,
+            )
+
+        await self.store.write(run)
+
+    async def landed(
+        self, key: str, season: int, number: int, path: str, size: int, when: float | None = None
+    ) -> None:
+        """An episode file was placed (``path`` relative to the library root)."""
+        await self.store.execute(
+            "INSERT INTO anime_episodes (series_key, season, number, file_path, size,"
+            " downloaded_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (series_key, season, number)"
+            " DO UPDATE SET file_path = excluded.file_path, size = excluded.size,"
+            " downloaded_at = excluded.downloaded_at",
+            (key, season, number, path, size, time.time() if when is None else when),
+        )
+
+    async def episodes(self, key: str) -> list[Episode]:
+        """The episodes of ``key`` by season and number."""
+        rows = await self.store.query(
+            "SELECT * FROM anime_episodes WHERE series_key = ? ORDER BY season, number", (key,)
+        )
+        return [_episode(r) for r in rows]
+
+    async def missing(self, key: str | None = None) -> list[Episode]:
+        """Offered and not present (of one series or all)."""
+        sql = "SELECT * FROM anime_episodes WHERE offered = 1 AND file_path IS NULL"
+        params: tuple[Any, ...] = ()
+        if key is not None:
+            sql += " AND series_key = ?"
+            params = (key,)
+        rows = await self.store.query(sql + " ORDER BY series_key, season, number", params)
+        return [_episode(r) for r in rows]
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    async def link_job(self, job_id: str, key: str, season: int, number: int) -> None:
+        """Remember that ``job_id`` fills the episode."""
+        await self.store.execute(
+            "INSERT OR REPLACE INTO anime_episode_jobs VALUES (?, ?, ?, ?, ?)",
+            (job_id, key, season, number, time.time()),
+        )
+
+    async def episode_jobs(self, key: str) -> dict[tuple[int, int], str]:
+        """``{(season, number): newest job id}`` of a series."""
+        rows = await self.store.query(
+            "SELECT season, number, job_id FROM anime_episode_jobs WHERE series_key = ?"
+            " ORDER BY created_at",
+            (key,),
+        )
+        return {(r["season"], r["number"]): r["job_id"] for r in rows}
+
+    # -- settings --------------------------------------------------------------------------
+
+    async def settings(self) -> dict[str, Any]:
+        """Settings stored through the API."""
+        rows = await self.store.query("SELECT name, value FROM anime_settings")
+        return {r["name"]: json.loads(r["value"]) for r in rows}
+
+    async def put_settings(self, values: dict[str, Any]) -> None:
+        """Store settings (JSON values)."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT OR REPLACE INTO anime_settings VALUES (?, ?)",
+                [(k, json.dumps(v)) for k, v in values.items()],
+            )
+
+        await self.store.write(run)

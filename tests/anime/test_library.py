@@ -1,0 +1,137 @@
+"""The library in-process: real store, real fake site over HTTP, the event bus."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from fakes.anime_site import FakeProviderSite, catalogue, open_fake_provider
+from hathd.anime.config import AnimeConfig
+from hathd.anime.fetch import ProviderFetcher
+from hathd.anime.gate import DomainGate
+from hathd.anime.library import AnimeLibrary, LibraryError, parse_range
+from hathd.anime.providers.aniworld import aniworld, sto
+from hathd.anime.providers.base import ProviderError
+from hathd.anime.store import MIGRATIONS, AnimeStore
+from hathd.engine.lanes import LaneSettings
+from hathd.events import EventBus
+from hathd.store import open_store
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[FakeProviderSite]:
+    async with open_fake_provider(FakeProviderSite(series=catalogue())) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def library(site: FakeProviderSite, tmp_path: Path) -> AsyncIterator[AnimeLibrary]:
+    async with open_store(tmp_path / "db.sqlite3") as store:
+        db = AnimeStore(store)
+        assert await db.migrate() == len(MIGRATIONS)
+        assert await db.migrate() == len(MIGRATIONS)  # idempotent
+        fetcher = ProviderFetcher(DomainGate(default=LaneSettings(concurrency=1, rate=50, burst=1)))
+        root = tmp_path / "lib"
+        root.mkdir()
+        lib = AnimeLibrary(
+            config=AnimeConfig(),
+            root=root,
+            db=db,
+            providers=[aniworld(site.base_url), sto("http://127.0.0.2:1")],
+            fetcher=fetcher,
+            engine=None,
+            bus=EventBus(),
+        )
+        yield lib
+        await fetcher.aclose()
+
+
+async def test_refresh_stores_series_and_offered_episodes(library: AnimeLibrary) -> None:
+    series = await library.refresh("frieren")
+    assert (series.name, series.year, series.folder) == ("Frieren", 2023, "Frieren (2023)")
+    eps = await library.db.episodes("frieren")
+    assert [e.code for e in eps] == [
+        "S00E01",
+        "S01E01",
+        "S01E02",
+        "S01E03",
+        "S01E04",
+        "S02E01",
+        "S02E02",
+    ]
+    assert eps[0].languages == ("de-sub",)
+    assert len(await library.db.missing("frieren")) == 7
+    with pytest.raises(LibraryError, match="job engine"):
+        await library.queue("frieren")
+
+
+async def test_scan_progress_is_published_per_folder(library: AnimeLibrary) -> None:
+    await library.refresh("frieren")
+    season = library.root / "Frieren (2023)" / "Season 01"
+    season.mkdir(parents=True)
+    (season / "Frieren - S01E02 - x.mp4").write_bytes(b"12345")
+    keyed = library.root / "My Copy"
+    keyed.mkdir()
+    (keyed / "key").write_text("aniworld.to acdc-live\n")
+    (keyed / "AC - S01E01.mkv").write_bytes(b"1")
+    async with library.bus.subscribe(["anime"]) as sub:
+        summary = await library.scan()
+        events = []
+        while True:
+            try:
+                event = sub._recv.receive_nowait()
+            except trio.WouldBlock:
+                break
+            events.append((event.type, event.data.get("folder"), event.data.get("index")))
+    assert summary == {"folders": 2, "matched": 2, "unmatched": [], "errors": []}
+    assert events == [
+        ("scan-progress", "Frieren (2023)", 1),
+        ("scan-progress", "My Copy", 2),
+        ("scan-done", None, None),
+    ]
+    assert [e.code for e in await library.db.missing("frieren")] == [
+        "S00E01",
+        "S01E01",
+        "S01E03",
+        "S01E04",
+        "S02E01",
+        "S02E02",
+    ]
+    local = await library.db.series("acdc-live")
+    assert local is not None
+    assert local.folder == "My Copy"
+    # the provider read later keeps the folder the files are in
+    series = await library.refresh("acdc-live")
+    assert series.folder == "My Copy"
+    assert (
+        library.dest(series, 1, 2, "x") == "My Copy/Season 01/AC DC .. Live \U0001f3b8 - S01E02 - x"
+    )
+
+
+async def test_a_redirect_loop_is_an_error(library: AnimeLibrary, site: FakeProviderSite) -> None:
+    site.loop = True
+    with pytest.raises(ProviderError, match="redirect loop at"):
+        await library.fetcher.get_text(f"{site.base_url}/redirect/1000")
+    with pytest.raises(ProviderError, match="HTTP 404"):
+        await library.refresh("no-such-show")
+
+
+async def test_search_errors(library: AnimeLibrary, site: FakeProviderSite) -> None:
+    hits = await library.search("frie", "aniworld.to")
+    assert [h.key for h in hits] == ["frieren"]
+    site.changed.add("search")
+    with pytest.raises(ProviderError, match="search page markup changed"):
+        await library.search("frie", "aniworld.to")
+    with pytest.raises(LibraryError, match=r"unknown 'x\.to'"):
+        await library.search("frie", "x.to")
+
+
+def test_episode_ranges() -> None:
+    assert parse_range("1-3,7") == {1, 2, 3, 7}
+    assert parse_range(None) is None
+    for bad in ("3-1", "a", "1-", "1-99999"):
+        with pytest.raises(LibraryError):
+            parse_range(bad)
