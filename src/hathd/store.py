@@ -20,8 +20,10 @@ the ``schema_versions`` table.
 
 from __future__ import annotations
 
+import os
 import queue
 import sqlite3
+import stat
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -55,6 +57,28 @@ class StoreStatistics:
     batches: int
     max_batch: int
     queued: int
+
+
+DB_FILE_MODE = 0o600
+"""The mode of the database file and of its ``-wal`` and ``-shm`` companions."""
+
+
+def _restrict_modes(path: Path) -> None:
+    """Create ``path`` if absent and give it and its ``-wal``/``-shm`` files
+    :data:`DB_FILE_MODE` (SQLite creates the companions with the database file's mode)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, DB_FILE_MODE)
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) != DB_FILE_MODE:
+            os.fchmod(fd, DB_FILE_MODE)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        companion = path.with_name(path.name + suffix)
+        try:
+            if stat.S_IMODE(companion.lstat().st_mode) != DB_FILE_MODE:
+                os.chmod(companion, DB_FILE_MODE, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
 
 
 def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
@@ -112,11 +136,13 @@ class Store:
         def run() -> None:
             conn: sqlite3.Connection | None = None
             try:
+                _restrict_modes(self.path)
                 conn = _connect(self.path, readonly=False)
                 conn.execute(
                     "CREATE TABLE IF NOT EXISTS schema_versions ("
                     "component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
                 )
+                _restrict_modes(self.path)
             except BaseException as exc:
                 if conn is not None:
                     conn.close()
