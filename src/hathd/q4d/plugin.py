@@ -30,11 +30,11 @@ if TYPE_CHECKING:
     import asyncclick as click
     from quart import Blueprint
 
-from hathd.engine.api import Job
+from hathd.engine.api import Job, JobSpec
 from hathd.q4d.ingest import Q4DIngest
 from hathd.q4d.labels import SCHEMA, LabelOutbox, final_label
 from hathd.q4d.rules import Rule, RulesError, destination, load_rules
-from hathd.q4d.transfer import TransferHandler
+from hathd.q4d.transfer import TransferHandler, check_params, destination_roots
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,8 @@ class Q4dPlugin(BasePlugin):
             except (RuntimeError, ValueError) as exc:
                 raise ConfigError([(f"q4d.type_map.{code}", str(exc))]) from None
         outbox = LabelOutbox(rt.store)
-        handler = TransferHandler(cfg)
+        roots = destination_roots(cfg.type_map, root)
+        handler = TransferHandler(cfg, roots=roots)
         state = Q4DState(outbox, rules, root, handler)
         rt.extras["q4d"] = state
 
@@ -116,8 +117,16 @@ class Q4dPlugin(BasePlugin):
             if label is not None:
                 await outbox.put([label])
 
+        def validate(spec: JobSpec) -> None:
+            # every surface (MQTT, admin API, CLI) submits through the engine, which calls this
+            check_params(spec.params, roots)
+
         rt.engine.register(
-            "transfer", handler, retry_preset=cfg.retry_preset or None, on_final=on_final
+            "transfer",
+            handler,
+            retry_preset=cfg.retry_preset or None,
+            on_final=on_final,
+            validate=validate,
         )
         rt.engine.add_lane(cfg.lane(), concurrency=cfg.concurrency)
         log.info("q4d: %d type rule(s), transfers from %s", len(rules), cfg.host or "(unset)")
