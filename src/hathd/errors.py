@@ -36,6 +36,11 @@ class StoreError(HathdError):
     """The store is closed or a statement failed in the writer thread."""
 
 
+class UnencodableText(StoreError, ValueError):
+    """A value to store holds text that is not encodable as UTF-8 (a lone surrogate such as
+    ``"\\ud800"``); nothing of the write was kept."""
+
+
 class JobError(HathdError):
     """Base of the classified errors a job handler raises."""
 

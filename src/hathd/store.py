@@ -33,7 +33,7 @@ from typing import Any
 import attrs
 import trio
 
-from hathd.errors import StoreError
+from hathd.errors import StoreError, UnencodableText
 
 Migration = str | Callable[[sqlite3.Connection], None]
 """One schema step: SQL text (may hold several statements) or a function of the connection."""
@@ -79,6 +79,11 @@ def _restrict_modes(path: Path) -> None:
                 os.chmod(companion, DB_FILE_MODE, follow_symlinks=False)
         except FileNotFoundError:
             continue
+
+
+def _unencodable(exc: UnicodeEncodeError) -> UnencodableText:
+    bad = exc.object[exc.start : exc.end] if isinstance(exc.object, str) else ""
+    return UnencodableText(f"text not encodable as UTF-8 ({bad!r} at {exc.start}): {exc.reason}")
 
 
 def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
@@ -237,6 +242,8 @@ class Store:
         SAVEPOINT: if it raises, only its changes roll back and the error is re-raised here.
         The wait is shielded from cancellation (the write happens regardless).
 
+        :raises UnencodableText: ``fn`` bound text that is not encodable as UTF-8 (a lone
+            surrogate); its changes rolled back, the store goes on.
         :raises StoreError: the store is closed or the COMMIT failed.
         """
         if self._closed:
@@ -249,6 +256,8 @@ class Store:
                 await pending.done.wait()
         finally:
             self._queued -= 1
+        if isinstance(pending.error, UnicodeEncodeError):
+            raise _unencodable(pending.error) from pending.error
         if pending.error is not None:
             raise pending.error
         value: T = pending.value
@@ -259,7 +268,10 @@ class Store:
         return await self.write(lambda conn: conn.execute(sql, params).rowcount)
 
     async def read[T](self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn(conn)`` on a read-only connection in a worker thread and return its value."""
+        """Run ``fn(conn)`` on a read-only connection in a worker thread and return its value.
+
+        :raises UnencodableText: ``fn`` bound text that is not encodable as UTF-8.
+        """
         if self._closed:
             raise StoreError("store is closed")
 
@@ -267,6 +279,8 @@ class Store:
             conn = self._readers.get()
             try:
                 return fn(conn)
+            except UnicodeEncodeError as exc:
+                raise _unencodable(exc) from exc
             finally:
                 self._readers.put(conn)
 

@@ -14,8 +14,8 @@ import attrs
 import trio
 from hypercorn.config import Config as HyperConfig
 from hypercorn.trio import serve
-from quart_trio import QuartTrio
 
+from hathd.admin.app import create_app
 from hathd.clictx import CliContext
 from hathd.config import Config
 from hathd.engine import running_engine
@@ -61,10 +61,8 @@ async def upload_stack(
         async with open_runtime(config, state) as rt, running_engine(rt):
             await PLUGIN.setup(rt)
             uploads: Uploads = rt.extras[EXTRA_KEY]
-            blueprint = PLUGIN.blueprint(rt)
-            assert blueprint is not None
-            app = QuartTrio("hathd-test-admin")
-            app.register_blueprint(blueprint)
+            # the real admin app (its body reader and error handlers) with the recipes routes
+            app = create_app(rt, "unused-token", [PLUGIN])
             hyper = HyperConfig()
             hyper.bind = [f"unix:{rt.paths.socket}"]
             hyper.accesslog = None

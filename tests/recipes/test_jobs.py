@@ -245,7 +245,7 @@ async def test_api_rejects_bad_submissions(imx: FakeImx, images: list[Path]) -> 
             400,
             "'priority' must be an integer",
         ),
-        ([1, 2], 400, "expected a JSON object"),
+        ([1, 2], 400, "must be a JSON object"),
     ]
     txt = images[0].parent / "readme.txt"
     txt.write_text("x")
