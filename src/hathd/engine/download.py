@@ -32,8 +32,12 @@ Errors: 404/410/400/401/403 → :class:`PermanentError`; 429/503 →
 :class:`RetryableError` (the partial file is kept for the next try). ``OSError`` (e.g.
 ``ENOSPC``, which pauses the queue) propagates to the engine.
 
-With an expected SHA-256, a destination file that already has it counts as done without a
-request (so a retry after a crash never duplicates a file).
+Before the rename, the chosen name, size and SHA-256 are saved in the job's checkpoint
+(``{"validator": ..., "placed": {"path", "size", "sha256"}}``). A try that runs again because the
+process died after the rename but before the job's ``done`` was committed finds that file (same
+size and SHA-256) and ends with it, removing a leftover partial file, instead of writing a second
+copy as ``name (1).ext``. With an expected SHA-256, a destination file that already has it also
+counts as done without a request.
 
 The result: ``{"path", "size", "sha256", "resumed_from", "already_present"}`` (sizes in bytes).
 """
@@ -47,12 +51,14 @@ import hashlib
 import logging
 import os
 import ssl
+import stat
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+import attrs
 import httpx
 import trio
 
@@ -283,6 +289,103 @@ def _finish(part: Path, wanted: Path) -> Path:
     return final
 
 
+PLACED_KEY = "placed"
+"""Checkpoint key of the placement recorded before the rename: ``{"path", "size", "sha256"}``."""
+
+
+@attrs.define
+class _Placement:
+    """Gives a complete partial file its final name, recording the name in the job's checkpoint
+    (beside the resume validator) before the rename, so a try that runs again after a kill
+    between the rename and the job's ``done`` commit finds its own file
+    (:func:`_recover_placement`) instead of writing a second copy as ``name (1).ext``."""
+
+    checkpoint: dict[str, Any]
+    save: SaveCheckpoint | None
+
+    async def place(self, part: Path, wanted: Path, size: int, digest: str) -> Path:
+        if self.save is None:
+            return await trio.to_thread.run_sync(_finish, part, wanted)
+        for _ in range(100):
+            candidate = await trio.to_thread.run_sync(_first_free, wanted)
+            placed = {"path": str(candidate), "size": size, "sha256": digest}
+            await self.save({**self.checkpoint, PLACED_KEY: placed})
+            if await trio.to_thread.run_sync(_link_into_place, part, candidate):
+                return candidate
+            # another job took the name between the check and the link: record the next one
+        return await trio.to_thread.run_sync(_finish, part, wanted)
+
+
+def _first_free(wanted: Path) -> Path:
+    for candidate in _candidates(wanted):
+        if not os.path.lexists(candidate):
+            return candidate
+    raise PermanentError(f"no free file name for {wanted}")
+
+
+def _link_into_place(part: Path, candidate: Path) -> bool:
+    """Rename ``part`` to ``candidate`` unless that name exists (then ``False``); the folder
+    is fsynced."""
+    try:
+        os.link(part, candidate)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        if os.path.lexists(candidate):
+            return False
+        os.replace(part, candidate)
+    else:
+        os.unlink(part)
+    _fsync_dir(candidate.parent)
+    return True
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _recover_placement(
+    checkpoint: dict[str, Any], part: Path, wanted: Path
+) -> dict[str, Any] | None:
+    """The result of a previous try that placed its file but was killed before the job's
+    ``done`` was committed: the checkpoint's recorded placement, when that file is in the
+    destination folder with the recorded size and SHA-256 (the partial file, if the kill came
+    between the link and its removal, is deleted). ``None``: nothing to recover."""
+    placed = checkpoint.get(PLACED_KEY)
+    if not isinstance(placed, dict):
+        return None
+    path, size, digest = placed.get("path"), placed.get("size"), placed.get("sha256")
+    if not isinstance(path, str) or not isinstance(size, int) or not isinstance(digest, str):
+        return None
+    final = Path(path)
+    if final.parent != wanted.parent or not final.name.startswith(wanted.stem):
+        return None  # not a name this job would have chosen
+    try:
+        st = final.lstat()
+    except FileNotFoundError:
+        return None  # killed before the rename: the partial file is still there
+    if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+        return None
+    if _hash_file(final).hexdigest() != digest:
+        return None
+    part.unlink(missing_ok=True)
+    _fsync_dir(final.parent)
+    log.info("download: %s was placed by a try killed before it was recorded done", final)
+    return {
+        "path": str(final),
+        "size": size,
+        "sha256": digest,
+        "resumed_from": size,
+        "already_present": False,
+    }
+
+
 def _content_range_start(value: str | None) -> tuple[int | None, int | None]:
     # "bytes 100-199/200" → (100, 200); "bytes */200" → (None, 200)
     if not value or not value.startswith("bytes "):
@@ -313,6 +416,11 @@ async def download(
     expected_size: int | None = job.params.get("size")
     expected_sha: str | None = job.params.get("sha256")
     part = part_path(wanted, job.id)
+    checkpoint: dict[str, Any] = dict(job.checkpoint or {})
+    recovered = await trio.to_thread.run_sync(_recover_placement, checkpoint, part, wanted)
+    if recovered is not None:
+        ctx.progress(recovered["size"], recovered["size"])
+        return recovered
     await trio.to_thread.run_sync(lambda: wanted.parent.mkdir(parents=True, exist_ok=True))
     if expected_sha is not None and wanted.is_file():
         # already fetched (e.g. a crash came between the rename and the "done" write)
@@ -364,6 +472,7 @@ async def download(
                         expected_size,
                         expected_sha,
                         resumed_from=have,
+                        placement=_Placement(checkpoint, save_checkpoint),
                     )
                 raise await start_over("server refused the resume range")
             if status in (429, 503):
@@ -388,7 +497,8 @@ async def download(
                 total = int(length) if length and length.isdigit() else None
                 if save_checkpoint is not None and current != validator:
                     # saved before the first byte, so a later resume is asked with If-Range
-                    await save_checkpoint(None if current is None else {"validator": current})
+                    checkpoint = {} if current is None else {"validator": current}
+                    await save_checkpoint(checkpoint or None)
             else:
                 raise RetryableError(f"unexpected HTTP {status}")
             if total is None and expected_size is not None:
@@ -418,6 +528,7 @@ async def download(
                 expected_sha,
                 resumed_from=offset,
                 hasher=hasher,
+                placement=_Placement(checkpoint, save_checkpoint),
             )
     except httpx.TransportError as exc:
         raise RetryableError(f"{type(exc).__name__}: {exc}") from None
@@ -435,6 +546,7 @@ async def _complete(
     expected_sha: str | None,
     *,
     resumed_from: int,
+    placement: _Placement,
     hasher: Any = None,
 ) -> dict[str, Any]:
     if hasher is None:
@@ -446,7 +558,7 @@ async def _complete(
     if expected_sha is not None and digest != expected_sha.lower():
         await trio.to_thread.run_sync(lambda: part.unlink(missing_ok=True))
         raise PermanentError(f"sha256 mismatch: got {digest}, expected {expected_sha.lower()}")
-    final = await trio.to_thread.run_sync(_finish, part, wanted)
+    final = await placement.place(part, wanted, size, digest)
     ctx.progress(done, done)
     return {
         "path": str(final),
