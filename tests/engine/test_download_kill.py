@@ -1,4 +1,4 @@
-"""A download killed after its file got the final name but before the job's ``done`` was
+"""Downloads and the file system: a download killed after its file got the final name but before the job's ``done`` was
 committed: the next try (run with the checkpoint the killed one saved) finds its own file and
 ends with exactly one copy (a bug once wrote ``477 (1).bin``)."""
 
@@ -10,10 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import pytest
 import trio
 
+from hathd.engine import download as dl
 from hathd.engine.api import Job, JobState
 from hathd.engine.download import PLACED_KEY, download, part_path, resolve_destination
+from hathd.errors import PermanentError
 
 
 @attrs.define
@@ -133,3 +136,29 @@ async def test_a_file_of_someone_else_at_the_recorded_name_is_not_taken(
     assert second["path"] == str(root / "477 (1).bin")
     with open(first["path"], "rb") as fh:
         assert fh.read() == b"another program's file"
+
+
+async def test_a_symlink_planted_after_the_check_is_not_followed(
+    tmp_path: Path, http_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The destination folder is swapped for a symlink out of the root right after the
+    destination was checked (the race a hostile local user would run)."""
+    root = tmp_path / "download"
+    outside = tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    url = http_server.url("/files/477.bin")
+    checked = dl.resolve_destination
+
+    def check_then_swap(root_: Path, params: dict[str, Any], url_: str) -> Path:
+        wanted = checked(root_, params, url_)
+        os.rename(root / "sub", root / "sub.old")
+        os.symlink(outside, root / "sub")
+        return wanted
+
+    monkeypatch.setattr(dl, "resolve_destination", check_then_swap)
+    the_job = job(url, None, 1)
+    the_job = attrs.evolve(the_job, params={"filename": "477.bin", "dest": "sub"})
+    with trio.fail_after(30), pytest.raises(PermanentError, match="symlink"):
+        await download(Ctx(the_job, tmp_path), root, Checkpoints())
+    assert files(outside) == []
