@@ -21,6 +21,7 @@ from hathd.config import Config
 from hathd.engine import running_engine
 from hathd.engine.config import EngineConfig, RetryPresetConfig
 from hathd.engine.core import Engine
+from hathd.engine.plugin import PLUGIN as ENGINE_PLUGIN
 from hathd.recipes.config import RecipesConfig
 from hathd.recipes.plugin import EXTRA_KEY, PLUGIN
 from hathd.recipes.uploads import Uploads
@@ -61,8 +62,8 @@ async def upload_stack(
         async with open_runtime(config, state) as rt, running_engine(rt):
             await PLUGIN.setup(rt)
             uploads: Uploads = rt.extras[EXTRA_KEY]
-            # the real admin app (its body reader and error handlers) with the recipes routes
-            app = create_app(rt, "unused-token", [PLUGIN])
+            # the real admin app (its body reader and error handlers): job and recipes routes
+            app = create_app(rt, "unused-token", [ENGINE_PLUGIN, PLUGIN])
             hyper = HyperConfig()
             hyper.bind = [f"unix:{rt.paths.socket}"]
             hyper.accesslog = None
