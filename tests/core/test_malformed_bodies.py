@@ -245,3 +245,26 @@ async def test_store_refuses_unencodable_text_and_goes_on(tmp_path: Path) -> Non
             await store.query("SELECT * FROM t WHERE s = ?", ("\udfff",))
         await store.execute("INSERT INTO t VALUES (?)", ("fine",))
         assert [r["s"] for r in await store.query("SELECT s FROM t")] == ["fine"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "field"),
+    [
+        ("gallery", {"gid": 1, "title": "../../x"}, "params"),
+        (
+            "gallery",
+            {"gid": "x", "filecount": 1, "minxres": "org", "title": "t", "files": []},
+            "params",
+        ),
+        ("transfer", {"path": "/x", "hash": "H", "code": "M", "dest_dir": "/sub/.."}, "dest_dir"),
+        ("download", {"dest": "../out"}, "dest"),
+    ],
+)
+def test_job_kinds_check_their_params_at_submit(
+    served: Served, kind: str, params: dict[str, Any], field: str
+) -> None:
+    body = {"kind": kind, "target": "http://127.0.0.1:9/x", "domain": "127.0.0.1", "params": params}
+    with client(served) as http:
+        reply = http.post("/api/v1/jobs", content=json.dumps(body).encode())
+        assert reply.status_code == 400, reply.text
+        assert reply.json()["field"] == field, reply.text
