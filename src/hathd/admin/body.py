@@ -20,7 +20,7 @@ import json
 import math
 from typing import Any
 
-from quart import request
+from quart import g, request
 
 MAX_DEPTH = 64
 """Deepest nesting of arrays and objects a body may have."""
@@ -110,7 +110,7 @@ async def check_body() -> None:
         return
     data = await request.get_data()
     if data and data.strip():
-        parse_json(data)
+        g.hathd_body = parse_json(data)  # parsed once: read_json takes it from here
 
 
 async def read_json(*, required: bool = True) -> Any:
@@ -120,6 +120,8 @@ async def read_json(*, required: bool = True) -> Any:
     :raises MalformedBody: an empty body when ``required`` (``body``), or see
         :func:`parse_json`.
     """
+    if "hathd_body" in g:
+        return g.hathd_body
     data = await request.get_data()
     if not data or not data.strip():
         if required:
