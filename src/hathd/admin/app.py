@@ -12,6 +12,10 @@ Routes of the core (plugins add their own through blueprints):
   text frames, one :meth:`hathd.events.Event.to_json` each; a ``lagged`` event ends a stream
   that fell behind. The first frame is a ``hello`` with the current service records.
 
+Request bodies are read by :mod:`hathd.jsonbody`: the body of every ``POST``/``PUT``/
+``PATCH``/``DELETE`` request is read and checked as strict JSON before its route runs (also on
+routes that take no body), and a malformed one is answered ``400 {"error", "field"}``.
+
 Authentication: a request that arrived over TCP must carry ``Authorization: Bearer <token>``
 (for a WebSocket, ``?token=<token>`` is accepted too, as browsers cannot set headers); the
 comparison is constant-time. Requests over the unix socket are trusted: the socket's file mode
@@ -36,7 +40,9 @@ from werkzeug.exceptions import HTTPException
 import hathd
 from hathd.admin.metrics import render_metrics
 from hathd.config import unstructure_redacted
+from hathd.errors import UnencodableText
 from hathd.events import ROOMS
+from hathd.jsonbody import MalformedBody, check_body
 from hathd.runtime import Plugin, Runtime
 from hathd.supervisor import to_plain
 
@@ -80,6 +86,7 @@ def create_app(
         if request.path == "/healthz":
             return None
         if authorised(request.headers.get("Authorization"), None, request.scope):
+            await check_body()
             return None
         reply = Response(
             json.dumps({"error": "missing or wrong bearer token"}),
@@ -106,6 +113,23 @@ def create_app(
         return Response(
             json.dumps({"error": exc.description or exc.name}),
             status=exc.code or 500,
+            mimetype="application/json",
+        )
+
+    @app.errorhandler(MalformedBody)
+    async def malformed_body(exc: MalformedBody) -> Response:
+        return Response(
+            json.dumps({"error": str(exc), "field": exc.field}),
+            status=400,
+            mimetype="application/json",
+        )
+
+    @app.errorhandler(UnencodableText)
+    async def unencodable(exc: UnencodableText) -> Response:
+        # the body reader refuses lone surrogates first; this covers text from anywhere else
+        return Response(
+            json.dumps({"error": f"body: {exc}", "field": "body"}),
+            status=400,
             mimetype="application/json",
         )
 
