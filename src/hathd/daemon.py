@@ -182,6 +182,7 @@ class Daemon:
                 self.plugins,
                 config_path=self.config_path,
                 reload=partial(self._reload, rt),
+                environ=self.environ,
             )
             async with trio.open_nursery() as root:
                 root.start_soon(self._signals, rt)

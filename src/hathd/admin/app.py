@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import trio
@@ -53,9 +53,10 @@ def create_app(
     *,
     config_path: str | None = None,
     reload: Reload | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> QuartTrio:
     """Build the admin app for ``rt``; ``token`` (the ``admin.token`` file's) is the node's
-    admin API key. ``config_path`` and ``reload`` serve the configuration API
+    admin API key. ``config_path``, ``reload`` and ``environ`` serve the configuration API
     (:func:`hathd.web.install`).
 
     Each enabled plugin's ``blueprint(rt)`` is registered with no URL prefix. ``available``
@@ -67,7 +68,7 @@ def create_app(
     app = QuartTrio("hathd.admin")
     app.config["MAX_CONTENT_LENGTH"] = 16 * 1024 * 1024
     started = time.time()
-    install_web(app, rt, token, config_path=config_path, reload=reload)
+    install_web(app, rt, token, config_path=config_path, reload=reload, environ=environ)
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import cast
 
@@ -26,12 +26,15 @@ def install(
     *,
     config_path: str | os.PathLike[str] | None = None,
     reload: config_api.Reload | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> auth.WebAuth:
     """Install the auth layer, security headers and the web routes on ``app``.
 
     ``token`` is the ``admin.token`` file's token: it becomes the node's admin API key.
     ``config_path`` is the TOML file the configuration API edits (None: hathd runs on
-    defaults and the API refuses changes); ``reload`` applies a written file (SIGHUP's work).
+    defaults and the API refuses changes); ``reload`` applies a written file (SIGHUP's work);
+    ``environ`` holds the ``HATHD_*`` overrides a new file is validated with (default
+    ``os.environ``).
     Returns the :class:`hathd.web.auth.WebAuth` state (also at ``app.extensions``).
     """
     state = auth.WebAuth(store=rt.store, token=token, state_dir=rt.paths.state_dir)
@@ -42,6 +45,7 @@ def install(
         path=Path(config_path) if config_path is not None else None,
         backups=rt.paths.state_dir / "config-backups",
         reload=reload,
+        environ=dict(os.environ if environ is None else environ),
     )
     app.register_blueprint(config_api.blueprint(rt, files))
     try:

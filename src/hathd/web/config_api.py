@@ -29,7 +29,7 @@ import re
 import secrets
 import time
 import tomllib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -58,22 +58,25 @@ class ConfigFiles:
     path: Path | None
     backups: Path
     reload: Reload | None = None
-    environ: dict[str, str] = attrs.field(factory=lambda: dict(os.environ))
+    environ: Mapping[str, str] = attrs.field(factory=lambda: dict(os.environ))
 
 
 # -- pure helpers ------------------------------------------------------------------------
 
 
-def secret_paths(
-    cls: Any = config_mod.Config, prefix: tuple[str, ...] = ()
-) -> Iterator[tuple[str, ...]]:
-    """Key paths of every secret field of the configuration classes."""
-    for field in attrs.fields(cls):
+def secret_paths(obj: Any = None, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """Key paths of every secret field, found by walking ``obj`` (default: a default
+    :class:`hathd.config.Config`), e.g. ``("hath", "client_key")``."""
+    if obj is None:
+        obj = config_mod.Config()
+    for field in attrs.fields(type(obj)):
         path = (*prefix, field.name)
         if field.metadata.get("secret"):
             yield path
-        elif isinstance(field.type, type) and attrs.has(field.type):
-            yield from secret_paths(field.type, path)
+            continue
+        value = getattr(obj, field.name)
+        if attrs.has(type(value)):
+            yield from secret_paths(value, path)
 
 
 def _is_redacted(value: Any) -> bool:
@@ -133,7 +136,7 @@ def restart_required(old: config_mod.Config, new: config_mod.Config) -> list[str
     )
 
 
-def validate(data: Any, environ: dict[str, str]) -> config_mod.Config:
+def validate(data: Any, environ: Mapping[str, str]) -> config_mod.Config:
     """The configuration ``data`` (file-level, before environment overrides) would give.
 
     :raises ConfigError: with every problem.
