@@ -17,8 +17,8 @@
 
 Backups live in ``<state>/config-backups/``; the newest :data:`KEEP` are kept.
 
-A changed key under ``admin`` or ``daemon``, or a changed ``enabled`` switch, takes effect at
-the next start: such keys are listed in ``restart_required``.
+A changed key under ``admin``, ``daemon.state_dir``, ``daemon.log_level`` or an ``enabled``
+switch takes effect at the next start: such keys are listed in ``restart_required``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from hathd.web.auth import error, require
 KEEP: Final = 10
 """Backups kept."""
 
-_BACKUP_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
+_BACKUP_ID = re.compile(r"^\d{8}T\d{12}Z-[0-9a-f]{6}$")
 
 type Reload = Callable[[], Awaitable[None]]
 
@@ -131,9 +131,15 @@ def restart_required(old: config_mod.Config, new: config_mod.Config) -> list[str
     before = _leaves(config_mod.converter.unstructure(old))
     after = _leaves(config_mod.converter.unstructure(new))
     changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
-    return sorted(
-        k for k in changed if k.split(".")[0] in ("admin", "daemon") or k.endswith(".enabled")
-    )
+    return sorted(k for k in changed if _needs_restart(k))
+
+
+RESTART_KEYS: Final = frozenset({"daemon.state_dir", "daemon.log_level"})
+"""Keys read once at start, besides every ``admin.*`` key and every ``enabled`` switch."""
+
+
+def _needs_restart(key: str) -> bool:
+    return key in RESTART_KEYS or key.startswith("admin.") or key.endswith(".enabled")
 
 
 def validate(data: Any, environ: Mapping[str, str]) -> config_mod.Config:
@@ -198,7 +204,9 @@ def make_backup(files: ConfigFiles) -> str | None:
     except FileNotFoundError:
         return None
     files.backups.mkdir(mode=0o700, parents=True, exist_ok=True)
-    backup_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+    now = time.time_ns()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now // 1_000_000_000))
+    backup_id = f"{stamp}{now // 1000 % 1_000_000:06d}Z-{secrets.token_hex(3)}"
     write_atomic(files.backups / f"{backup_id}.toml", text)
     for old in list_backups(files)[KEEP:]:
         (files.backups / f"{old['id']}.toml").unlink(missing_ok=True)
@@ -214,7 +222,7 @@ def list_backups(files: ConfigFiles) -> list[dict[str, Any]]:
         if entry.suffix == ".toml" and _BACKUP_ID.match(entry.stem):
             stat = entry.stat()
             found.append({"id": entry.stem, "created": stat.st_mtime, "size": stat.st_size})
-    found.sort(key=lambda b: (b["id"], b["created"]), reverse=True)
+    found.sort(key=lambda b: str(b["id"]), reverse=True)
     return found
 
 
