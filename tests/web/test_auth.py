@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
+import trio
 
 from hathd.admin.app import create_app
 from hathd.engine.plugin import PLUGIN as ENGINE
@@ -277,3 +278,69 @@ def test_local_request_rules() -> None:
     assert not is_local_request(tcp, Headers({"Forwarded": "for=192.0.2.1"}))
     assert not is_local_request({"server": ("0.0.0.0", 80), "client": ("192.0.2.1", 1)}, Headers())
     assert is_local_request({"server": None, "client": None}, Headers())
+
+
+async def _ws_status(node: Node, headers: str) -> bytes:
+    host_port = node.url.removeprefix("http://")
+    host, port = host_port.split(":")
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        await stream.send_all(
+            f"GET /api/v1/ws?rooms=system HTTP/1.1\r\nHost: {host_port}\r\n"
+            "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+            f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{headers}\r\n".encode()
+        )
+        reply = b""
+        with trio.fail_after(10):
+            while b"\r\n" not in reply:
+                chunk = await stream.receive_some(4096)
+                if not chunk:
+                    break
+                reply += chunk
+    return reply.split(b"\r\n", 1)[0]
+
+
+async def test_cross_origin_requests_are_refused(tmp_path: Path) -> None:
+    async with running_node(tmp_path) as node, node.client() as browser:
+        own = node.url
+        evil = {"Origin": "http://evil.example"}
+        refused = await browser.post(
+            "/api/v1/auth/setup", json={"password": PASSWORD}, headers=evil
+        )
+        assert (refused.status_code, refused.json()["code"]) == (403, "origin")
+        null = await browser.post(
+            "/api/v1/auth/login", json={"password": PASSWORD}, headers={"Origin": "null"}
+        )
+        assert null.status_code == 403
+        csrf = await claim(node, browser)
+        browser.headers["Origin"] = own
+        made = await browser.post(
+            "/api/v1/auth/keys", json={"name": "k", "scope": "read"}, headers={"X-CSRF-Token": csrf}
+        )
+        assert made.status_code == 201
+        foreign = await browser.post(
+            "/api/v1/auth/keys",
+            json={"name": "k", "scope": "read"},
+            headers={"X-CSRF-Token": csrf, **evil},
+        )
+        assert foreign.status_code == 403
+        cookie = f"Cookie: {COOKIE}={browser.cookies[COOKIE]}\r\n"
+        assert await _ws_status(node, cookie + f"Origin: {own}\r\n") == b"HTTP/1.1 101 "
+        assert (await _ws_status(node, cookie + "Origin: http://evil.example\r\n")).startswith(
+            b"HTTP/1.1 403"
+        )
+        assert (await _ws_status(node, "")).startswith(b"HTTP/1.1 401")
+
+
+async def test_wrong_setup_codes_lock_the_address_out(tmp_path: Path) -> None:
+    async with running_node(tmp_path) as node, node.client(**REMOTE) as remote:
+        code = (node.state_dir / "setup-code").read_text().strip()
+        for _ in range(accounts.LOCKOUT_FREE):
+            wrong = await remote.post(
+                "/api/v1/auth/setup", json={"password": PASSWORD, "setup_code": "dead-beef"}
+            )
+            assert wrong.status_code == 403
+        locked = await remote.post(
+            "/api/v1/auth/setup", json={"password": PASSWORD, "setup_code": code}
+        )
+        assert (locked.status_code, locked.json()["code"]) == (429, "locked_out")

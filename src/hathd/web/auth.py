@@ -14,13 +14,16 @@ Each route needs a scope: the one given with :func:`require`, else ``read`` for 
 ``control`` for other methods. :func:`public` routes need none; :func:`login_required` pages
 redirect to ``/login`` (``/setup`` on a node not yet claimed) instead of answering 401.
 
+Origin: a state-changing request without an ``Authorization`` header, and a WebSocket opened
+with the cookie, must not name a foreign ``Origin`` (403 ``origin``).
+
 CSRF: a state-changing request (not GET/HEAD/OPTIONS) authenticated by the cookie must carry
 the session's token in the ``X-CSRF-Token`` header or the ``csrf_token`` form field (the
 synchroniser-token pattern, OWASP CSRF Prevention Cheat Sheet). Bearer-key requests are
 exempt: a browser never adds that header on its own.
 
 Refusals are JSON ``{"error": <text>, "code": <code>}``: 401 ``unauthenticated``, 403
-``scope`` or ``csrf``.
+``scope``, ``csrf`` or ``origin``.
 """
 
 from __future__ import annotations
@@ -176,6 +179,23 @@ def client_address(scope: Mapping[str, Any]) -> str:
     return str(client[0]) if client else "local"
 
 
+def same_origin(headers: Headers) -> bool:
+    """False when the request names an ``Origin`` (RFC 6454) other than the host it was sent
+    to (``Host``, or ``X-Forwarded-Host`` behind a proxy); True without an ``Origin``.
+
+    Browsers send ``Origin`` on every cross-origin POST and WebSocket handshake, so this
+    refuses cross-site form posts (including login CSRF) and WebSocket hijacking.
+    """
+    origin = headers.get("Origin")
+    if origin is None:
+        return True
+    if origin == "null" or "://" not in origin:
+        return False
+    netloc = origin.split("://", 1)[1].rstrip("/").lower()
+    hosts = {headers.get("Host", "").lower(), headers.get("X-Forwarded-Host", "").lower()}
+    return netloc in hosts - {""}
+
+
 def bearer(value: str | None) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` header value."""
     if value and value.lower().startswith("bearer "):
@@ -269,6 +289,12 @@ def install(app: QuartTrio, auth: WebAuth) -> None:
 
     @app.before_request
     async def check() -> Response | Any | None:
+        if (
+            request.method not in SAFE_METHODS
+            and "Authorization" not in request.headers
+            and not same_origin(request.headers)
+        ):
+            return error(403, "origin", "cross-origin request refused")
         view = app.view_functions.get(request.endpoint or "")
         endpoint = request.endpoint or ""
         if view is not None and (
@@ -311,14 +337,11 @@ def install(app: QuartTrio, auth: WebAuth) -> None:
 
     @app.before_websocket
     async def check_ws() -> Response | None:
-        origin = websocket.headers.get("Origin")
         cookie = websocket.cookies.get(COOKIE)
         authorization = websocket.headers.get("Authorization")
         query_token = websocket.args.get("token")
-        if cookie and not (authorization or query_token) and origin is not None:
-            host = websocket.headers.get("Host", "")
-            if origin.split("://", 1)[-1] != host:
-                return error(403, "origin", "cross-origin WebSocket refused")
+        if cookie and not (authorization or query_token) and not same_origin(websocket.headers):
+            return error(403, "origin", "cross-origin WebSocket refused")
         principal = await resolve(auth, websocket.scope, authorization, query_token, cookie)
         g.principal = principal
         if principal is None:

@@ -2,8 +2,9 @@
 
 - ``POST /api/v1/auth/setup`` ``{"password", "setup_code"?}`` — claims a fresh node: 201 with
   a session cookie. From a non-local address (see :func:`hathd.web.auth.is_local_request`)
-  the one-time code of ``<state>/setup-code`` is required (403 ``setup_code``); once an admin
-  exists, 409 ``already_set_up``.
+  the one-time code of ``<state>/setup-code`` is required (403 ``setup_code``; wrong codes
+  count towards the lockout of the address, as failed logins do); once an admin exists, 409
+  ``already_set_up``.
 - ``POST /api/v1/auth/login`` ``{"username"?, "password"}`` — 200 with a session cookie; 401
   ``bad_credentials``; 429 ``locked_out`` with ``Retry-After`` (seconds) after repeated
   failures from the same address.
@@ -100,6 +101,11 @@ def blueprint(auth: WebAuth) -> Blueprint:
         if await auth.store.read(accounts.has_admin):
             return error(409, "already_set_up", "this node already has an admin")
         if not is_local_request(request.scope, request.headers):
+            address = client_address(request.scope)
+            now = auth.clock()
+            wait = await auth.store.read(lambda conn: accounts.locked_for(conn, address, now))
+            if wait > 0:
+                return _locked(wait)
             given = _text(body, "setup_code") or ""
             expected = await trio.to_thread.run_sync(_read_code, auth)
             if (
@@ -107,6 +113,7 @@ def blueprint(auth: WebAuth) -> Blueprint:
                 or not given
                 or not hmac.compare_digest(given.encode(), expected.encode())
             ):
+                await auth.store.write(lambda conn: accounts.record_failure(conn, address, now))
                 return error(
                     403,
                     "setup_code",
