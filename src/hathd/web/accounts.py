@@ -198,6 +198,12 @@ class Session:
 def create_session(
     conn: sqlite3.Connection, user_id: int, ip: str, user_agent: str, now: float
 ) -> NewSession:
+    """Start a session of ``user_id`` from ``ip`` (``user_agent`` kept to 512 characters);
+    sessions that ended (revoked, expired, idle) are deleted on the way."""
+    conn.execute(
+        "DELETE FROM sessions WHERE revoked = 1 OR expires <= ? OR last_seen <= ?",
+        (now, now - SESSION_IDLE),
+    )
     token = secrets.token_urlsafe(32)
     new = NewSession(
         id=secrets.token_urlsafe(12), token=token, csrf_token=secrets.token_urlsafe(32)
@@ -362,8 +368,13 @@ def locked_for(conn: sqlite3.Connection, address: str, now: float) -> float:
 def record_failure(conn: sqlite3.Connection, address: str, now: float) -> float:
     """Count a failed login from ``address``; returns the delay now imposed (seconds).
 
-    Failures older than :data:`LOCKOUT_MAX` seconds are forgotten before counting.
+    Failures older than :data:`LOCKOUT_MAX` seconds are forgotten before counting (and
+    such rows of every address are deleted).
     """
+    conn.execute(
+        "DELETE FROM login_failures WHERE last_failure < ? AND locked_until < ?",
+        (now - LOCKOUT_MAX, now),
+    )
     row = conn.execute(
         "SELECT failures, last_failure FROM login_failures WHERE address = ?", (address,)
     ).fetchone()
