@@ -344,3 +344,19 @@ async def test_wrong_setup_codes_lock_the_address_out(tmp_path: Path) -> None:
             "/api/v1/auth/setup", json={"password": PASSWORD, "setup_code": code}
         )
         assert (locked.status_code, locked.json()["code"]) == (429, "locked_out")
+
+
+async def test_lone_surrogates_are_refused_not_crashing(tmp_path: Path) -> None:
+    body = b'{"password": "abc\\ud800defghijkl"}'
+    json_type = {"Content-Type": "application/json"}
+    async with running_node(tmp_path) as node, node.client() as client:
+        for path in ("/api/v1/auth/setup", "/api/v1/auth/login"):
+            reply = await client.post(path, content=body, headers=json_type)
+            assert reply.status_code == 400, (path, reply.text)
+        async with node.bearer() as admin:
+            made = await admin.post(
+                "/api/v1/auth/keys",
+                content=b'{"name": "\\udc80", "scope": "read"}',
+                headers=json_type,
+            )
+            assert made.status_code == 400

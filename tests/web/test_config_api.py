@@ -131,3 +131,14 @@ def test_merge_secrets_keeps_or_drops_redacted_values() -> None:
     merged = config_api.merge_secrets(new, old)
     assert merged == {"hath": {"client_key": "k"}, "notify": {"urls": ["tgram://a/b"]}, "mqtt": {}}
     assert new["hath"]["client_key"] == "***"
+
+
+async def test_lone_surrogate_in_config_is_refused(tmp_path: Path) -> None:
+    async with running_node(tmp_path, CONFIG) as node, node.bearer() as admin:
+        reply = await admin.put(
+            "/api/v1/config",
+            content=b'{"config": {"daemon": {"log_level": "\\ud800"}}}',
+            headers={"Content-Type": "application/json"},
+        )
+        assert (reply.status_code, reply.json()["code"]) == (400, "invalid")
+        assert (tmp_path / "hathd.toml").read_text() == CONFIG

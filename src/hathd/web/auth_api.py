@@ -59,8 +59,16 @@ async def _json_body() -> dict[str, Any] | Response:
 
 
 def _text(body: dict[str, Any], name: str, default: str | None = None) -> str | None:
+    """``body[name]`` when it is a string that UTF-8 can encode, else None (JSON may escape a
+    lone surrogate, which can be neither hashed nor stored)."""
     value = body.get(name, default)
-    return value if isinstance(value, str) else None
+    if not isinstance(value, str):
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return value
 
 
 def _session_reply(

@@ -150,8 +150,8 @@ def validate(data: Any, environ: Mapping[str, str]) -> config_mod.Config:
     if not isinstance(data, dict):
         raise ConfigError([("(body)", "config must be a JSON object of sections")])
     try:
-        tomli_w.dumps(data)
-    except (TypeError, ValueError) as exc:
+        tomli_w.dumps(data).encode("utf-8")
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError: a lone surrogate
         raise ConfigError([("(body)", f"not representable in TOML: {exc}")]) from None
     return config_mod.structure(config_mod.apply_env(_copy(data), environ))
 
