@@ -278,6 +278,11 @@ def test_local_request_rules() -> None:
     assert not is_local_request(tcp, Headers({"Forwarded": "for=192.0.2.1"}))
     assert not is_local_request({"server": ("0.0.0.0", 80), "client": ("192.0.2.1", 1)}, Headers())
     assert is_local_request({"server": None, "client": None}, Headers())
+    mapped = {"server": ("::", 80), "client": ("::ffff:127.0.0.1", 1)}
+    assert is_local_request(mapped, Headers())
+    outside = {"server": ("::", 80), "client": ("::ffff:192.0.2.1", 1)}
+    assert not is_local_request(outside, Headers())
+    assert not is_local_request({"server": ("::", 80), "client": ("bogus", 1)}, Headers())
 
 
 async def _ws_status(node: Node, headers: str) -> bytes:

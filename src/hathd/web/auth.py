@@ -168,9 +168,12 @@ def is_local_request(scope: Mapping[str, Any], headers: Headers) -> bool:
     if not client:
         return False
     try:
-        return ipaddress.ip_address(str(client[0])).is_loopback
+        address = ipaddress.ip_address(str(client[0]).split("%", 1)[0])
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 def client_address(scope: Mapping[str, Any]) -> str:
