@@ -365,3 +365,34 @@ async def test_lone_surrogates_are_refused_not_crashing(tmp_path: Path) -> None:
                 headers=json_type,
             )
             assert made.status_code == 400
+
+
+async def test_password_change_ends_other_sessions_and_socket_recovers(tmp_path: Path) -> None:
+    async with running_node(tmp_path) as node, node.client() as first:
+        csrf = await claim(node, first)
+        async with node.client() as second:
+            assert (await second.post("/api/v1/auth/login", json={"password": PASSWORD})).is_success
+            headers = {"X-CSRF-Token": csrf}
+            wrong = await first.post(
+                "/api/v1/auth/password",
+                json={"current_password": "nope", "new_password": "another long one"},
+                headers=headers,
+            )
+            assert (wrong.status_code, wrong.json()["code"]) == (403, "bad_credentials")
+            changed = await first.post(
+                "/api/v1/auth/password",
+                json={"current_password": PASSWORD, "new_password": "another long one"},
+                headers=headers,
+            )
+            assert changed.json() == {"ok": True, "sessions_ended": 1}
+            assert (await second.get("/api/v1/auth/me")).status_code == 401
+            assert (await first.get("/api/v1/auth/me")).status_code == 200
+        async with node.socket_client() as local:
+            reset = await local.post("/api/v1/auth/password", json={"new_password": PASSWORD * 2})
+            assert reset.json() == {"ok": True, "sessions_ended": 1}
+        assert (await first.get("/api/v1/auth/me")).status_code == 401
+        async with node.client() as third:
+            old = await third.post("/api/v1/auth/login", json={"password": "another long one"})
+            assert old.status_code == 401
+            new = await third.post("/api/v1/auth/login", json={"password": PASSWORD * 2})
+            assert new.status_code == 200

@@ -174,6 +174,18 @@ def create_first_admin(
     return int(cur.lastrowid or 0)
 
 
+def set_password(
+    conn: sqlite3.Connection, user_id: int, password_hash: str, keep_session: str | None
+) -> int:
+    """Store a new password hash for ``user_id`` and revoke the user's sessions except
+    ``keep_session``; returns how many sessions were revoked."""
+    conn.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id))
+    return conn.execute(
+        "UPDATE sessions SET revoked = 1 WHERE user_id = ? AND revoked = 0 AND id IS NOT ?",
+        (user_id, keep_session),
+    ).rowcount
+
+
 # -- sessions ----------------------------------------------------------------------------
 
 

@@ -10,6 +10,10 @@
   failures from the same address.
 - ``POST /api/v1/auth/logout`` — revokes the caller's session and clears the cookie.
 - ``GET /api/v1/auth/me`` — ``{"user", "role", "scope", "via", "csrf_token"}``.
+- ``POST /api/v1/auth/password`` ``{"current_password", "new_password"}`` — changes the
+  caller's password and ends the user's other sessions: ``{"ok": true, "sessions_ended": n}``;
+  403 ``bad_credentials``. Over the unix socket (recovery on the host) ``current_password`` is
+  not asked and ``username`` (default ``admin``) names the account.
 - ``GET/POST /api/v1/auth/keys``, ``DELETE /api/v1/auth/keys/<id>`` — API keys (admin scope);
   a new key is in the POST answer only.
 - ``GET /api/v1/auth/sessions``, ``DELETE /api/v1/auth/sessions/<id>`` — live sessions.
@@ -196,6 +200,43 @@ def blueprint(auth: WebAuth) -> Blueprint:
             "via": principal.via,
             "csrf_token": principal.csrf or "",
         }
+
+    @bp.post("/api/v1/auth/password")
+    @require("read")
+    async def change_password() -> Response | dict[str, Any]:
+        body = await _json_body()
+        if isinstance(body, Response):
+            return body
+        principal = _principal()
+        new_password = _text(body, "new_password")
+        if new_password is None or not MIN_PASSWORD <= len(new_password) <= MAX_PASSWORD:
+            return error(
+                400, "bad_password", f"new_password: {MIN_PASSWORD} to {MAX_PASSWORD} characters"
+            )
+        if principal.via == "socket":  # recovery from the host: name the account
+            username = _text(body, "username", "admin") or ""
+            user = await auth.store.read(lambda conn: accounts.user_by_name(conn, username))
+        else:
+            uid = principal.user_id
+            user = (
+                await auth.store.read(lambda conn: accounts.user_by_id(conn, uid))
+                if uid is not None
+                else None
+            )
+            current = _text(body, "current_password") or ""
+            if user is None or not await trio.to_thread.run_sync(
+                accounts.verify_password, user.password_hash, current
+            ):
+                return error(403, "bad_credentials", "current_password is wrong")
+        if user is None:
+            return error(404, "not_found", "no such account")
+        hashed = await trio.to_thread.run_sync(accounts.hash_password, new_password)
+        keep = principal.session_id
+        target = user.id
+        ended = await auth.store.write(
+            lambda conn: accounts.set_password(conn, target, hashed, keep)
+        )
+        return {"ok": True, "sessions_ended": ended}
 
     @bp.get("/api/v1/auth/keys")
     @require("admin")
