@@ -329,6 +329,12 @@ async def test_cross_origin_requests_are_refused(tmp_path: Path) -> None:
             headers={"X-CSRF-Token": csrf, **evil},
         )
         assert foreign.status_code == 403
+        basic = await browser.post(
+            "/api/v1/auth/keys",
+            json={"name": "k", "scope": "read"},
+            headers={"X-CSRF-Token": csrf, "Authorization": "Basic eDp5", **evil},
+        )
+        assert (basic.status_code, basic.json()["code"]) == (403, "origin")
         cookie = f"Cookie: {COOKIE}={browser.cookies[COOKIE]}\r\n"
         assert await _ws_status(node, cookie + f"Origin: {own}\r\n") == b"HTTP/1.1 101 "
         assert (await _ws_status(node, cookie + "Origin: http://evil.example\r\n")).startswith(

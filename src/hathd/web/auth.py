@@ -14,7 +14,7 @@ Each route needs a scope: the one given with :func:`require`, else ``read`` for 
 ``control`` for other methods. :func:`public` routes need none; :func:`login_required` pages
 redirect to ``/login`` (``/setup`` on a node not yet claimed) instead of answering 401.
 
-Origin: a state-changing request without an ``Authorization`` header, and a WebSocket opened
+Origin: a state-changing request without a bearer key, and a WebSocket opened
 with the cookie, must not name a foreign ``Origin`` (403 ``origin``).
 
 CSRF: a state-changing request (not GET/HEAD/OPTIONS) authenticated by the cookie must carry
@@ -294,7 +294,7 @@ def install(app: QuartTrio, auth: WebAuth) -> None:
     async def check() -> Response | Any | None:
         if (
             request.method not in SAFE_METHODS
-            and "Authorization" not in request.headers
+            and bearer(request.headers.get("Authorization")) is None
             and not same_origin(request.headers)
         ):
             return error(403, "origin", "cross-origin request refused")
