@@ -133,7 +133,7 @@ def login_required(view: View) -> View:
     return view
 
 
-# -- request helpers ---------------------------------------------------------------------
+# -- request context ---------------------------------------------------------------------
 
 
 def current_principal() -> Principal | None:

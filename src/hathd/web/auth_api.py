@@ -98,10 +98,10 @@ def blueprint(auth: WebAuth) -> Blueprint:
 
     async def start_session(user: accounts.User) -> accounts.NewSession:
         ip = client_address(request.scope)
-        agent = request.headers.get("User-Agent", "")
+        user_agent = request.headers.get("User-Agent", "")
         now = auth.clock()
         return await auth.store.write(
-            lambda conn: accounts.create_session(conn, user.id, ip, agent, now)
+            lambda conn: accounts.create_session(conn, user.id, ip, user_agent, now)
         )
 
     @bp.post("/api/v1/auth/setup")

@@ -61,7 +61,7 @@ class ConfigFiles:
     environ: Mapping[str, str] = attrs.field(factory=lambda: dict(os.environ))
 
 
-# -- pure helpers ------------------------------------------------------------------------
+# -- pure functions ----------------------------------------------------------------------
 
 
 def secret_paths(obj: Any = None, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
