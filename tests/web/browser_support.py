@@ -168,8 +168,14 @@ def screenshot(driver: WebDriver, tmp: Path, name: str) -> Path:
 
 
 def console_errors(driver: WebDriver) -> list[str]:
-    """The browser console's SEVERE entries (CSP refusals, script errors)."""
-    return [e["message"] for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+    """The browser console's SEVERE entries (CSP refusals, script errors), less the 404s of
+    API probes for subsystems that are off (the pages ask, then say "not enabled")."""
+    return [
+        e["message"]
+        for e in driver.get_log("browser")
+        if e.get("level") == "SEVERE"
+        and "the server responded with a status of 404" not in e["message"]
+    ]
 
 
 class SlowFiles:

@@ -186,6 +186,13 @@ async function loadOverview() {
   }
   const node = status.services.find((s) => s.name.startsWith("hath"));
   facts($("#node"), node ? [["service", node.state], ...flatten(node.statistics)] : [["State", "off"]]);
+  for (const [id, path] of [["#fanfic", "/api/v1/fanfic/status"], ["#q4d", "/api/v1/q4d/status"]]) {
+    try {
+      facts($(id), flatten(await api("GET", path)).slice(0, 14));
+    } catch (err) {
+      facts($(id), [["State", err.status === 404 ? "not enabled" : err.message]]);
+    }
+  }
   try {
     const q = await api("GET", "/api/v1/queue");
     counters($("#counters"), q.statistics, q.paused);
@@ -281,6 +288,7 @@ function resultLink(job) {
 }
 
 async function loadQueue() {
+  if (dragged) return; /* the drop saves the order and reloads */
   const [pending, active, done, failed, q] = await Promise.all([
     api("GET", "/api/v1/jobs?state=queued,waiting,paused&limit=1000"),
     api("GET", "/api/v1/jobs?state=running&limit=1000"),
@@ -320,9 +328,10 @@ async function saveOrder() {
   await loadQueue();
 }
 
-function initReorder(reload) {
+let dragged = null; /* the pending row being dragged: live reloads wait until it is dropped */
+
+function initReorder() {
   const list = $("#pending");
-  let dragged = null;
   list.addEventListener("dragstart", (ev) => {
     dragged = ev.target.closest("li");
     if (!dragged) return;
@@ -360,13 +369,12 @@ function initReorder(reload) {
     handle.focus();
     saveOrder();
   });
-  void reload;
 }
 
 function initQueue() {
   const reload = debounce(() => loadQueue().catch((e) => flash(e.message)), 250);
   loadQueue().catch((e) => flash(e.message));
-  initReorder(reload);
+  initReorder();
   $("#queue-pause").addEventListener("click", () => api("POST", "/api/v1/queue/pause").then(reload, (e) => flash(e.message)));
   $("#queue-resume").addEventListener("click", () => api("POST", "/api/v1/queue/resume").then(reload, (e) => flash(e.message)));
   $("#clear-done").addEventListener("click", () => api("DELETE", "/api/v1/jobs?state=done").then(reload, (e) => flash(e.message)));
