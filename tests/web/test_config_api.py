@@ -142,3 +142,17 @@ async def test_lone_surrogate_in_config_is_refused(tmp_path: Path) -> None:
         )
         assert (reply.status_code, reply.json()["code"]) == (400, "invalid")
         assert (tmp_path / "hathd.toml").read_text() == CONFIG
+
+
+async def test_the_body_of_get_can_be_sent_back(tmp_path: Path) -> None:
+    async with running_node(tmp_path, CONFIG) as node, node.bearer() as admin:
+        shown = (await admin.get("/api/v1/config")).json()
+        assert shown["daemon"]["state_dir"] is None
+        shown["daemon"]["shutdown_grace"] = 7.0
+        reply = await admin.put("/api/v1/config", json={"config": shown})
+        assert reply.status_code == 200, reply.text
+        written = tomllib.loads((tmp_path / "hathd.toml").read_text())
+        assert written["daemon"]["shutdown_grace"] == 7.0
+        assert "state_dir" not in written["daemon"]
+        assert written["hath"]["client_key"] == "s3cret-client-key"
+        assert "password" not in written["mqtt"]

@@ -6,7 +6,8 @@
 - ``POST /api/v1/config/validate`` (admin) ``{"config": {...}}`` — ``{"ok": bool,
   "problems": [{"key", "message"}], "restart_required": [keys]}``; nothing is written.
 - ``PUT /api/v1/config`` (admin) ``{"config": {...}}`` — replaces the file's content. A secret
-  sent back as ``"***"`` keeps the file's value. The file is backed up first, then written
+  sent back as ``"***"`` keeps the file's value; a ``null`` leaves its key unset (default). The
+  file is backed up first, then written
   atomically (temporary file, fsync, rename; mode 0600) and the daemon reloads it as on
   SIGHUP. ``200 {"ok": true, "backup": id, "restart_required": [keys]}``; ``400`` code
   ``invalid`` with ``problems``; ``409`` code ``no_config_file`` when hathd runs without a
@@ -107,6 +108,16 @@ def merge_secrets(new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
         else:
             parent[path[-1]] = source
     return merged
+
+
+def drop_nulls(data: Any) -> Any:
+    """``data`` without the keys whose value is ``null`` (TOML has no null: an unset key keeps
+    its default), at every depth, so the body of ``GET`` can be sent back as it is."""
+    if isinstance(data, dict):
+        return {k: drop_nulls(v) for k, v in data.items() if v is not None}
+    if isinstance(data, list):
+        return [drop_nulls(v) for v in data]
+    return data
 
 
 def _copy(data: Any) -> Any:
@@ -241,7 +252,7 @@ def blueprint(rt: Runtime, files: ConfigFiles) -> Blueprint:
             return error(400, "bad_request", "the body must be a JSON object")
         if not isinstance(body, dict) or not isinstance(body.get("config"), dict):
             return error(400, "bad_request", 'the body must be {"config": {...}}')
-        config: dict[str, Any] = body["config"]
+        config: dict[str, Any] = drop_nulls(body["config"])
         return config
 
     def no_file() -> Response:
