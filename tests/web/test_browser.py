@@ -130,19 +130,23 @@ def test_queue_reorder_by_drag_and_keyboard(
     wait_for(browser, lambda d: api_pending(node) == dragged, "the drag reordered the queue")
     wait_for(browser, lambda d: pending_order(d) == dragged, "the page shows the new order")
 
-    # keyboard: focus the first job's handle (ids[3]) and press ArrowDown twice
-    handle = browser.find_element(By.CSS_SELECTOR, f'#pending li[data-id="{ids[3]}"] .handle')
-    handle.send_keys(Keys.ARROW_DOWN)
-    moved_once = [ids[0], ids[3], ids[1], ids[2]]
-    wait_for(browser, lambda d: api_pending(node) == moved_once, "ArrowDown moved the job")
-    wait_for(browser, lambda d: pending_order(d) == moved_once, "the page follows")
-    focused = browser.switch_to.active_element
-    assert focused.get_attribute("class") == "handle", "the moved handle keeps the focus"
-    focused.send_keys(Keys.ARROW_DOWN)
-    moved_twice = [ids[0], ids[1], ids[3], ids[2]]
-    wait_for(browser, lambda d: api_pending(node) == moved_twice, "a second ArrowDown")
-    browser.switch_to.active_element.send_keys(Keys.ARROW_UP)
-    wait_for(browser, lambda d: api_pending(node) == moved_once, "ArrowUp moves it back")
+    # keyboard: focus the first job's handle (ids[3]), ArrowDown twice, then ArrowUp
+    for key, expected in (
+        (Keys.ARROW_DOWN, [ids[0], ids[3], ids[1], ids[2]]),
+        (Keys.ARROW_DOWN, [ids[0], ids[1], ids[3], ids[2]]),
+        (Keys.ARROW_UP, [ids[0], ids[3], ids[1], ids[2]]),
+    ):
+        handle = browser.find_element(By.CSS_SELECTOR, f'#pending li[data-id="{ids[3]}"] .handle')
+        handle.send_keys(key)
+        wait_for(browser, lambda d, e=expected: api_pending(node) == e, "the key moved the job")
+        wait_for(browser, lambda d, e=expected: pending_order(d) == e, "the page follows")
+        wait_for(
+            browser,
+            lambda d: (d.switch_to.active_element.get_attribute("aria-label") or "").startswith(
+                f"Move {slow.url}?n=3 "
+            ),
+            "the moved job's handle keeps the focus",
+        )
     wait_for(
         browser,
         lambda d: (
@@ -262,6 +266,25 @@ def test_other_pages_render(browser: WebDriver, node: Hathd, shots: Path) -> Non
         browser, lambda d: "big.bin" in d.find_element(By.ID, "recent").text, "recent work listed"
     )
     screenshot(browser, shots, "work")
+    # a phone-sized window: everything fits its width (no sideways scrolling)
+    browser.set_window_size(390, 844)
+    try:
+        for path in ("/", "/queue", "/work", "/settings"):
+            browser.get(node.url + path)
+            wait_for(
+                browser,
+                lambda d, p=path: p == "/settings" or d.find_element(By.ID, "live").text == "Live",
+                "loaded",
+            )
+            overflow = browser.execute_script(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            assert overflow <= 0, f"{path} is {overflow} px wider than a 390 px window"
+        browser.get(node.url + "/queue")
+        wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#done li"), "jobs listed")
+        screenshot(browser, shots, "queue-narrow")
+    finally:
+        browser.set_window_size(1280, 900)
     browser.get(node.url + "/library")
     state = browser.find_element(By.ID, "library-state")
     wait_for(browser, lambda d: "not enabled" in state.text, "the library says it is off")

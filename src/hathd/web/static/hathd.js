@@ -296,8 +296,12 @@ async function loadQueue() {
     api("GET", "/api/v1/jobs?state=failed,cancelled&limit=50"),
     api("GET", "/api/v1/queue"),
   ]);
-  const focusId = document.activeElement && document.activeElement.closest("#pending li")
-    ? document.activeElement.closest("li").dataset.id : null;
+  /* a re-render keeps the keyboard on the handle it was on (also when an earlier re-render
+     already dropped the focus to the body) */
+  const focused = document.activeElement;
+  const inList = focused && focused.closest ? focused.closest("#pending li") : null;
+  if (inList) lastHandle = inList.dataset.id;
+  const focusId = inList || focused === document.body ? lastHandle : null;
   $("#pending").replaceChildren(...pending.jobs.map(pendingRow));
   $("#active").replaceChildren(...active.jobs.map(activeRow));
   $("#done").replaceChildren(...done.jobs.map(doneRow));
@@ -328,6 +332,7 @@ async function saveOrder() {
   await loadQueue();
 }
 
+let lastHandle = null; /* the id of the pending row whose handle had the focus last */
 let dragged = null; /* the pending row being dragged: live reloads wait until it is dropped */
 
 function initReorder() {
