@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -62,6 +63,13 @@ def pending_order(driver: WebDriver) -> list[str]:
         li.get_attribute("data-id") or ""
         for li in driver.find_elements(By.CSS_SELECTOR, "#pending > li")
     ]
+
+
+def press(driver: WebDriver, selector: str, key: str) -> bool:
+    """Send ``key`` to the element at ``selector`` (raises StaleElementReference when the
+    element was replaced meanwhile; :func:`wait_for` then tries again)."""
+    driver.find_element(By.CSS_SELECTOR, selector).send_keys(key)
+    return True
 
 
 def api_pending(node: Hathd) -> list[str]:
@@ -136,8 +144,12 @@ def test_queue_reorder_by_drag_and_keyboard(
         (Keys.ARROW_DOWN, [ids[0], ids[1], ids[3], ids[2]]),
         (Keys.ARROW_UP, [ids[0], ids[3], ids[1], ids[2]]),
     ):
-        handle = browser.find_element(By.CSS_SELECTOR, f'#pending li[data-id="{ids[3]}"] .handle')
-        handle.send_keys(key)
+        # a live re-render may replace the row between finding and pressing: press again then
+        wait_for(
+            browser,
+            lambda d, k=key: press(d, f'#pending li[data-id="{ids[3]}"] .handle', k),
+            "key pressed",
+        )
         wait_for(browser, lambda d, e=expected: api_pending(node) == e, "the key moved the job")
         wait_for(browser, lambda d, e=expected: pending_order(d) == e, "the page follows")
         wait_for(
@@ -255,13 +267,38 @@ def test_settings_validation_error_and_backup_restore(
         "the form shows the restored value",
     )
     screenshot(browser, shots, "settings")
+
+    # an API key: created (shown once), listed, usable, revoked
+    browser.find_element(By.ID, "key-name").send_keys("backup script")
+    browser.find_element(By.CSS_SELECTOR, "#key-form button[type=submit]").click()
+    shown = wait_for(
+        browser,
+        lambda d: d.find_element(By.CSS_SELECTOR, "#key-new code").text,
+        "the new key is shown",
+    )
+    wait_for(browser, lambda d: "backup script" in d.find_element(By.ID, "keys").text, "listed")
+    with httpx.Client(base_url=node.url, headers={"Authorization": f"Bearer {shown}"}) as api:
+        assert api.get("/api/v1/queue").status_code == 200
+        browser.find_element(
+            By.XPATH, "//table[@id='keys']//tr[td[1][text()='backup script']]//button"
+        ).click()
+        wait_for(
+            browser, lambda d: "backup script" not in d.find_element(By.ID, "keys").text, "revoked"
+        )
+        assert api.get("/api/v1/queue").status_code == 401
     # the refused PUT is the only error the console saw
     errors = console_errors(browser)
     assert all("/api/v1/config - " in e and "status of 400" in e for e in errors), errors
 
 
-def test_other_pages_render(browser: WebDriver, node: Hathd, shots: Path) -> None:
+def test_other_pages_render(browser: WebDriver, node: Hathd, slow: SlowFiles, shots: Path) -> None:
     browser.get(node.url + "/work")
+    wait_for(browser, lambda d: d.find_element(By.ID, "live").text == "Live", "WebSocket open")
+    browser.find_element(By.ID, "add-target").send_keys(f"{slow.url}?from=form")
+    browser.find_element(By.CSS_SELECTOR, "#add-form button[type=submit]").click()
+    wait_for(
+        browser, lambda d: "big.bin?from=form" in d.find_element(By.ID, "recent").text, "added"
+    )
     wait_for(
         browser, lambda d: "big.bin" in d.find_element(By.ID, "recent").text, "recent work listed"
     )
