@@ -6,6 +6,7 @@ The interpreter is ``$HATHD_PYTHON`` when set (``scripts/test`` sets it), else `
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import nox
@@ -60,6 +61,8 @@ def screenshots(session: nox.Session) -> None:
         "tests/web/test_browser.py",
         "-p",
         "no:cacheprovider",
+        # a short, neutral temporary path: the pages show where downloads landed
+        f"--basetemp={Path(tempfile.gettempdir()) / 'hathd-screenshots'}",
         *session.posargs,
         env={"HATHD_SCREENSHOTS": str(folder)},
     )
