@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from hathd.admin.app import create_app
 from hathd.config import structure
-from hathd.daemon import load_plugins
+from hathd.daemon import default_plugins
 from hathd.engine import Engine
 from hathd.engine.download import download_spec
 from hathd.errors import UnencodableText
@@ -87,7 +87,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             }
         )
         async with open_runtime(config, state) as rt, trio.open_nursery() as nursery:
-            plugins = load_plugins()
+            plugins = default_plugins()
             enabled = [p for p in plugins if p.enabled(config)]
             assert {p.name for p in enabled} == {p.name for p in plugins}
             for plugin in enabled:

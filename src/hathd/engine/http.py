@@ -314,4 +314,34 @@ def make_blueprint(engine: Engine) -> Blueprint:
         await engine.resume_queue()
         return {"paused": sorted(engine.queue_paused)}
 
+    @bp.post("/api/v1/queue/reorder")
+    async def reorder_queue() -> dict[str, Any]:
+        """``{"item_ids": [id, ...]}``: the given pending jobs take the places they hold
+        between them, in the given order (the web queue page's drag and drop). Replies
+        ``{"item_ids": [...]}``, the pending jobs' ids in queue order afterwards."""
+        body = await _json_body()
+        if not isinstance(body, dict) or set(body) != {"item_ids"}:
+            raise BadRequest("item_ids", 'the body must be {"item_ids": [...]}')
+        ids = body["item_ids"]
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise BadRequest("item_ids", "must be a list of job ids")
+        if len(set(ids)) != len(ids):
+            raise BadRequest("item_ids", "a job id is given twice")
+        order = await _pending_ids(engine)
+        missing = [i for i in ids if i not in order]
+        if missing:
+            raise JobConflict(f"job {missing[0]} is not pending; only pending jobs can be moved")
+        slots = sorted(order.index(i) for i in ids)
+        for job_id, slot in zip(ids, slots, strict=True):
+            await engine.move_job(job_id, how="set", position=slot)
+        return {"item_ids": await _pending_ids(engine)}
+
     return bp
+
+
+async def _pending_ids(engine: Engine) -> list[str]:
+    """Ids of the queued, waiting and paused jobs in queue order."""
+    jobs, _total = await engine.list_jobs(
+        states=["queued", "waiting", "paused"], limit=MAX_BATCH, offset=0
+    )
+    return [j.id for j in jobs]
