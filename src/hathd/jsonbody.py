@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, ClassVar
+from typing import Any
 
 from quart import g, request
 
@@ -31,8 +31,6 @@ MAX_DEPTH = 64
 class MalformedBody(InvalidInput):
     """A request body that is not acceptable; ``field`` names the offending part (``body``,
     ``jobs[1].timeout``) and the message reads ``"<field>: <reason>"``."""
-
-    code: ClassVar[str] = "malformed_body"
 
 
 class _NonFinite:
@@ -97,17 +95,25 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 """The methods whose body :func:`check_body` reads."""
 
 
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+"""Content types of HTML form bodies, which :func:`check_body` leaves to the form parser."""
+
+
 async def check_body() -> None:
     """Read the current request's body (``POST``/``PUT``/``PATCH``/``DELETE``) and check that
     it is empty or strict JSON; the data stays cached for the route's :func:`read_json`.
     Called by the admin app before every route, so a route that ignores its body still refuses
-    a malformed one and never leaves it unread on the connection.
+    a malformed one and never leaves it unread on the connection. An HTML form's body
+    (``application/x-www-form-urlencoded`` or ``multipart/form-data``: the web pages' forms)
+    is read but left to the form parser.
 
     :raises MalformedBody: see :func:`parse_json`.
     """
     if request.method not in BODY_METHODS:
         return
-    data = await request.get_data()
+    data = await request.get_data(cache=True)
+    if request.mimetype in FORM_TYPES:
+        return
     if data and data.strip():
         g.hathd_body = parse_json(data)  # parsed once: read_json takes it from here
 

@@ -13,7 +13,7 @@ import trio
 
 from hathd import config as config_mod
 from hathd.daemon import Daemon
-from hathd.engine.plugin import PLUGIN as ENGINE
+from hathd.engine.plugin import EnginePlugin
 
 PASSWORD = "correct horse battery"
 
@@ -51,7 +51,9 @@ async def running_node(tmp_path: Path, config_text: str | None = None) -> AsyncI
     environ = {"HATHD_ADMIN__PORT": "0"}
     cfg = config_mod.load(config_path, environ=environ)
     state_dir = tmp_path / "state"
-    daemon = Daemon(cfg, state_dir, config_path=config_path, plugins=[ENGINE], environ=environ)
+    daemon = Daemon(
+        cfg, state_dir, config_path=config_path, plugins=[EnginePlugin()], environ=environ
+    )
     async with trio.open_nursery() as nursery:
         await nursery.start(daemon.run)
         url = next(u for u in daemon.admin_urls if not u.startswith("http://unix:"))

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from hathd.admin.app import create_app
-from hathd.engine.plugin import PLUGIN as ENGINE
+from hathd.engine.plugin import EnginePlugin
 from hathd.web import accounts
 from hathd.web.auth import COOKIE
 from hathd.web.security import CSP
@@ -24,7 +24,7 @@ def _routes(node: Node) -> list[tuple[str, str, str | None]]:
     """Every (method, path, scope needed or None when public) of the app the daemon serves,
     parameters filled in."""
     assert node.daemon.rt is not None
-    app = create_app(node.daemon.rt, "unused", [ENGINE])
+    app = create_app(node.daemon.rt, "unused", [EnginePlugin()])
     found = []
     for rule in app.url_map.iter_rules():
         if rule.endpoint.split(".")[-1] == "static" or rule.websocket:

@@ -140,7 +140,7 @@ async def test_lone_surrogate_in_config_is_refused(tmp_path: Path) -> None:
             content=b'{"config": {"daemon": {"log_level": "\\ud800"}}}',
             headers={"Content-Type": "application/json"},
         )
-        assert (reply.status_code, reply.json()["code"]) == (400, "invalid")
+        assert (reply.status_code, reply.json()["code"]) == (400, "invalid_input")
         assert (tmp_path / "hathd.toml").read_text() == CONFIG
 
 

@@ -408,11 +408,11 @@ function initQueue() {
 
 /* -- library -------------------------------------------------------------------------- */
 
-async function initLibrary() {
+async function loadLibrary() {
   const state = $("#library-state");
   let data;
   try {
-    data = await api("GET", "/api/v1/anime/series");
+    data = await api("GET", "/api/v1/anime");
   } catch (err) {
     state.textContent = err.status === 404
       ? "The anime library is not enabled on this node." : `The library is unavailable: ${err.message}`;
@@ -420,9 +420,50 @@ async function initLibrary() {
   }
   const series = data.series || [];
   state.textContent = series.length ? `${series.length} series` : "The library is empty.";
-  $("#series").replaceChildren(...series.map((s) => el("li", { class: "tile" },
-    el("strong", { text: s.title || s.name || s.id }),
-    el("span", { text: [s.episodes !== undefined ? `${s.episodes} episodes` : "", s.status || ""].filter(Boolean).join(" · ") }))));
+  $("#series").replaceChildren(...series.map((s) => {
+    const follow = el("button", { type: "button", class: "small", text: s.followed ? "Unfollow" : "Follow" });
+    follow.addEventListener("click", async () => {
+      try { await api("POST", `/api/v1/anime/${encodeURIComponent(s.key)}/follow`, { follow: !s.followed }); }
+      catch (e) { flash(e.message); }
+      loadLibrary();
+    });
+    const fill = el("button", { type: "button", class: "small", text: "Queue missing", disabled: !s.missing });
+    fill.addEventListener("click", async () => {
+      try {
+        const r = await api("POST", `/api/v1/anime/${encodeURIComponent(s.key)}/queue`, {});
+        flash(`${(r.jobs || []).length} episode(s) queued`, "info");
+      } catch (e) { flash(e.message); }
+      loadLibrary();
+    });
+    const facts = [s.year || "", s.status || "", `${s.present} on disk`, `${s.missing} missing`,
+      s.followed ? "followed" : ""].filter(Boolean).join(" · ");
+    return el("li", { class: "tile", "data-key": s.key },
+      el("strong", { text: s.name || s.key }), el("span", { text: facts }), follow, fill);
+  }));
+}
+
+async function initLibrary() {
+  await loadLibrary();
+  const form = $("#anime-search");
+  if (!form) return;
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const text = $("#anime-keyword").value.trim();
+    if (!text) return;
+    try {
+      const r = await api("POST", "/api/v1/anime/search", { text });
+      const hits = r.results || r.matches || [];
+      $("#anime-hits").replaceChildren(...hits.map((h) => {
+        const add = el("button", { type: "button", class: "small", text: "Add" });
+        add.addEventListener("click", async () => {
+          try { await api("POST", "/api/v1/anime", { ref: h.url || h.key, site: h.site, follow: true, queue: false }); flash("added", "info"); }
+          catch (e) { flash(e.message); }
+          loadLibrary();
+        });
+        return el("li", {}, el("span", { text: `${h.name || h.title || h.key} ` }), add);
+      }));
+    } catch (e) { flash(e.message); }
+  });
 }
 
 /* -- uploads, fanfiction, transfers --------------------------------------------------- */
