@@ -7,6 +7,7 @@ The interpreter is ``$HATHD_PYTHON`` when set (``scripts/test`` sets it), else `
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import nox
@@ -49,3 +50,22 @@ def bench(session: nox.Session) -> None:
     Path("bench/results").mkdir(parents=True, exist_ok=True)
     for script in sorted(Path("bench").glob("bench_*.py")):
         session.run("python", str(script), *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def screenshots(session: nox.Session) -> None:
+    """The browser tests (headless Debian chromium), saving their screenshots of the web pages
+    into docs/images/web/ for docs/web.md."""
+    session.install("-e", ".[test]")
+    folder = Path("docs/images/web").resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    session.run(
+        "pytest",
+        "tests/web/test_browser.py",
+        "-p",
+        "no:cacheprovider",
+        # a short, neutral temporary path: the pages show where downloads landed
+        f"--basetemp={Path(tempfile.gettempdir()) / 'hathd-screenshots'}",
+        *session.posargs,
+        env={"HATHD_SCREENSHOTS": str(folder)},
+    )

@@ -181,6 +181,9 @@ async def config_reference() -> None:
 
 
 def _add_plugin_commands() -> None:
+    from hathd.web.cli import keys
+
+    cli.add_command(keys)
     for plugin in default_plugins():
         for command in plugin.cli():
             cli.add_command(command)

@@ -50,6 +50,7 @@ from hathd.reload import plan_reload
 from hathd.runtime import BasePlugin, Plugin, Runtime, default_state_dir, open_runtime
 from hathd.sdnotify import sd_notify, watchdog_period
 from hathd.supervisor import ServiceSpec
+from hathd.web.setupcode import issue_setup_code
 
 log = logging.getLogger(__name__)
 
@@ -185,11 +186,27 @@ class Daemon:
                 else rt.paths.token_file
             )
             token = await trio.to_thread.run_sync(ensure_token, token_path)
+            setup_code = await issue_setup_code(rt.store, rt.paths.state_dir)
+            if setup_code is not None:
+                log.warning(
+                    "no admin yet: claim this node in the web pages (/setup) from this host, "
+                    "or from elsewhere with the setup code %s (also in %s)",
+                    setup_code,
+                    rt.paths.state_dir / "setup-code",
+                )
             enabled = [p for p in self.plugins if p.enabled(self.config)]
             self._enabled = {p.name for p in enabled}
             for plugin in enabled:
                 await plugin.setup(rt)
-            app = create_app(rt, token, enabled, self.plugins)
+            app = create_app(
+                rt,
+                token,
+                enabled,
+                self.plugins,
+                config_path=self.config_path,
+                reload=partial(self._reload, rt),
+                environ=self.environ,
+            )
             async with trio.open_nursery() as root:
                 root.start_soon(self._signals, rt)
                 admin_stop = trio.Event()

@@ -10,6 +10,8 @@ prints the message. Codes never change once published; a new class gets a new co
     HathdError                      error               base of every error hathd raises on purpose
     ├── ConfigError                 invalid_config      a configuration file or value is invalid
     ├── StoreError                  store_error         the SQLite store failed or is closed
+    │   └── UnencodableText         unencodable_text    text that is not UTF-8 (a lone
+    │                                                   surrogate; a ValueError): not written
     ├── JobError                    job_error           raised by job handlers; the engine
     │   │                                               classifies the outcome
     │   ├── RetryableError          retryable           network trouble, 429/5xx, a lock held
@@ -55,6 +57,13 @@ class StoreError(HathdError):
     """The store is closed or a statement failed in the writer thread."""
 
     code: ClassVar[str] = "store_error"
+
+
+class UnencodableText(StoreError, ValueError):
+    """A value to store holds text that is not encodable as UTF-8 (a lone surrogate such as
+    ``"\\ud800"``); nothing of the write was kept."""
+
+    code: ClassVar[str] = "unencodable_text"
 
 
 class JobError(HathdError):

@@ -9,7 +9,9 @@ arguments (docs/architecture.md, "Wiring").
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
+import stat
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
     from quart import Blueprint
 
     from hathd.engine.core import Engine
+
+log = logging.getLogger(__name__)
 
 
 def default_state_dir(environ: dict[str, str] | None = None) -> Path:
@@ -170,8 +174,21 @@ class BasePlugin:
         subsystem reads ``rt.config`` where it can and the rest waits for a restart."""
 
 
+STATE_DIR_MODE = 0o700
+"""The state directory's mode: it holds the database, the token and the admin socket."""
+
+
 def _make_dirs(paths: Paths) -> None:
-    paths.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    paths.state_dir.mkdir(parents=True, exist_ok=True, mode=STATE_DIR_MODE)
+    mode = stat.S_IMODE(paths.state_dir.stat().st_mode)
+    if mode != STATE_DIR_MODE:
+        os.chmod(paths.state_dir, STATE_DIR_MODE)
+        log.warning(
+            "state directory %s had mode %04o; set to %04o",
+            paths.state_dir,
+            mode,
+            STATE_DIR_MODE,
+        )
     for folder in (paths.tmp, paths.downloads):
         folder.mkdir(parents=True, exist_ok=True)
 

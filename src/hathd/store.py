@@ -20,8 +20,10 @@ the ``schema_versions`` table.
 
 from __future__ import annotations
 
+import os
 import queue
 import sqlite3
+import stat
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -31,7 +33,7 @@ from typing import Any
 import attrs
 import trio
 
-from hathd.errors import StoreError
+from hathd.errors import StoreError, UnencodableText
 
 Migration = str | Callable[[sqlite3.Connection], None]
 """One schema step: SQL text (may hold several statements) or a function of the connection."""
@@ -55,6 +57,33 @@ class StoreStatistics:
     batches: int
     max_batch: int
     queued: int
+
+
+DB_FILE_MODE = 0o600
+"""The mode of the database file and of its ``-wal`` and ``-shm`` companions."""
+
+
+def _restrict_modes(path: Path) -> None:
+    """Create ``path`` if absent and give it and its ``-wal``/``-shm`` files
+    :data:`DB_FILE_MODE` (SQLite creates the companions with the database file's mode)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, DB_FILE_MODE)
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) != DB_FILE_MODE:
+            os.fchmod(fd, DB_FILE_MODE)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        companion = path.with_name(path.name + suffix)
+        try:
+            if stat.S_IMODE(companion.lstat().st_mode) != DB_FILE_MODE:
+                os.chmod(companion, DB_FILE_MODE, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+
+
+def _unencodable(exc: UnicodeEncodeError) -> UnencodableText:
+    bad = exc.object[exc.start : exc.end] if isinstance(exc.object, str) else ""
+    return UnencodableText(f"text not encodable as UTF-8 ({bad!r} at {exc.start}): {exc.reason}")
 
 
 def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
@@ -112,11 +141,13 @@ class Store:
         def run() -> None:
             conn: sqlite3.Connection | None = None
             try:
+                _restrict_modes(self.path)
                 conn = _connect(self.path, readonly=False)
                 conn.execute(
                     "CREATE TABLE IF NOT EXISTS schema_versions ("
                     "component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
                 )
+                _restrict_modes(self.path)
             except BaseException as exc:
                 if conn is not None:
                     conn.close()
@@ -211,6 +242,8 @@ class Store:
         SAVEPOINT: if it raises, only its changes roll back and the error is re-raised here.
         The wait is shielded from cancellation (the write happens regardless).
 
+        :raises UnencodableText: ``fn`` bound text that is not encodable as UTF-8 (a lone
+            surrogate); its changes rolled back, the store goes on.
         :raises StoreError: the store is closed or the COMMIT failed.
         """
         if self._closed:
@@ -223,6 +256,8 @@ class Store:
                 await pending.done.wait()
         finally:
             self._queued -= 1
+        if isinstance(pending.error, UnicodeEncodeError):
+            raise _unencodable(pending.error) from pending.error
         if pending.error is not None:
             raise pending.error
         value: T = pending.value
@@ -233,7 +268,10 @@ class Store:
         return await self.write(lambda conn: conn.execute(sql, params).rowcount)
 
     async def read[T](self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn(conn)`` on a read-only connection in a worker thread and return its value."""
+        """Run ``fn(conn)`` on a read-only connection in a worker thread and return its value.
+
+        :raises UnencodableText: ``fn`` bound text that is not encodable as UTF-8.
+        """
         if self._closed:
             raise StoreError("store is closed")
 
@@ -241,6 +279,8 @@ class Store:
             conn = self._readers.get()
             try:
                 return fn(conn)
+            except UnicodeEncodeError as exc:
+                raise _unencodable(exc) from exc
             finally:
                 self._readers.put(conn)
 

@@ -14,13 +14,14 @@ import attrs
 import trio
 from hypercorn.config import Config as HyperConfig
 from hypercorn.trio import serve
-from quart_trio import QuartTrio
 
+from hathd.admin.app import create_app
 from hathd.clictx import CliContext
 from hathd.config import Config
 from hathd.engine import running_engine
 from hathd.engine.config import EngineConfig, RetryPresetConfig
 from hathd.engine.core import Engine
+from hathd.engine.plugin import EnginePlugin
 from hathd.recipes.config import RecipesConfig
 from hathd.recipes.plugin import RecipesPlugin
 from hathd.recipes.uploads import Uploads
@@ -65,15 +66,14 @@ async def upload_stack(
     )
     try:
         async with open_runtime(config, state) as rt, running_engine(rt):
+            engine_plugin = EnginePlugin()
             plugin = RecipesPlugin()
             await plugin.setup(rt)
             uploads = plugin.uploads
             assert uploads is not None
             await uploads.posts.release_ready()
-            blueprint = plugin.blueprint(rt)
-            assert blueprint is not None
-            app = QuartTrio("hathd-test-admin")
-            app.register_blueprint(blueprint)
+            # the real admin app (its body reader and error handlers): job and recipes routes
+            app = create_app(rt, "unused-token", [engine_plugin, plugin])
             hyper = HyperConfig()
             hyper.bind = [f"unix:{rt.paths.socket}"]
             hyper.accesslog = None

@@ -74,7 +74,7 @@ def handler_for(server: FileServer, tmp: Path, **kw: Any) -> TransferHandler:
         "sftp_connect_program": ssh_connect_program(tmp),
     }
     options.update(kw)
-    return TransferHandler(Q4DConfig(**options))
+    return TransferHandler(Q4DConfig(**options), roots=[tmp])
 
 
 def same_tree(a: Path, b: Path) -> bool:

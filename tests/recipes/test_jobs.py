@@ -248,7 +248,7 @@ async def test_api_rejects_bad_submissions(imx: FakeImx, images: list[Path]) -> 
             400,
             "'priority' must be an integer",
         ),
-        ([1, 2], 400, "expected a JSON object"),
+        ([1, 2], 400, "must be a JSON object"),
     ]
     txt = images[0].parent / "readme.txt"
     txt.write_text("x")
@@ -394,3 +394,35 @@ async def test_a_job_whose_file_left_the_roots_fails_without_a_request(
     assert final.state is JobState.FAILED
     assert "outside the upload roots" in (final.error or "")
     assert imx.requests == []
+
+
+async def test_direct_upload_jobs_are_checked_at_submit(imx: FakeImx, images: list[Path]) -> None:
+    """An ``upload`` job sent to ``POST /api/v1/jobs`` (not through ``/api/v1/uploads``) gets
+    the same path checks, answered 400 naming the field."""
+    txt = images[0].parent / "notes.txt"
+    txt.write_text("x")
+    cases = [
+        ({"service": "imx.to", "path": "relative.jpg"}, "path", "absolute"),
+        ({"service": "imx.to", "path": str(images[0].parent / "gone.jpg")}, "path", "no such"),
+        ({"service": "imx.to", "path": str(txt)}, "path", "accepts only"),
+        ({"service": "imx.to", "path": str(images[0].parent)}, "path", "not a file"),
+        ({"service": "nope.example", "path": str(images[0])}, "service", "nope.example"),
+        ({"path": str(images[0])}, "service", "recipe"),
+    ]
+    async with (
+        upload_stack(services_config(imx_to=imx.base_url)) as stack,
+        AdminClient(stack.rt.paths.socket) as admin,
+    ):
+        await admin.post("/api/v1/queue/pause")
+        for params, field, message in cases:
+            body = {"kind": "upload", "target": "x", "domain": "imx.to", "params": params}
+            with pytest.raises(AdminError) as caught:
+                await admin.post("/api/v1/jobs", body)
+            assert caught.value.status == 400, params
+            assert caught.value.body["field"] == field, caught.value.body
+            assert message in caught.value.body["error"], caught.value.body
+        good = {"service": "imx.to", "path": str(images[0])}
+        reply = await admin.post(
+            "/api/v1/jobs", {"kind": "upload", "target": "x", "domain": "imx.to", "params": good}
+        )
+        assert reply["created"] is True

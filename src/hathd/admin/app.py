@@ -6,21 +6,25 @@ Routes of the core (plugins add their own through blueprints):
   It needs no token: it tells nothing but up or down.
 - ``GET /api/v1/status`` — version, pid, uptime (s), state directory, every service's state,
   restarts, last error and ``statistics()``, plus the store's and the bus's counters.
-- ``GET /api/v1/config`` — the effective configuration, secrets redacted.
+- ``/api/v1/config`` — the configuration (see :mod:`hathd.web.config_api`).
 - ``GET /metrics`` — Prometheus text format (see :mod:`hathd.admin.metrics`).
 - ``WS /api/v1/ws?rooms=jobs,progress`` — events of the chosen rooms (default: all) as JSON
   text frames, one :meth:`hathd.events.Event.to_json` each; a ``lagged`` event ends a stream
   that fell behind. The first frame is a ``hello`` with the current service records.
 
-Authentication: a request that arrived over TCP must carry ``Authorization: Bearer <token>``
-(for a WebSocket, ``?token=<token>`` is accepted too, as browsers cannot set headers); the
-comparison is constant-time. Requests over the unix socket are trusted: the socket's file mode
-(0600, in a 0700 state directory) is the access control.
+Authentication and the configuration routes are :mod:`hathd.web`'s: requests over the unix
+socket are trusted (the socket's file mode, 0600 in a 0700 state directory, is the access
+control); a TCP request carries ``Authorization: Bearer <key>`` (an API key; the ``admin.token``
+file's token is one admin key; a WebSocket may pass ``?token=<key>``) or a session cookie of
+the web pages. See docs/web.md.
+
+Request bodies are read by :mod:`hathd.jsonbody`: the body of every ``POST``/``PUT``/
+``PATCH``/``DELETE`` request is read and checked as strict JSON before its route runs (also on
+routes that take no body), and a malformed one is answered ``400 {"error", "field"}``.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import os
 import time
@@ -28,35 +32,38 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import trio
-from quart import Response, request, websocket
+from quart import Response, websocket
 from quart.wrappers.base import ClientDisconnectedError
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 import hathd
 from hathd.admin.metrics import render_metrics
-from hathd.config import unstructure_redacted
+from hathd.errors import UnencodableText
 from hathd.events import ROOMS
+from hathd.jsonbody import MalformedBody, check_body
 from hathd.runtime import Plugin, Runtime
 from hathd.supervisor import to_plain
+from hathd.web import install as install_web
+from hathd.web.auth import is_trusted_scope, public
+from hathd.web.config_api import Reload
 
-
-def is_trusted_scope(scope: Mapping[str, Any]) -> bool:
-    """True when the ASGI ``scope`` came over a unix socket (hypercorn gives no TCP server)."""
-    server = scope.get("server")
-    return server is None or (isinstance(server, tuple | list) and server[1] is None)
-
-
-def _bearer(value: str | None) -> str | None:
-    if value and value.lower().startswith("bearer "):
-        return value[7:].strip()
-    return None
+__all__ = ["create_app", "is_trusted_scope"]
 
 
 def create_app(
-    rt: Runtime, token: str, plugins: Iterable[Plugin] = (), available: Iterable[Plugin] = ()
+    rt: Runtime,
+    token: str,
+    plugins: Iterable[Plugin] = (),
+    available: Iterable[Plugin] = (),
+    *,
+    config_path: str | None = None,
+    reload: Reload | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> QuartTrio:
-    """Build the admin app for ``rt``; ``token`` guards TCP requests.
+    """Build the admin app for ``rt``; ``token`` (the ``admin.token`` file's) is the node's
+    admin API key. ``config_path``, ``reload`` and ``environ`` serve the configuration API
+    (:func:`hathd.web.install`).
 
     Each enabled plugin's ``blueprint(rt)`` is registered with no URL prefix. ``available``
     lists every loaded plugin, enabled or not, for the ``subsystems`` part of the status: a
@@ -67,45 +74,35 @@ def create_app(
     app = QuartTrio("hathd.admin")
     app.config["MAX_CONTENT_LENGTH"] = 16 * 1024 * 1024
     started = time.time()
-    expected = token.encode()
-
-    def authorised(header: str | None, query_token: str | None, scope: Mapping[str, Any]) -> bool:
-        if is_trusted_scope(scope):
-            return True
-        given = _bearer(header) or query_token
-        return given is not None and hmac.compare_digest(given.encode(), expected)
+    install_web(app, rt, token, config_path=config_path, reload=reload, environ=environ)
 
     @app.before_request
-    async def check_token() -> Response | None:
-        if request.path == "/healthz":
-            return None
-        if authorised(request.headers.get("Authorization"), None, request.scope):
-            return None
-        reply = Response(
-            json.dumps({"error": "missing or wrong bearer token"}),
-            status=401,
-            mimetype="application/json",
-        )
-        reply.headers["WWW-Authenticate"] = 'Bearer realm="hathd"'
-        return reply
-
-    @app.before_websocket
-    async def check_ws_token() -> Response | None:
-        if authorised(
-            websocket.headers.get("Authorization"), websocket.args.get("token"), websocket.scope
-        ):
-            return None
-        return Response(
-            json.dumps({"error": "missing or wrong bearer token"}),
-            status=401,
-            mimetype="application/json",
-        )
+    async def read_body() -> None:
+        # after the credentials check of hathd.web (registered first)
+        await check_body()
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
         return Response(
-            json.dumps({"error": exc.description or exc.name}),
+            json.dumps({"error": exc.description or exc.name, "code": _code(exc.code)}),
             status=exc.code or 500,
+            mimetype="application/json",
+        )
+
+    @app.errorhandler(MalformedBody)
+    async def malformed_body(exc: MalformedBody) -> Response:
+        return Response(
+            json.dumps({"error": str(exc), "code": exc.code, "field": exc.field}),
+            status=400,
+            mimetype="application/json",
+        )
+
+    @app.errorhandler(UnencodableText)
+    async def unencodable(exc: UnencodableText) -> Response:
+        # the body reader refuses lone surrogates first; this covers text from anywhere else
+        return Response(
+            json.dumps({"error": f"body: {exc}", "code": exc.code, "field": "body"}),
+            status=400,
             mimetype="application/json",
         )
 
@@ -114,6 +111,7 @@ def create_app(
         return "", 204
 
     @app.get("/healthz")
+    @public
     async def healthz() -> tuple[dict[str, Any], int]:
         healthy = rt.supervisor.all_healthy()
         return {"status": "ok" if healthy else "degraded"}, 200 if healthy else 503
@@ -132,10 +130,6 @@ def create_app(
             "store": to_plain(rt.store.statistics()),
             "bus": to_plain(rt.bus.statistics()),
         }
-
-    @app.get("/api/v1/config")
-    async def config() -> dict[str, Any]:
-        return unstructure_redacted(rt.config)
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -179,6 +173,12 @@ def create_app(
         if blueprint is not None:
             app.register_blueprint(blueprint)
     return app
+
+
+def _code(status: int | None) -> str:
+    return {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+        status or 500, "http_error"
+    )
 
 
 def _subsystem(plugin: Plugin, rt: Runtime) -> dict[str, Any]:

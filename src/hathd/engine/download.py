@@ -4,7 +4,10 @@ Job shape: ``target`` is the URL (``http``/``https``); ``domain`` its host (poli
 ``params``:
 
 - ``dest`` (str, optional): a folder relative to the download root (an absolute path must lie
-  under it). A path that escapes the root (``..``, a symlink out) is refused.
+  under it). A path that escapes the root (``..``, a symlink out) is refused at submission and
+  at each try; after that check every folder and file below the root is made, opened and
+  renamed through :mod:`hathd.safepath` (``O_NOFOLLOW`` walks from a descriptor of the root),
+  so a symlink planted later fails the job (``PermanentError``) instead of being followed.
 - ``filename`` (str, optional): the file name (at most 240 bytes); default the URL's last path
   segment.
 - ``size`` (int, optional): the expected size in bytes.
@@ -32,8 +35,12 @@ Errors: 404/410/400/401/403 → :class:`PermanentError`; 429/503 →
 :class:`RetryableError` (the partial file is kept for the next try). ``OSError`` (e.g.
 ``ENOSPC``, which pauses the queue) propagates to the engine.
 
-With an expected SHA-256, a destination file that already has it counts as done without a
-request (so a retry after a crash never duplicates a file).
+Before the rename, the chosen name, size and SHA-256 are saved in the job's checkpoint
+(``{"validator": ..., "placed": {"path", "size", "sha256"}}``). A try that runs again because the
+process died after the rename but before the job's ``done`` was committed finds that file (same
+size and SHA-256) and ends with it, removing a leftover partial file, instead of writing a second
+copy as ``name (1).ext``. With an expected SHA-256, a destination file that already has it also
+counts as done without a request.
 
 The result: ``{"path", "size", "sha256", "resumed_from", "already_present"}`` (sizes in bytes).
 """
@@ -47,14 +54,17 @@ import hashlib
 import logging
 import os
 import ssl
+import stat
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+import attrs
 import httpx
 import trio
 
+from hathd import safepath
 from hathd.engine.api import Job, JobContext, JobSpec, JobState
 from hathd.errors import PermanentError, RateLimitedError, RetryableError
 from hathd.retryafter import parse_retry_after
@@ -214,53 +224,133 @@ def _candidates(path: Path) -> Iterator[Path]:
         yield path.with_name(f"{stem} ({n}){suffix}")
 
 
-_NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
-
-
 @functools.cache
 def _ssl_context() -> ssl.SSLContext:
     # building the default context costs ~65 ms of CPU (loading the CA bundle): do it once
     return httpx.create_ssl_context()
 
 
-def _hash_file(path: Path) -> Any:
-    hasher = hashlib.sha256()
-    with path.open("rb") as fh:
+def _hash_file(base: Path, path: Path) -> Any:
+    """The SHA-256 hasher over the regular file ``path`` under ``base`` (no symlink followed).
+
+    :raises IsADirectoryError: ``path`` is not a regular file.
+    """
+    fd = safepath.open_under(base, path, os.O_RDONLY)
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise IsADirectoryError(errno.EISDIR, "not a regular file", str(path))
+        hasher = hashlib.sha256()
         while chunk := fh.read(1 << 20):
             hasher.update(chunk)
     return hasher
 
 
-def _place(part: Path, wanted: Path) -> Path:
+def _size_under(base: Path, path: Path) -> int | None:
+    """Bytes in the regular file ``path`` under ``base``; ``None`` when absent or not a
+    regular file."""
+    try:
+        fd = safepath.open_under(base, path, os.O_RDONLY | os.O_NONBLOCK)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+def _unlink(base: Path, path: Path) -> None:
+    try:
+        safepath.unlink_under(base, path)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+
+
+def _finish(base: Path, part: Path, wanted: Path) -> Path:
     """Give ``part`` the first free name of :func:`_candidates`, never replacing a file, even
-    one another job creates at the same moment: a hard link fails when the name exists
-    (``EEXIST``), then the partial name is dropped. On a file system without hard links, an
-    existence check and a rename (not atomic against a concurrent writer)."""
+    one another job creates at the same moment (:func:`hathd.safepath.rename_under`: a hard
+    link, which fails when the name exists, then the partial name is dropped); the folder is
+    fsynced."""
     for candidate in _candidates(wanted):
-        try:
-            os.link(part, candidate)
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            if exc.errno not in _NO_HARD_LINKS:
-                raise
-            if os.path.lexists(candidate):
-                continue
-            os.replace(part, candidate)
+        if _link_into_place(base, part, candidate):
             return candidate
-        os.unlink(part)
-        return candidate
     raise PermanentError(f"no free file name for {wanted}")
 
 
-def _finish(part: Path, wanted: Path) -> Path:
-    final = _place(part, wanted)
-    fd = os.open(final.parent, os.O_RDONLY)
+PLACED_KEY = "placed"
+"""Checkpoint key of the placement recorded before the rename: ``{"path", "size", "sha256"}``."""
+
+
+@attrs.define
+class _Placement:
+    """Gives a complete partial file its final name, recording the name in the job's checkpoint
+    (beside the resume validator) before the rename, so a try that runs again after a kill
+    between the rename and the job's ``done`` commit finds its own file
+    (:func:`_recover_placement`) instead of writing a second copy as ``name (1).ext``."""
+
+    base: Path
+    checkpoint: dict[str, Any]
+    save: SaveCheckpoint | None
+
+    async def place(self, part: Path, wanted: Path, size: int, digest: str) -> Path:
+        if self.save is None:
+            return await trio.to_thread.run_sync(_finish, self.base, part, wanted)
+        for _ in range(100):
+            candidate = await trio.to_thread.run_sync(_first_free, wanted)
+            placed = {"path": str(candidate), "size": size, "sha256": digest}
+            await self.save({**self.checkpoint, PLACED_KEY: placed})
+            if await trio.to_thread.run_sync(_link_into_place, self.base, part, candidate):
+                return candidate
+            # another job took the name between the check and the link: record the next one
+        return await trio.to_thread.run_sync(_finish, self.base, part, wanted)
+
+
+def _first_free(wanted: Path) -> Path:
+    for candidate in _candidates(wanted):
+        if not os.path.lexists(candidate):
+            return candidate
+    raise PermanentError(f"no free file name for {wanted}")
+
+
+def _link_into_place(base: Path, part: Path, candidate: Path) -> bool:
+    """Rename ``part`` to ``candidate`` (both under ``base``, no symlink followed) unless that
+    name exists (then ``False``); the folder is fsynced."""
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return final
+        safepath.rename_under(base, part, candidate)
+    except FileExistsError:
+        return False
+    return True
+
+
+def _recover_placement(
+    base: Path, checkpoint: dict[str, Any], part: Path, wanted: Path
+) -> dict[str, Any] | None:
+    """The result of a previous try that placed its file but was killed before the job's
+    ``done`` was committed: the checkpoint's recorded placement, when that file is in the
+    destination folder with the recorded size and SHA-256 (the partial file, if the kill came
+    between the link and its removal, is deleted). ``None``: nothing to recover."""
+    placed = checkpoint.get(PLACED_KEY)
+    if not isinstance(placed, dict):
+        return None
+    path, size, digest = placed.get("path"), placed.get("size"), placed.get("sha256")
+    if not isinstance(path, str) or not isinstance(size, int) or not isinstance(digest, str):
+        return None
+    final = Path(path)
+    if final.parent != wanted.parent or not final.name.startswith(wanted.stem):
+        return None  # not a name this job would have chosen
+    if _size_under(base, final) != size:
+        return None  # absent (killed before the rename: the partial file is there) or another
+    if _hash_file(base, final).hexdigest() != digest:
+        return None
+    _unlink(base, part)
+    log.info("download: %s was placed by a try killed before it was recorded done", final)
+    return {
+        "path": str(final),
+        "size": size,
+        "sha256": digest,
+        "resumed_from": size,
+        "already_present": False,
+    }
 
 
 def _content_range_start(value: str | None) -> tuple[int | None, int | None]:
@@ -281,9 +371,21 @@ async def download(
     """Run one try of a download job; see the module docstring for params and errors.
 
     :param root: the download root the destination must lie under.
-    :param save_checkpoint: persists the job's checkpoint (the resume validator) before bytes
-        are written; ``None``: resume with ``Range`` alone.
+    :param save_checkpoint: persists the job's checkpoint (the resume validator, the
+        placement) before bytes are written and before the rename; ``None``: resume with
+        ``Range`` alone, no placement record.
+    :raises PermanentError: also when a symlink appears below the root during the try
+        (:class:`hathd.safepath.UnsafePath`): nothing is written through it.
     """
+    try:
+        return await _download(ctx, root, save_checkpoint)
+    except safepath.UnsafePath as exc:
+        raise PermanentError(f"dest: {exc.strerror or exc}") from None
+
+
+async def _download(
+    ctx: JobContext, root: Path, save_checkpoint: SaveCheckpoint | None
+) -> dict[str, Any]:
     job = ctx.job
     try:
         check_url(job.target)
@@ -293,12 +395,22 @@ async def download(
     expected_size: int | None = job.params.get("size")
     expected_sha: str | None = job.params.get("sha256")
     part = part_path(wanted, job.id)
-    await trio.to_thread.run_sync(lambda: wanted.parent.mkdir(parents=True, exist_ok=True))
-    if expected_sha is not None and wanted.is_file():
+    checkpoint: dict[str, Any] = dict(job.checkpoint or {})
+    base = await trio.to_thread.run_sync(root.resolve)
+    await trio.to_thread.run_sync(lambda: base.mkdir(parents=True, exist_ok=True))
+    # every later step below ``base`` goes through hathd.safepath: a symlink planted after
+    # resolve_destination's check is refused (UnsafePath), never followed
+    await trio.to_thread.run_sync(safepath.makedirs_under, base, wanted.parent)
+    recovered = await trio.to_thread.run_sync(_recover_placement, base, checkpoint, part, wanted)
+    if recovered is not None:
+        ctx.progress(recovered["size"], recovered["size"])
+        return recovered
+    present_size = await trio.to_thread.run_sync(_size_under, base, wanted)
+    if expected_sha is not None and present_size is not None:
         # already fetched (e.g. a crash came between the rename and the "done" write)
-        present = await trio.to_thread.run_sync(_hash_file, wanted)
+        present = await trio.to_thread.run_sync(_hash_file, base, wanted)
         if present.hexdigest() == expected_sha.lower():
-            size = wanted.stat().st_size
+            size = present_size
             return {
                 "path": str(wanted),
                 "size": size,
@@ -306,7 +418,7 @@ async def download(
                 "resumed_from": size,
                 "already_present": True,
             }
-    have = part.stat().st_size if part.exists() else 0
+    have = await trio.to_thread.run_sync(_size_under, base, part) or 0
     saved = (job.checkpoint or {}).get("validator")
     validator = saved if isinstance(saved, str) and saved else None
     headers = {"Accept-Encoding": "identity"}
@@ -318,7 +430,7 @@ async def download(
     verify = await trio.to_thread.run_sync(_ssl_context)
 
     async def start_over(reason: str) -> RetryableError:
-        await trio.to_thread.run_sync(lambda: part.unlink(missing_ok=True))
+        await trio.to_thread.run_sync(_unlink, base, part)
         return RetryableError(f"{reason}; starting over")
 
     try:
@@ -344,6 +456,7 @@ async def download(
                         expected_size,
                         expected_sha,
                         resumed_from=have,
+                        placement=_Placement(base, checkpoint, save_checkpoint),
                     )
                 raise await start_over("server refused the resume range")
             if status in (429, 503):
@@ -368,7 +481,8 @@ async def download(
                 total = int(length) if length and length.isdigit() else None
                 if save_checkpoint is not None and current != validator:
                     # saved before the first byte, so a later resume is asked with If-Range
-                    await save_checkpoint(None if current is None else {"validator": current})
+                    checkpoint = {} if current is None else {"validator": current}
+                    await save_checkpoint(checkpoint or None)
             else:
                 raise RetryableError(f"unexpected HTTP {status}")
             if total is None and expected_size is not None:
@@ -377,10 +491,16 @@ async def download(
                 raise PermanentError(
                     f"size mismatch: server announces {total} bytes, expected {expected_size}"
                 )
-            hasher = await trio.to_thread.run_sync(_hash_file, part) if offset else hashlib.sha256()
+            hasher = (
+                await trio.to_thread.run_sync(_hash_file, base, part)
+                if offset
+                else hashlib.sha256()
+            )
+            flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if offset else os.O_TRUNC)
+            fd = await trio.to_thread.run_sync(safepath.open_under, base, part, flags, 0o644)
             done = offset
             ctx.progress(done, total)
-            async with await trio.open_file(part, "ab" if offset else "wb") as fh:
+            async with trio.wrap_file(os.fdopen(fd, "ab" if offset else "wb")) as fh:
                 async for chunk in resp.aiter_bytes():
                     await fh.write(chunk)
                     hasher.update(chunk)
@@ -398,6 +518,7 @@ async def download(
                 expected_sha,
                 resumed_from=offset,
                 hasher=hasher,
+                placement=_Placement(base, checkpoint, save_checkpoint),
             )
     except httpx.TransportError as exc:
         raise RetryableError(f"{type(exc).__name__}: {exc}") from None
@@ -415,18 +536,20 @@ async def _complete(
     expected_sha: str | None,
     *,
     resumed_from: int,
+    placement: _Placement,
     hasher: Any = None,
 ) -> dict[str, Any]:
+    base = placement.base
     if hasher is None:
-        hasher = await trio.to_thread.run_sync(_hash_file, part)
+        hasher = await trio.to_thread.run_sync(_hash_file, base, part)
     digest = hasher.hexdigest()
     if expected_size is not None and size != expected_size:
-        await trio.to_thread.run_sync(lambda: part.unlink(missing_ok=True))
+        await trio.to_thread.run_sync(_unlink, base, part)
         raise PermanentError(f"size mismatch: got {size} bytes, expected {expected_size}")
     if expected_sha is not None and digest != expected_sha.lower():
-        await trio.to_thread.run_sync(lambda: part.unlink(missing_ok=True))
+        await trio.to_thread.run_sync(_unlink, base, part)
         raise PermanentError(f"sha256 mismatch: got {digest}, expected {expected_sha.lower()}")
-    final = await trio.to_thread.run_sync(_finish, part, wanted)
+    final = await placement.place(part, wanted, size, digest)
     ctx.progress(done, done)
     return {
         "path": str(final),
@@ -445,7 +568,7 @@ async def remove_partial(root: Path, job: Job) -> None:
             wanted = resolve_destination(root, job.params, job.target)
         except ValueError:
             return  # never had a valid destination, so never wrote one
-        part_path(wanted, job.id).unlink(missing_ok=True)
+        _unlink(root.resolve(), part_path(wanted, job.id))
 
     try:
         await trio.to_thread.run_sync(run)

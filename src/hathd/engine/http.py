@@ -17,8 +17,9 @@ Routes (JSON in and out; every job is the full record of :func:`jobstore.job_to_
 - ``DELETE /api/v1/jobs?state=done[,failed,cancelled]`` — clears history: ``{"removed": n}``.
 - ``GET /api/v1/queue``, ``POST /api/v1/queue/pause|resume`` — ``{"paused": [reasons], ...}``.
 
-Bodies are strict JSON: ``NaN``, ``Infinity`` and numbers too large for a float are refused
-(``400`` naming the field). Priorities are integers within ±10⁹; move positions within 10⁹.
+Bodies are strict JSON, read by :func:`hathd.jsonbody.read_json`: ``NaN``, ``Infinity``,
+numbers too large for a float, lone surrogates and too deep nesting are refused (``400`` naming
+the field). Priorities are integers within ±10⁹; move positions within 10⁹.
 
 Errors: ``400`` (bad input: :class:`~hathd.errors.InvalidInput`), ``404`` (no such job:
 :class:`~hathd.errors.JobNotFound`), ``409`` (the job's state forbids the operation:
@@ -31,8 +32,6 @@ exception is an internal error (``500``).
 
 from __future__ import annotations
 
-import json
-import math
 from typing import Any
 
 from quart import Blueprint, request
@@ -42,6 +41,7 @@ from hathd.engine.core import Engine, JobConflict, JobNotFound, check_priority, 
 from hathd.engine.download import download_spec
 from hathd.engine.jobstore import job_to_json
 from hathd.errors import HathdError
+from hathd.jsonbody import MalformedBody, read_json
 from hathd.supervisor import to_plain
 
 MAX_BATCH = 10_000
@@ -179,55 +179,8 @@ def _query_int(name: str, default: int, lo: int, hi: int) -> int:
     return value
 
 
-class _NonFinite:
-    """Stands for a ``NaN``/``Infinity`` literal (or a number beyond a float) while parsing."""
-
-
-_NON_FINITE = _NonFinite()
-
-
-def _parse_float(text: str) -> float | _NonFinite:
-    value = float(text)
-    return value if math.isfinite(value) else _NON_FINITE
-
-
-def _non_finite_path(value: Any, root: str) -> str | None:
-    """The path (``jobs[1].timeout``) of the first non-finite number in ``value``."""
-    stack: list[tuple[Any, str]] = [(value, root)]
-    while stack:
-        node, path = stack.pop()
-        if node is _NON_FINITE:
-            return path or "body"
-        if isinstance(node, dict):
-            items = [(v, f"{path}.{k}" if path else str(k)) for k, v in node.items()]
-            stack.extend(reversed(items))
-        elif isinstance(node, list):
-            stack.extend(reversed([(v, f"{path}[{i}]") for i, v in enumerate(node)]))
-    return None
-
-
-def parse_json(data: str | bytes) -> Any:
-    """A request body as strict JSON (RFC 8259): no ``NaN``/``Infinity``, no number beyond a
-    float's range.
-
-    :raises BadRequest: ``body`` when it is not JSON; the path of the first non-finite number
-        (``timeout``, ``jobs[0].priority``; a top-level list is named ``jobs``) otherwise.
-    """
-    try:
-        body = json.loads(data, parse_constant=lambda _name: _NON_FINITE, parse_float=_parse_float)
-    except (ValueError, RecursionError):
-        raise BadRequest("body", "not valid JSON") from None
-    path = _non_finite_path(body, "jobs" if isinstance(body, list) else "")
-    if path is not None:
-        raise BadRequest(path, "must be a finite number (NaN and Infinity are not JSON)")
-    return body
-
-
 async def _json_body() -> Any:
-    data = await request.get_data()
-    if not data or not data.strip():
-        raise BadRequest("body", "a JSON body is required")
-    return parse_json(data)
+    return await read_json()
 
 
 def make_blueprint(engine: Engine) -> Blueprint:
@@ -236,6 +189,10 @@ def make_blueprint(engine: Engine) -> Blueprint:
 
     @bp.errorhandler(InvalidInput)
     async def bad_request(exc: InvalidInput) -> tuple[dict[str, Any], int]:
+        return _error(400, exc, exc.field)
+
+    @bp.errorhandler(MalformedBody)
+    async def bad_body(exc: MalformedBody) -> tuple[dict[str, Any], int]:
         return _error(400, exc, exc.field)
 
     @bp.errorhandler(JobNotFound)
@@ -357,4 +314,34 @@ def make_blueprint(engine: Engine) -> Blueprint:
         await engine.resume_queue()
         return {"paused": sorted(engine.queue_paused)}
 
+    @bp.post("/api/v1/queue/reorder")
+    async def reorder_queue() -> dict[str, Any]:
+        """``{"item_ids": [id, ...]}``: the given pending jobs take the places they hold
+        between them, in the given order (the web queue page's drag and drop). Replies
+        ``{"item_ids": [...]}``, the pending jobs' ids in queue order afterwards."""
+        body = await _json_body()
+        if not isinstance(body, dict) or set(body) != {"item_ids"}:
+            raise BadRequest("item_ids", 'the body must be {"item_ids": [...]}')
+        ids = body["item_ids"]
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise BadRequest("item_ids", "must be a list of job ids")
+        if len(set(ids)) != len(ids):
+            raise BadRequest("item_ids", "a job id is given twice")
+        order = await _pending_ids(engine)
+        missing = [i for i in ids if i not in order]
+        if missing:
+            raise JobConflict(f"job {missing[0]} is not pending; only pending jobs can be moved")
+        slots = sorted(order.index(i) for i in ids)
+        for job_id, slot in zip(ids, slots, strict=True):
+            await engine.move_job(job_id, how="set", position=slot)
+        return {"item_ids": await _pending_ids(engine)}
+
     return bp
+
+
+async def _pending_ids(engine: Engine) -> list[str]:
+    """Ids of the queued, waiting and paused jobs in queue order."""
+    jobs, _total = await engine.list_jobs(
+        states=["queued", "waiting", "paused"], limit=MAX_BATCH, offset=0
+    )
+    return [j.id for j in jobs]

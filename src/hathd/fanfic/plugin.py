@@ -180,7 +180,9 @@ class FanficPlugin(BasePlugin):
 
     def blueprint(self, rt: Runtime) -> Blueprint | None:
         """``POST /api/v1/fanfic/stories`` and ``GET /api/v1/fanfic/status``."""
-        from quart import Blueprint, request
+        from quart import Blueprint
+
+        from hathd.jsonbody import read_object
 
         bp = Blueprint("fanfic", __name__)
         parts = self._parts()
@@ -188,11 +190,11 @@ class FanficPlugin(BasePlugin):
         @bp.post("/api/v1/fanfic/stories")
         async def add_stories() -> Any:
             """Queue story URLs: ``{"urls": [...], "update_method": "force"?}``."""
-            body = await request.get_json(force=True, silent=True)
-            urls = body.get("urls") if isinstance(body, dict) else None
+            body = await read_object()
+            urls = body.get("urls")
             if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
                 return {"error": 'expected {"urls": ["http://…", …]}'}, 400
-            method = body.get("update_method") if isinstance(body, dict) else None
+            method = body.get("update_method")
             if method is not None and method not in UPDATE_METHODS:
                 return {"error": f"update_method must be one of {', '.join(UPDATE_METHODS)}"}, 400
             return await submit_urls(parts, urls, source="api", update_method=method)

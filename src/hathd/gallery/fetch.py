@@ -24,6 +24,7 @@ import attrs
 import httpx
 import trio
 
+from hathd import safepath
 from hathd.hath import protocol
 
 FLUSH_BYTES = 4 * 1024 * 1024
@@ -52,33 +53,54 @@ def part_path(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.part")
 
 
-def _open(path: Path) -> BinaryIO:
-    return open(path, "wb")
+def _open(root: Path | None, path: Path) -> BinaryIO:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    if root is None:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    else:
+        fd = safepath.open_under(root, path, flags, 0o644)
+    return os.fdopen(fd, "wb")
 
 
 def _write(fh: BinaryIO, chunks: list[bytes]) -> None:
     fh.writelines(chunks)
 
 
-def _complete(fh: BinaryIO | None, chunks: list[bytes], part: Path, dest: Path, keep: bool) -> None:
+def _complete(
+    root: Path | None,
+    fh: BinaryIO | None,
+    chunks: list[bytes],
+    part: Path,
+    dest: Path,
+    keep: bool,
+) -> None:
     if not keep:
-        _abort(fh, part)
+        _abort(root, fh, part)
         return
     try:
         if fh is None:
-            fh = _open(part)
+            fh = _open(root, part)
         fh.writelines(chunks)
         fh.close()
-        os.replace(part, dest)
+        if root is None:
+            os.replace(part, dest)
+        else:
+            safepath.rename_under(root, part, dest, replace=True)
     except BaseException:
-        _abort(fh, part)
+        _abort(root, fh, part)
         raise
 
 
-def _abort(fh: BinaryIO | None, path: Path) -> None:
+def _abort(root: Path | None, fh: BinaryIO | None, path: Path) -> None:
     if fh is not None:
         fh.close()
-    path.unlink(missing_ok=True)
+    if root is None:
+        path.unlink(missing_ok=True)
+        return
+    try:
+        safepath.unlink_under(root, path)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
 
 
 async def fetch_to_file(
@@ -91,8 +113,14 @@ async def fetch_to_file(
     read_timeout: float = 10.0,
     file_timeout: float = 300.0,
     max_bytes: int = 1 << 30,
+    root: Path | None = None,
 ) -> Fetched:
     """GET ``url``; if ``accept(sha1_hex, size)`` the body ends up at ``dest``.
+
+    With ``root`` (the download root ``dest`` lies under) the temporary file is opened,
+    renamed and removed through :mod:`hathd.safepath`, so a symlink planted below ``root`` is
+    never followed (:class:`~hathd.safepath.UnsafePath`, an ``OSError``); without it only the
+    file itself is opened with ``O_NOFOLLOW``.
 
     :raises FetchError: on any failure, a malformed ``url`` included (nothing is left on disk
         then). Cancellation removes the temporary file too and propagates.
@@ -121,23 +149,23 @@ async def fetch_to_file(
                     pending_bytes += len(chunk)
                     if pending_bytes >= FLUSH_BYTES:
                         if fh is None:
-                            fh = await trio.to_thread.run_sync(_open, part)
+                            fh = await trio.to_thread.run_sync(_open, root, part)
                         await trio.to_thread.run_sync(_write, fh, pending)
                         pending, pending_bytes = [], 0
         if scope.cancelled_caught:
             raise FetchError(f"no complete body within {file_timeout} s")
     except FetchError:
-        await trio.to_thread.run_sync(_abort, fh, part)
+        await trio.to_thread.run_sync(_abort, root, fh, part)
         raise
     except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
-        await trio.to_thread.run_sync(_abort, fh, part)
+        await trio.to_thread.run_sync(_abort, root, fh, part)
         raise FetchError(f"{type(exc).__name__}: {exc}") from None
     except BaseException:
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(_abort, fh, part)
+            await trio.to_thread.run_sync(_abort, root, fh, part)
         raise
     sha1 = digest.hexdigest()
     keep = accept(sha1, size)
     with trio.CancelScope(shield=True):
-        await trio.to_thread.run_sync(_complete, fh, pending, part, dest, keep)
+        await trio.to_thread.run_sync(_complete, root, fh, pending, part, dest, keep)
     return Fetched(sha1, size, keep)

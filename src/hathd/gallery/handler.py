@@ -277,6 +277,7 @@ class _Run:
                     connect_timeout=self.cfg.connect_timeout,
                     read_timeout=self.cfg.read_timeout,
                     file_timeout=self.cfg.file_timeout,
+                    root=self.deps.root,
                 )
             except FetchError as exc:
                 ok, reason = False, str(exc)

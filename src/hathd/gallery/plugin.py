@@ -22,10 +22,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hathd.config import Config
-from hathd.errors import HathdError
+from hathd.errors import HathdError, PermanentError
 from hathd.gallery.config import GalleryConfig
 from hathd.gallery.downloader import Downloader
-from hathd.gallery.handler import DOMAIN, KIND, MIGRATIONS, GalleryDeps, run_gallery
+from hathd.gallery.handler import (
+    DOMAIN,
+    KIND,
+    MIGRATIONS,
+    GalleryDeps,
+    meta_from_params,
+    run_gallery,
+)
 from hathd.gallery.hosts import HostGates
 from hathd.gallery.rpc import DownloaderRpc, OpenRpc, RpcTarget, standalone_rpc
 from hathd.hath import credentials as hath_credentials
@@ -38,7 +45,7 @@ if TYPE_CHECKING:
     import asyncclick as click
     from quart import Blueprint
 
-    from hathd.engine.api import JobContext
+    from hathd.engine.api import JobContext, JobSpec
 
 
 class _NoNode:
@@ -156,7 +163,15 @@ async def install(
     async def handler(ctx: JobContext) -> dict[str, Any] | None:
         return await run_gallery(deps, ctx)
 
-    rt.engine.register(KIND, handler, on_final=downloader.on_final)
+    def validate(spec: JobSpec) -> None:
+        # the same shape check the handler makes, at submission (admin API: 400 "params: ...");
+        # names (folder, files) are made safe at run time and written through hathd.safepath
+        try:
+            meta_from_params(spec.params)
+        except PermanentError as exc:
+            raise ValueError(f"params: {exc}") from None
+
+    rt.engine.register(KIND, handler, on_final=downloader.on_final, validate=validate)
     rt.engine.add_lane(DOMAIN, concurrency=1)
     return downloader, deps
 

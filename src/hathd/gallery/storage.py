@@ -11,6 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
+from hathd import safepath
 from hathd.gallery.naming import DIR_NAME_MAX_BYTES, is_safe_entry_name
 
 log = logging.getLogger(__name__)
@@ -27,23 +28,20 @@ def make_gallery_dir(root: Path, name: str, fallback: str) -> Path:
     :raises OSError: the fallback directory cannot be created either.
     """
     root.mkdir(parents=True, exist_ok=True)
-    real_root = root.resolve()
     if is_safe_entry_name(name, DIR_NAME_MAX_BYTES):
-        candidate = root / name
         try:
-            candidate.mkdir(exist_ok=True)
-            if candidate.resolve().parent == real_root and candidate.is_dir():
-                return candidate
+            # no symlink followed: hathd.safepath opens it with O_NOFOLLOW from root's fd
+            return safepath.makedirs_under(root, name)
+        except safepath.UnsafePath:
             log.warning("gallery directory %r leaves the download root; using %r", name, fallback)
         except OSError as exc:
             log.warning("cannot create gallery directory %r (%s); using %r", name, exc, fallback)
     else:
         log.warning("unusable gallery directory name %r; using %r", name, fallback)
-    path = root / fallback
-    path.mkdir(exist_ok=True)
-    if path.resolve().parent != real_root:
-        raise OSError(f"fallback directory {path} leaves the download root")
-    return path
+    try:
+        return safepath.makedirs_under(root, fallback)
+    except safepath.UnsafePath:
+        raise OSError(f"fallback directory {root / fallback} leaves the download root") from None
 
 
 def sha1_of_file(path: Path) -> tuple[str, int]:

@@ -121,7 +121,9 @@ class HathPlugin(BasePlugin):
         """``GET /api/v1/hath/status``: the node's statistics (or why it is off);
         ``POST /api/v1/hath/verify`` (``{"no_hash": bool}``): a full rescan by the running node
         (409 when the node is not running)."""
-        from quart import Blueprint, request
+        from quart import Blueprint
+
+        from hathd.jsonbody import read_object
 
         bp = Blueprint("hath", __name__)
 
@@ -134,8 +136,8 @@ class HathPlugin(BasePlugin):
             node = self.node
             if node is None or node.cache is None:
                 return {"error": "the H@H node is not running"}, 409
-            body = await request.get_json(force=True, silent=True)
-            no_hash = bool(body.get("no_hash")) if isinstance(body, dict) else False
+            body = await read_object(required=False)
+            no_hash = bool(body.get("no_hash"))
             result = await node.cache.rescan(verify=not no_hash)
             return attrs.asdict(result)
 

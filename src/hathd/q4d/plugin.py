@@ -31,13 +31,13 @@ if TYPE_CHECKING:
     import asyncclick as click
     from quart import Blueprint
 
-from hathd.engine.api import Job
+from hathd.engine.api import Job, JobSpec
 from hathd.programs import resolve
 from hathd.q4d.config import RETRY_PRESET
 from hathd.q4d.ingest import Q4DIngest
 from hathd.q4d.labels import SCHEMA, LabelOutbox, final_label
 from hathd.q4d.rules import Rule, RulesError, destination, load_rules
-from hathd.q4d.transfer import TransferHandler
+from hathd.q4d.transfer import TransferHandler, check_params, destination_roots
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,8 @@ class Q4dPlugin(BasePlugin):
         if lftp.argv is not None:
             cfg = attrs.evolve(cfg, lftp=lftp.argv[0])
         outbox = LabelOutbox(rt.store)
-        handler = TransferHandler(cfg, program=lftp)
+        roots = destination_roots(cfg.type_map, root)
+        handler = TransferHandler(cfg, roots=roots, program=lftp)
         state = Q4DState(outbox, rules, root, handler)
         self.state = state
 
@@ -140,9 +141,17 @@ class Q4dPlugin(BasePlugin):
             if label is not None:
                 await outbox.put([label])
 
+        def validate(spec: JobSpec) -> None:
+            # every surface (MQTT, admin API, CLI) submits through the engine, which calls this
+            check_params(spec.params, roots)
+
         rt.engine.add_retry_preset(RETRY_PRESET, nope_preset(cfg.nope_after))
         rt.engine.register(
-            "transfer", handler, retry_preset=cfg.transfer_preset(), on_final=on_final
+            "transfer",
+            handler,
+            retry_preset=cfg.transfer_preset(),
+            on_final=on_final,
+            validate=validate,
         )
         rt.engine.add_lane(cfg.lane(), concurrency=cfg.concurrency)
         log.info("q4d: %d type rule(s), transfers from %s", len(rules), cfg.host or "(unset)")

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,54 @@ class TransferParams:
 
 
 _converter = cattrs.Converter(forbid_extra_keys=False)
+
+
+def destination_roots(type_map: Mapping[str, str], root: Path) -> list[Path]:
+    """The folders a transfer may write under: the q4d download ``root`` and every
+    ``type_map`` folder (a relative one taken under ``root``, as
+    :func:`hathd.q4d.rules.destination` does), ``ERR``'s included; each resolved.
+
+    :raises RuntimeError: a ``~user`` folder names an unknown user.
+    """
+    folders = [root, root / "ERR", *(root / Path(f).expanduser() for f in type_map.values())]
+    out: list[Path] = []
+    for folder in folders:
+        resolved = folder.resolve()
+        if resolved not in out:
+            out.append(resolved)
+    return out
+
+
+def check_params(raw: Mapping[str, Any], roots: Sequence[Path]) -> TransferParams:
+    """``raw`` (a job's params) as :class:`TransferParams`, confined to ``roots``.
+
+    ``dest_dir`` must be absolute, hold no ``..`` component and, with symlinks resolved, lie in
+    or under one
+    of ``roots`` (see :func:`destination_roots`); the payload's name (the last component of
+    ``path``) must be a plain name (not empty, ``.`` or ``..``), so ``<dest_dir>/<name>``
+    cannot leave the folder either.
+
+    :raises ValueError: naming the field (``dest_dir``, ``path``, ``params``).
+    """
+    try:
+        params = _converter.structure(dict(raw), TransferParams)
+    except (cattrs.BaseValidationError, TypeError, KeyError, ValueError) as exc:
+        raise ValueError(f"params: not transfer parameters: {exc}") from None
+    for field in ("path", "hash", "code", "dest_dir", "payload_code"):
+        if not isinstance(getattr(params, field), str):
+            raise ValueError(f"{field}: must be a string")
+    if "\x00" in params.path or params.name in ("", ".", ".."):
+        raise ValueError(f"path: {params.path!r} does not end in a file or folder name")
+    dest = params.dest_dir
+    if "\x00" in dest or not os.path.isabs(dest):
+        raise ValueError(f"dest_dir: {dest!r} is not an absolute folder path")
+    if ".." in Path(dest).parts:
+        raise ValueError(f"dest_dir: {dest!r} has a '..' component")
+    resolved = Path(dest).resolve()
+    if not any(resolved.is_relative_to(root) for root in roots):
+        allowed = ", ".join(str(r) for r in roots)
+        raise ValueError(f"dest_dir: {dest!r} lies outside the q4d destinations ({allowed})")
+    return params
 
 
 def tree_bytes(path: Path) -> int:
@@ -180,12 +228,17 @@ class TransferHandler:
     One instance serves every transfer job of a daemon (it holds the per-path locks).
 
     :param config: the ``[q4d]`` section (site, credentials, lftp settings, timeout).
+    :param roots: the folders a job's ``dest_dir`` must lie under (:func:`destination_roots`);
+        checked again at every try, for jobs stored before a configuration change.
     :param program: lftp as resolved at start (:mod:`hathd.programs`); when it is missing
         every transfer fails at once with the reason and the fix.
     """
 
-    def __init__(self, config: Q4DConfig, *, program: Program | None = None) -> None:
+    def __init__(
+        self, config: Q4DConfig, *, roots: Sequence[Path], program: Program | None = None
+    ) -> None:
         self.config = config
+        self.roots = [Path(r).resolve() for r in roots]
         self.program = program
         self.locks = PathLocks()
 
@@ -218,8 +271,8 @@ class TransferHandler:
             text carries lftp's reason (the tail of its output).
         """
         try:
-            params = _converter.structure(ctx.job.params, TransferParams)
-        except (cattrs.BaseValidationError, TypeError, KeyError) as exc:
+            params = await trio.to_thread.run_sync(check_params, ctx.job.params, self.roots)
+        except ValueError as exc:
             raise PermanentError(f"bad transfer parameters: {exc}") from None
         if not self.config.host:
             raise PermanentError("q4d.host is not configured")

@@ -26,6 +26,7 @@ from typing import Any
 
 from quart import Blueprint, request
 
+from hathd.jsonbody import read_object
 from hathd.recipes.model import Recipe
 from hathd.recipes.posts import PostRequestError, PostTarget, get_post, recent_posts
 from hathd.recipes.uploader import Uploader
@@ -100,9 +101,7 @@ def create_blueprint(uploads: Uploads) -> Blueprint:
 
     @bp.post("/api/v1/uploads")
     async def submit() -> tuple[dict[str, Any], int]:
-        body = await request.get_json(force=True, silent=True)
-        if not isinstance(body, dict):
-            return _error("expected a JSON object", 400)
+        body = await read_object()
         paths = body.get("paths")
         service = body.get("service")
         gallery = body.get("gallery")

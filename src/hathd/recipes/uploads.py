@@ -216,7 +216,7 @@ class Uploads:
     def register(self) -> None:
         """Register the ``upload`` and ``forum-post`` handlers and one engine lane per image
         host and per forum."""
-        self.engine.register(KIND, self.handle, on_final=self.on_final)
+        self.engine.register(KIND, self.handle, on_final=self.on_final, validate=self.validate)
         self.posts.register()
         for rid, recipe in sorted(self.uploader.recipes.items()):
             self.engine.add_lane(
@@ -372,6 +372,30 @@ class Uploads:
         if files:
             out.append(await self.submit(files, service, gallery=gallery, priority=priority))
         return out
+
+    def validate(self, spec: JobSpec) -> None:
+        """Check an ``upload`` job submitted directly (the admin API's ``POST /api/v1/jobs``,
+        not ``POST /api/v1/uploads``): ``service`` names a recipe, ``path`` is an absolute,
+        valid UTF-8 path of a regular file with an extension the recipe accepts (as
+        :func:`expand_paths` requires of a named file).
+
+        :raises ValueError: naming the field (``service``, ``path``).
+        """
+        service, raw = spec.params.get("service"), spec.params.get("path")
+        if not isinstance(service, str):
+            raise ValueError("service: must name a recipe")
+        try:
+            recipe = self.uploader.recipe(service)
+        except UnknownServiceError as exc:
+            raise ValueError(f"service: {exc}") from None
+        if not isinstance(raw, str) or "\x00" in raw or not utf8_name(raw):
+            raise ValueError("path: must be a valid UTF-8 path")
+        try:
+            expand_paths([raw], recipe.extensions, self.roots)
+        except UploadRequestError as exc:
+            raise ValueError(f"path: {exc}") from None
+        if not Path(raw).is_file():
+            raise ValueError(f"path: {raw!r} is not a file")
 
     async def handle(self, ctx: JobContext) -> dict[str, Any]:
         """The ``upload`` job handler: upload ``params.path`` with ``params.service``.

@@ -1,0 +1,93 @@
+"""The web pages: server-rendered shells (Jinja2) whose live parts are filled by one vanilla
+script, ``static/hathd.js``, from the JSON API and the event WebSocket.
+
+Routes (all ``GET``; every page but ``/login`` and ``/setup`` needs a login, see
+:func:`hathd.web.auth.login_required`):
+
+- ``/`` — overview: each subsystem's state and reason, the H@H node, the queue counters.
+- ``/setup`` — first run: set the admin password (loopback, or the one-time setup code).
+- ``/login`` — the login form; logging out is a button in the navigation bar.
+- ``/queue`` — pending (numbered, drag or keyboard reorder), active, completed and failed jobs.
+- ``/library`` — the anime library's series grid, when that API is there.
+- ``/work`` — uploads, fanfiction and seedbox transfers: recent jobs, add a URL or a folder.
+- ``/settings`` — the configuration with per-field errors, API keys, configuration backups.
+
+Assets are vendored under ``static/`` (no CDN: a home server may be offline) and no page
+carries inline script, so the Content-Security-Policy can say ``script-src 'self'``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from quart import Blueprint, redirect, render_template
+from quart.blueprints import BlueprintSetupState
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+from hathd.runtime import Runtime
+from hathd.web.auth import login_required, needs_setup, public
+
+HERE = Path(__file__).parent
+
+NAV: tuple[tuple[str, str], ...] = (
+    ("/", "Overview"),
+    ("/queue", "Queue"),
+    ("/library", "Library"),
+    ("/work", "Uploads & transfers"),
+    ("/settings", "Settings"),
+)
+"""The navigation bar: (path, label)."""
+
+
+def blueprint(rt: Runtime) -> Blueprint:
+    """The pages blueprint; templates and static files come from this package."""
+    bp = Blueprint("pages", __name__, template_folder=str(HERE / "templates"))
+
+    @bp.record_once
+    def serve_assets(state: BlueprintSetupState) -> None:
+        # the app already routes /static/<path> (Quart always adds it): point it at the assets
+        state.app.static_folder = str(HERE / "static")
+
+    async def page(template: str, path: str, title: str) -> str:
+        return await render_template(template, nav=NAV, active=path, title=title)
+
+    @bp.get("/setup")
+    @public
+    async def setup() -> str | WerkzeugResponse:
+        if not await needs_setup():
+            return redirect("/login")
+        return await page("setup.html", "/setup", "First run")
+
+    @bp.get("/login")
+    @public
+    async def login() -> str | WerkzeugResponse:
+        if await needs_setup():
+            return redirect("/setup")
+        return await page("login.html", "/login", "Log in")
+
+    @bp.get("/")
+    @login_required
+    async def overview() -> str:
+        return await page("overview.html", "/", "Overview")
+
+    @bp.get("/queue")
+    @login_required
+    async def queue() -> str:
+        return await page("queue.html", "/queue", "Queue")
+
+    @bp.get("/library")
+    @login_required
+    async def library() -> str:
+        return await page("library.html", "/library", "Library")
+
+    @bp.get("/work")
+    @login_required
+    async def work() -> str:
+        return await page("work.html", "/work", "Uploads & transfers")
+
+    @bp.get("/settings")
+    @login_required
+    async def settings() -> str:
+        return await page("settings.html", "/settings", "Settings")
+
+    return bp
