@@ -157,24 +157,6 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-def is_cancelled(exc: BaseException) -> bool:
-    """True when ``exc`` is, or a group holds, a ``trio.Cancelled``."""
-    if isinstance(exc, trio.Cancelled):
-        return True
-    if isinstance(exc, BaseExceptionGroup):
-        return any(is_cancelled(e) for e in exc.exceptions)
-    return False
-
-
-def describe(exc: BaseException) -> str:
-    """What a failed job records as ``error``: ``"<ExceptionClass>: <message>"`` (the class
-    name alone for an empty message), the leaves of a group joined with ``"; "``."""
-    if isinstance(exc, BaseExceptionGroup):
-        return "; ".join(describe(e) for e in exc.exceptions)
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def disk_full(exc: BaseException) -> bool:
     """True when ``exc`` (a leaf of a group, or an explicit ``__cause__``) is an ``OSError``
     with ``ENOSPC`` or ``EDQUOT``."""

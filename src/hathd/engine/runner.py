@@ -31,9 +31,7 @@ from hathd.engine.records import (
     USER,
     ActiveJob,
     HandlerContext,
-    describe,
     disk_full,
-    is_cancelled,
     stop_requested,
 )
 from hathd.engine.retry import classify, decide
@@ -45,6 +43,7 @@ from hathd.errors import (
     RetryableError,
     StoreError,
 )
+from hathd.excgroups import describe, is_cancelled
 
 log = logging.getLogger(__name__)
 
