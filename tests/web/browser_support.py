@@ -25,7 +25,11 @@ import attrs
 import httpx
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import (
+    ElementNotInteractableException,
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
@@ -35,7 +39,7 @@ from conftest import daemon_env
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-WAIT = 30.0
+WAIT = 60.0
 """Seconds a browser wait may take (a loaded 2-core machine is slow, never a failure)."""
 
 
@@ -150,7 +154,12 @@ def wait_for(driver: WebDriver, check: Callable[[WebDriver], Any], message: str)
         driver,
         WAIT,
         poll_frequency=0.1,
-        ignored_exceptions=(StaleElementReferenceException, NoSuchElementException),
+        ignored_exceptions=(
+            StaleElementReferenceException,
+            NoSuchElementException,
+            # a live re-render may swap the element while a key is sent: try again
+            ElementNotInteractableException,
+        ),
     ).until(check, message)
 
 
