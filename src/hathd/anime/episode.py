@@ -73,9 +73,9 @@ from hathd.anime.hosters import (
 from hathd.engine.api import InvalidInput, Job, JobContext, JobSpec
 from hathd.engine.download import (
     FILENAME_MAX,
-    _content_range_start,
-    _ssl_context,
+    content_range_start,
     resume_validator,
+    ssl_context,
 )
 from hathd.errors import PermanentError, RateLimitedError, RetryableError
 from hathd.retryafter import parse_retry_after
@@ -357,7 +357,7 @@ async def _direct(
             await trio.to_thread.run_sync(placement.remove, dfd, part)
             raise CandidateFailed(f"{final_url} changed since the part file was written")
         if resp.status_code == 416:
-            _, full = _content_range_start(resp.headers.get("content-range"))
+            _, full = content_range_start(resp.headers.get("content-range"))
             if full == have:  # complete before an interruption; only the placement was missing
                 return part, have, t.clock() - started
             await trio.to_thread.run_sync(placement.remove, dfd, part)
@@ -370,7 +370,7 @@ async def _direct(
         offset = 0
         total: int | None = None
         if resp.status_code == 206 and have:
-            start, full = _content_range_start(resp.headers.get("content-range"))
+            start, full = content_range_start(resp.headers.get("content-range"))
             if start != have:
                 raise CandidateFailed(f"Content-Range starts at {start}, asked for {have}")
             offset, total = have, full
@@ -631,7 +631,7 @@ def make_episode_handler(
                     str(checkpoint.get("language", "")),
                     already=True,
                 )
-            verify = await trio.to_thread.run_sync(_ssl_context)
+            verify = await trio.to_thread.run_sync(ssl_context)
             async with httpx.AsyncClient(
                 follow_redirects=False,
                 timeout=httpx.Timeout(timeout),

@@ -225,8 +225,9 @@ def _candidates(path: Path) -> Iterator[Path]:
 
 
 @functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    # building the default context costs ~65 ms of CPU (loading the CA bundle): do it once
+def ssl_context() -> ssl.SSLContext:
+    """httpx's default TLS context, built once (the first call blocks for ~65 ms of CPU
+    loading the CA bundle: make it in a worker thread)."""
     return httpx.create_ssl_context()
 
 
@@ -353,8 +354,10 @@ def _recover_placement(
     }
 
 
-def _content_range_start(value: str | None) -> tuple[int | None, int | None]:
-    # "bytes 100-199/200" → (100, 200); "bytes */200" → (None, 200)
+def content_range_start(value: str | None) -> tuple[int | None, int | None]:
+    """The first byte and the complete length (bytes) of a ``Content-Range`` value (RFC 9110
+    §14.4): ``"bytes 100-199/200"`` → ``(100, 200)``, ``"bytes */200"`` → ``(None, 200)``;
+    ``(None, None)`` when absent or not understood."""
     if not value or not value.startswith("bytes "):
         return None, None
     spec, _, total = value[6:].partition("/")
@@ -427,7 +430,7 @@ async def _download(
         if validator is not None:
             headers["If-Range"] = validator
     timeout = httpx.Timeout(30.0, read=60.0)
-    verify = await trio.to_thread.run_sync(_ssl_context)
+    verify = await trio.to_thread.run_sync(ssl_context)
 
     async def start_over(reason: str) -> RetryableError:
         await trio.to_thread.run_sync(_unlink, base, part)
@@ -445,7 +448,7 @@ async def _download(
             if status == 416 and have:
                 if changed:
                     raise await start_over("the remote file changed")
-                _, full = _content_range_start(resp.headers.get("content-range"))
+                _, full = content_range_start(resp.headers.get("content-range"))
                 if full == have or (full is None and expected_size == have):
                     return await _complete(
                         ctx,
@@ -470,7 +473,7 @@ async def _download(
             offset = 0
             total: int | None = None
             if status == 206 and have:
-                start, total = _content_range_start(resp.headers.get("content-range"))
+                start, total = content_range_start(resp.headers.get("content-range"))
                 if start != have:
                     raise await start_over(f"Content-Range starts at {start}, asked for {have}")
                 if changed:  # the server ignored If-Range

@@ -65,29 +65,17 @@ def blueprint(rt: Runtime) -> Blueprint:
             return redirect("/setup")
         return await page("login.html", "/login", "Log in")
 
-    @bp.get("/")
-    @login_required
-    async def overview() -> str:
-        return await page("overview.html", "/", "Overview")
+    def logged_in_page(path: str, label: str) -> None:
+        template = "overview.html" if path == "/" else f"{path.strip('/')}.html"
 
-    @bp.get("/queue")
-    @login_required
-    async def queue() -> str:
-        return await page("queue.html", "/queue", "Queue")
+        async def show() -> str:
+            return await page(template, path, label)
 
-    @bp.get("/library")
-    @login_required
-    async def library() -> str:
-        return await page("library.html", "/library", "Library")
+        name = template.removesuffix(".html")
+        show.__name__ = name
+        bp.add_url_rule(path, name, login_required(show), methods=["GET"])
 
-    @bp.get("/work")
-    @login_required
-    async def work() -> str:
-        return await page("work.html", "/work", "Uploads & transfers")
-
-    @bp.get("/settings")
-    @login_required
-    async def settings() -> str:
-        return await page("settings.html", "/settings", "Settings")
+    for path, label in NAV:  # one page per navigation entry, each behind the login
+        logged_in_page(path, label)
 
     return bp
