@@ -167,6 +167,7 @@ def rename_under(
     ):
         if replace:
             os.rename(src_parts[-1], dst_parts[-1], src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+            os.fsync(dst_fd)
             return
         try:
             os.link(

@@ -361,11 +361,13 @@ class _Run:
         (``None`` where there is none)."""
         info = self.gdir / archive.INFO_NAME
         data = self.meta.information.encode("utf-8")
-        await trio.to_thread.run_sync(archive.write_atomic, info, data)
+        await trio.to_thread.run_sync(archive.write_atomic, self.deps.root, info, data)
         if self.cfg.archive not in ("zip", "zip_delete"):
             return None, self.gdir
         members = [*self.names, archive.INFO_NAME]
-        zip_path = await trio.to_thread.run_sync(archive.write_archive, self.gdir, members)
+        zip_path = await trio.to_thread.run_sync(
+            archive.write_archive, self.deps.root, self.gdir, members
+        )
         if self.cfg.archive == "zip":
             return zip_path, self.gdir
         await trio.to_thread.run_sync(archive.remove_gallery_dir, self.gdir, self.deps.root)
