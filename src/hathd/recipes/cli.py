@@ -41,6 +41,9 @@ def _print_batch(summary: dict[str, Any], fmt: str) -> None:
         f" {counts.get('active', 0)} active)",
         err=True,
     )
+    gallery = summary.get("gallery") or {}
+    if gallery.get("gallery_url"):
+        click.echo(f"gallery {gallery.get('name', '')!r}: {gallery['gallery_url']}", err=True)
     for item in summary.get("items", []):
         if item.get("error"):
             click.echo(f"  {item['path']}: {item['state']}: {item['error']}", err=True)
@@ -56,7 +59,9 @@ async def _wait(obj: CliContext, batch: str, timeout: float) -> dict[str, Any]:
         while True:
             async with obj.admin() as admin:
                 summary: dict[str, Any] = await admin.get(f"/api/v1/uploads/{batch}")
-            if summary["state"] != "active":
+            gallery = summary.get("gallery")
+            # a gallery is done once finalized (and renamed), after its last upload
+            if summary["state"] != "active" and (not gallery or gallery.get("finalized_at")):
                 return summary
             await trio.sleep(POLL)
     raise click.ClickException(f"batch {batch} still active after {timeout:g} s")

@@ -12,9 +12,11 @@ from typing import Any
 import httpx
 
 from hathd.recipes.config import RecipesConfig
+from hathd.recipes.credentials import resolve_credentials
 from hathd.recipes.model import ForumRecipe, Recipe
 from hathd.recipes.ratelimit import new_bucket
 from hathd.recipes.runner import ServiceSession
+from hathd.recipes.thumbnails import Thumbnailer
 from hathd.tokenbucket import TokenBucket
 
 
@@ -42,6 +44,8 @@ class Uploader:
         self._timeout = timeout
         self._sessions: dict[str, ServiceSession] = {}
         self._global: TokenBucket | None = None
+        self.thumbnailer = Thumbnailer()
+        """Makes the local thumbnails of every session (worker threads, bounded)."""
 
     def recipe(self, service: str) -> Recipe:
         """The image host ``service``.
@@ -70,6 +74,8 @@ class Uploader:
         (inside ``trio.run``).
 
         :raises UnknownServiceError: no such recipe.
+        :raises PermanentError: a credential file cannot be read, or the keyring is asked
+            for and unavailable (see :mod:`hathd.recipes.credentials`).
         """
         recipe: Recipe | ForumRecipe = (
             self.forums[service] if service in self.forums else self.recipe(service)
@@ -81,10 +87,11 @@ class Uploader:
             settings = self.config.services.get(service)
             found = ServiceSession(
                 recipe,
-                settings.credentials if settings is not None else {},
+                resolve_credentials(recipe, settings),
                 global_bucket=self._global,
                 transport=self._transport,
                 timeout=self._timeout,
+                thumbnailer=self.thumbnailer,
             )
             self._sessions[service] = found
         return found
@@ -94,6 +101,7 @@ class Uploader:
         sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:
             await session.aclose()
+        self.thumbnailer.close()
 
     async def close_when_idle(self) -> None:
         """Ask every session to close once its running operations end (shutdown)."""
