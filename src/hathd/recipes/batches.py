@@ -21,6 +21,7 @@ import attrs
 
 from hathd.engine.api import ACTIVE_STATES, EngineAPI, JobState
 from hathd.recipes.output import render_output
+from hathd.recipes.user_templates import OutputTemplateError, UserTemplates, batch_context
 from hathd.store import Store
 
 MIGRATIONS: list[str] = [
@@ -165,13 +166,17 @@ async def summarize(
     batch: Batch,
     items: Sequence[Item],
     templates: Mapping[str, str] | None = None,
+    user: UserTemplates | None = None,
 ) -> dict[str, Any]:
     """The batch as the API returns it: per-file state and links, counts, overall ``state``
     (``active`` while any job is queued/running/waiting/paused, else ``done`` when all
     succeeded, ``failed`` when none did, ``partial`` otherwise) and ``output`` in every
-    format, over the files uploaded so far, in order."""
+    format (the built-in ones, ``templates`` and the ``user`` Jinja2 templates), over the
+    files uploaded so far, in order. A user template that fails renders as ``""`` and its
+    error (template and line) is listed under ``output_errors``."""
     files: list[dict[str, Any]] = []
     done: list[dict[str, str]] = []
+    dims: list[dict[str, int]] = []
     counts = {"done": 0, "failed": 0, "active": 0, "cancelled": 0}
     for item in items:
         job = await engine.get(item.job_id)
@@ -191,6 +196,12 @@ async def summarize(
                     "delete": entry["delete"],
                     "filename": Path(item.path).name,
                     "index": str(item.index),
+                }
+            )
+            dims.append(
+                {
+                    "thumb_width": int(job.result.get("thumb_width", 0) or 0),
+                    "thumb_height": int(job.result.get("thumb_height", 0) or 0),
                 }
             )
             counts["done"] += 1
@@ -225,6 +236,20 @@ async def summarize(
             "finalized_at": batch.finalized_at,
             "finalize_error": batch.finalize_error,
         }
+    errors: dict[str, str] = {}
+    if user is not None and user.formats:
+        context = batch_context(
+            batch.id,
+            batch.service,
+            [{**d, **n} for d, n in zip(done, dims, strict=True)],
+            gallery,
+        )
+        for fmt in sorted(user.formats):
+            try:
+                output[fmt] = user.render(fmt, context)
+            except OutputTemplateError as exc:
+                output[fmt] = ""
+                errors[fmt] = str(exc)
     return {
         "batch": batch.id,
         "service": batch.service,
@@ -234,4 +259,5 @@ async def summarize(
         "gallery": gallery,
         "items": files,
         "output": output,
+        "output_errors": errors,
     }
