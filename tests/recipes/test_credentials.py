@@ -13,7 +13,8 @@ from keyring.backends import fail
 
 from fakes.imagehost_setup import VIPR_PASS, VIPR_USER, services_config
 from fakes.imagehost_stack import upload_stack
-from fakes.imagehosts import FakeVipr, content_id
+from fakes.imagehosts import FakePixhost, FakeVipr, content_id
+from hathd.engine.api import JobState
 from hathd.errors import PermanentError
 from hathd.recipes.config import RecipesConfig, ServiceConfig
 from hathd.recipes.credentials import KeyringUnavailableError, keyring_service
@@ -138,4 +139,27 @@ async def test_no_keyring_backend_is_said_clearly(vipr: FakeVipr, images: list[P
             await upload_one(config, images[0])
     finally:
         keyring.set_keyring(before)
+    assert vipr.requests == []
+
+
+async def test_unreadable_file_fails_that_service_only(
+    vipr: FakeVipr, pixhost: FakePixhost, images: list[Path], tmp_path: Path
+) -> None:
+    """Credentials are read at start-up (off the event loop); a service whose file cannot
+    be read fails its own jobs with the reason, the others work."""
+    config = services_config(vipr_im=vipr.base_url, pixhost_to=pixhost.base_url)
+    config.services["vipr.im"] = ServiceConfig(
+        base_url=vipr.base_url,
+        credentials={"username": VIPR_USER, "password_file": str(tmp_path / "gone")},
+    )
+    async with upload_stack(config) as stack:
+        bad = await stack.uploads.submit([str(images[0])], "vipr.im")
+        good = await stack.uploads.submit([str(images[0])], "pixhost.to")
+        failed = await stack.engine.wait_final(bad.jobs[0]["job"], timeout=60)
+        done = await stack.engine.wait_final(good.jobs[0]["job"], timeout=60)
+    assert failed.state is JobState.FAILED
+    assert failed.error is not None
+    assert "credentials.password_file" in failed.error
+    assert "cannot read" in failed.error
+    assert done.state is JobState.DONE
     assert vipr.requests == []

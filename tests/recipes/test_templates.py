@@ -49,8 +49,12 @@ def test_directory_templates_render_over_the_batch(tmp_path: Path) -> None:
 def test_a_template_file_named_in_the_config(tmp_path: Path) -> None:
     path = tmp_path / "anywhere.txt"
     path.write_text("{% for i in items %}{{ i.index }}={{ i.url }}{% endfor %}")
-    user = UserTemplates.load(None, {"plain": str(path)})
+    failing = tmp_path / "other.tpl"
+    failing.write_text("one\ntwo\n{{ items[0].url.nope }}")
+    user = UserTemplates.load(None, {"plain": str(path), "failing": str(failing)})
     assert user.render("plain", context()) == "0=https://h.example/i/1"
+    with pytest.raises(OutputTemplateError, match=r"^template other\.tpl line 3: Undefined"):
+        user.render("failing", context())
 
 
 def test_syntax_error_names_the_file_and_line(tmp_path: Path) -> None:

@@ -50,6 +50,9 @@ def _print_batch(summary: dict[str, Any], fmt: str) -> None:
     output = summary.get("output", {})
     if fmt not in output:
         raise click.BadParameter(f"unknown format {fmt!r}; known: {', '.join(sorted(output))}")
+    failed = (summary.get("output_errors") or {}).get(fmt)
+    if failed:
+        click.echo(f"format {fmt!r} failed: {failed}", err=True)
     if output[fmt]:
         click.echo(output[fmt])
 

@@ -56,6 +56,8 @@ class RecipesPlugin(BasePlugin):
         if rt.engine is None:
             return
         uploader = Uploader(recipes, rt.config.recipes)
+        # credential files and the keyring may block (a locked wallet): read them off the loop
+        await trio.to_thread.run_sync(uploader.read_credentials)
         uploads = Uploads(
             uploader,
             rt.engine,

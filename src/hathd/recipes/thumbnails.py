@@ -80,11 +80,11 @@ def make_thumbnail(source: Path, dest: Path, spec: ThumbnailSpec) -> Thumbnail:
 
 class Thumbnailer:
     """Makes thumbnails in worker threads, at most ``limit`` at once (default: the number of
-    CPUs), into a private temporary folder removed by :meth:`close`."""
+    CPUs), into a private temporary folder (made on first use) removed by :meth:`close`."""
 
     def __init__(self, limit: int | None = None) -> None:
         self.limiter = trio.CapacityLimiter(limit or os.cpu_count() or 2)
-        self._dir = tempfile.TemporaryDirectory(prefix="hathd-thumbs-")
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._count = 0
 
     async def make(self, source: Path, spec: ThumbnailSpec) -> Thumbnail:
@@ -92,6 +92,8 @@ class Thumbnailer:
 
         :raises PermanentError: see :func:`make_thumbnail`.
         """
+        if self._dir is None:
+            self._dir = tempfile.TemporaryDirectory(prefix="hathd-thumbs-")
         self._count += 1
         dest = Path(self._dir.name) / f"{self._count}.{EXTENSION[spec.format]}"
         return await trio.to_thread.run_sync(
@@ -105,4 +107,6 @@ class Thumbnailer:
 
     def close(self) -> None:
         """Remove the temporary folder and whatever is left in it."""
-        self._dir.cleanup()
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None

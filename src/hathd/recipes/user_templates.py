@@ -28,7 +28,7 @@ summary it was rendering for.
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -157,21 +157,22 @@ class UserTemplates:
         try:
             return self.env.get_template(name).render(**context).strip()
         except TemplateError as exc:
-            raise OutputTemplateError(_describe(exc, name)) from None
+            raise OutputTemplateError(_describe(exc, name, self.formats.values())) from None
         except (ArithmeticError, LookupError, TypeError, ValueError) as exc:
             # Python errors raised inside expressions ({{ 1 / 0 }}, {{ items[99] }})
-            raise OutputTemplateError(_describe(exc, name)) from None
+            raise OutputTemplateError(_describe(exc, name, self.formats.values())) from None
 
 
-def _describe(exc: Exception, name: str) -> str:
+def _describe(exc: Exception, name: str, names: Iterable[str]) -> str:
     """``template NAME line N: message`` from the traceback frames Jinja2 rewrote to point
-    at template lines."""
+    at template lines (their file name is the template's, one of ``names``)."""
+    known = set(names)
     template, line = name, 0
     if isinstance(exc, TemplateSyntaxError) and exc.lineno:
         template, line = exc.filename or exc.name or name, exc.lineno
     else:
         for frame in traceback.extract_tb(exc.__traceback__):
-            if frame.filename.endswith(SUFFIX) and frame.lineno:
+            if frame.filename in known and frame.lineno:
                 template, line = frame.filename, frame.lineno
     message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     where = f"template {template}" + (f" line {line}" if line else "")
