@@ -623,9 +623,11 @@ class ServiceSession:
         self, name: str, extra: Mapping[str, str] | None = None
     ) -> dict[str, str]:
         """Run the recipe's ``gallery.create`` chain; return every value it extracted
-        (``gallery_id`` among them), to be passed to each upload and to the finalize steps.
+        (``gallery_id`` among them; ``gallery_url`` extracted, else from the recipe's
+        ``[gallery] url``), to be passed to each upload and to the finalize and rename steps.
 
-        :raises PermanentError: the recipe has no gallery steps, or the host refused.
+        :raises PermanentError: the recipe has no gallery steps, a credential named in its
+            ``[gallery] credentials`` is missing (before any request), or the host refused.
         :raises RetryableError | RateLimitedError: transient trouble after retries.
         """
         gallery = self._host.gallery
@@ -638,14 +640,7 @@ class ServiceSession:
                 f' [recipes.services."{self.recipe.id}"].credentials'
             )
         async with self._operation():
-            found = await self._create_gallery(gallery.create, name, extra)
-        if gallery.url and not found.get("gallery_url"):
-            values, _generation = await self.login()
-            try:
-                found["gallery_url"] = render(gallery.url, {**values, **found})
-            except TemplateError as exc:
-                raise PermanentError(f"{self.recipe.id}: gallery.url: {exc}") from None
-        return found
+            return await self._create_gallery(gallery.create, name, extra)
 
     async def _create_gallery(
         self, steps: Sequence[Step], name: str, extra: Mapping[str, str] | None
@@ -659,6 +654,12 @@ class ServiceSession:
             except _Relogin:
                 self._expire(generation)
                 continue
+            template = self._host.gallery.url if self._host.gallery is not None else ""
+            if template and not found.get("gallery_url"):
+                try:
+                    found["gallery_url"] = render(template, {**values, **found})
+                except TemplateError as exc:
+                    raise PermanentError(f"{self.recipe.id}: gallery.url: {exc}") from None
             return {"gallery_name": name, **found}
         raise PermanentError(f"{self.recipe.id}: the session expired again right after login")
 
