@@ -14,7 +14,7 @@ from asyncclick.testing import CliRunner
 
 from fakes.imagehost_setup import IMX_KEY, IMX_PASS, IMX_USER, VIPR_USER, services_config
 from fakes.imagehost_stack import upload_stack
-from fakes.imagehosts import FakeImageBam, FakeImx, FakePixhost, FakeVipr, running
+from fakes.imagehosts import FakeImageBam, FakeImx, FakePixhost, FakeVipr, content_id, running
 from hathd.errors import PermanentError
 from hathd.recipes.cli import upload
 from hathd.recipes.config import ServiceConfig
@@ -185,3 +185,35 @@ async def test_one_gallery_per_folder_through_the_cli(service: str, sets: list[P
         "set1": ["img0.jpg", "img1.jpg", "img2.jpg"],
         "set2": ["img0.jpg", "img1.jpg", "img2.jpg"],
     }
+
+
+async def test_wait_prints_the_gallery_link_before_the_images(
+    pixhost: FakePixhost, images: list[Path]
+) -> None:
+    async with upload_stack(services_config(pixhost_to=pixhost.base_url)) as stack:
+        cli = await CliRunner().invoke(
+            upload,
+            [str(images[0]), "--to", "pixhost.to", "--gallery", "Trip [1]", "--wait"],
+            obj=stack.cli,
+        )
+        assert cli.exit_code == 0, cli.output
+    ident = content_id(images[0].read_bytes())
+    assert cli.stdout.splitlines() == [
+        "[url=https://pixhost.to/gallery/g0001]Trip (1)[/url]",
+        f"[url=https://pixhost.to/show/{ident}/photo0.jpg]"
+        f"[img]https://t0.pixhost.to/thumbs/{ident}/photo0.jpg[/img][/url]",
+    ]
+
+
+def test_gallery_line_in_each_format() -> None:
+    from hathd.recipes.output import render_gallery
+
+    url = "https://h.example/g/1?a=1&b=2"
+    assert render_gallery("bbcode", "x [b]", url) == f"[url={url}]x (b)[/url]"
+    assert render_gallery("html", "<i>", url) == (
+        '<a href="https://h.example/g/1?a=1&amp;b=2">&lt;i&gt;</a>'
+    )
+    assert render_gallery("markdown", "a]b", url) == f"[a\\]b]({url})"
+    assert render_gallery("links", "n", url) == url
+    assert render_gallery("bbcode", "n", "javascript:alert(1)") == ""
+    assert render_gallery("mine", "n", url) == ""

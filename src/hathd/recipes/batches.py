@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 
 from hathd.engine.api import ACTIVE_STATES, EngineAPI, JobState
-from hathd.recipes.output import render_output
+from hathd.recipes.output import render_gallery, render_output
 from hathd.recipes.user_templates import OutputTemplateError, UserTemplates, batch_context
 from hathd.store import Store
 
@@ -172,8 +172,9 @@ async def summarize(
     (``active`` while any job is queued/running/waiting/paused, else ``done`` when all
     succeeded, ``failed`` when none did, ``partial`` otherwise) and ``output`` in every
     format (the built-in ones, ``templates`` and the ``user`` Jinja2 templates), over the
-    files uploaded so far, in order. A user template that fails renders as ``""`` and its
-    error (template and line) is listed under ``output_errors``."""
+    files uploaded so far, in order; ``gallery_output`` is the gallery's link in each
+    built-in format (when the batch has a gallery with a link). A user template that fails
+    renders as ``""`` and its error (template and line) is listed under ``output_errors``."""
     files: list[dict[str, Any]] = []
     done: list[dict[str, str]] = []
     dims: list[dict[str, int]] = []
@@ -236,6 +237,12 @@ async def summarize(
             "finalized_at": batch.finalized_at,
             "finalize_error": batch.finalize_error,
         }
+    gallery_output: dict[str, str] = {}
+    if gallery is not None and gallery.get("gallery_url"):
+        for fmt in ("bbcode", "html", "markdown", "links"):
+            line = render_gallery(fmt, str(gallery["name"]), str(gallery["gallery_url"]))
+            if line:
+                gallery_output[fmt] = line
     errors: dict[str, str] = {}
     if user is not None and user.formats:
         context = batch_context(
@@ -259,5 +266,6 @@ async def summarize(
         "gallery": gallery,
         "items": files,
         "output": output,
+        "gallery_output": gallery_output,
         "output_errors": errors,
     }

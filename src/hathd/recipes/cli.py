@@ -41,9 +41,6 @@ def _print_batch(summary: dict[str, Any], fmt: str) -> None:
         f" {counts.get('active', 0)} active)",
         err=True,
     )
-    gallery = summary.get("gallery") or {}
-    if gallery.get("gallery_url"):
-        click.echo(f"gallery {gallery.get('name', '')!r}: {gallery['gallery_url']}", err=True)
     for item in summary.get("items", []):
         if item.get("error"):
             click.echo(f"  {item['path']}: {item['state']}: {item['error']}", err=True)
@@ -53,6 +50,9 @@ def _print_batch(summary: dict[str, Any], fmt: str) -> None:
     failed = (summary.get("output_errors") or {}).get(fmt)
     if failed:
         click.echo(f"format {fmt!r} failed: {failed}", err=True)
+    gallery_line = (summary.get("gallery_output") or {}).get(fmt)
+    if gallery_line:
+        click.echo(gallery_line)
     if output[fmt]:
         click.echo(output[fmt])
 
