@@ -8,6 +8,7 @@ from pathlib import Path
 from hathd.recipes.config import RecipesConfig, ServiceConfig
 
 IMX_KEY = "imx-key-7f3a9c"
+IMX_USER, IMX_PASS = "imx@example.org", "imx-pass-3d8e"
 VIPR_USER, VIPR_PASS = "viprfan", "vipr-pass-55e1"
 BAM_EMAIL, BAM_PASS = "bam@example.org", "bam-pass-0c4d"
 FORUM_USER, FORUM_PASS = "poster", "forum-pass-91b2"
@@ -27,7 +28,7 @@ def services_config(**base_urls: str) -> RecipesConfig:
     """A ``[recipes]`` section pointing the built-ins at fakes, with the test credentials;
     keyword names use ``_`` for ``.`` (``imx_to`` → ``imx.to``)."""
     creds = {
-        "imx.to": {"api_key": IMX_KEY},
+        "imx.to": {"api_key": IMX_KEY, "username": IMX_USER, "password": IMX_PASS},
         "vipr.im": {"username": VIPR_USER, "password": VIPR_PASS},
         "imagebam": {"email": BAM_EMAIL, "password": BAM_PASS},
         "vbulletin": {"username": FORUM_USER, "password": FORUM_PASS},
@@ -35,7 +36,9 @@ def services_config(**base_urls: str) -> RecipesConfig:
     services = {}
     for key, url in base_urls.items():
         sid = {"imx_to": "imx.to", "pixhost_to": "pixhost.to", "vipr_im": "vipr.im"}.get(key, key)
+        # the IMX web site (galleries) is served by the same fake as its API
+        options = {"web_url": url} if sid == "imx.to" else {}
         services[sid] = ServiceConfig(
-            base_url=url, credentials=creds.get(sid, {}), rate=50.0, burst=50
+            base_url=url, credentials=creds.get(sid, {}), options=options, rate=50.0, burst=50
         )
     return RecipesConfig(services=services, global_rate=0.0, roots=[TEST_ROOT])

@@ -5,14 +5,20 @@ the upload client can see (cookies, CSRF tokens, hidden form inputs, JavaScript-
 endpoints, multipart form parsing, JSON and HTML replies) and records every request it
 received, so tests can assert the exact requests and the URLs the uploads returned.
 
-- :class:`FakeImx` — API key in ``X-API-KEY``, JSON reply.
+- :class:`FakeImx` — API key in ``X-API-KEY``, JSON reply; galleries on the web side
+  (``/login.php`` form, ``/user/gallery/add`` redirecting to ``…/manage?id=ID``), uploads
+  joining one with ``gallery_id``.
 - :class:`FakePixhost` — anonymous upload with ``Accept: application/json``, galleries.
 - :class:`FakeVipr` — login form (cookie ``xfss``), hidden ``sess_id`` on the home page,
-  HTML reply; an expired session redirects to ``/login.html``.
+  HTML reply; an expired session redirects to ``/login.html``; XFileSharing folders (the
+  ``?op=my_files`` page's token, ``create_new_folder`` redirecting to ``fld_id=ID``).
 - :class:`FakeTurbo` — the upload endpoint appears only in the home page's JavaScript.
 - :class:`FakeImageBam` — Laravel-style login: ``_token`` form field, session cookie, a
   ``csrf-token`` meta tag, ``X-CSRF-TOKEN`` header, an upload-session token; 419 on a CSRF
-  mismatch, 403 on wrong credentials.
+  mismatch, 403 on wrong credentials; an upload session with ``gallery=1`` makes an
+  untitled gallery, named later through ``/gallery/ID/edit``.
+- :class:`FakeThumbHost` — a generic host that takes a locally made thumbnail with the
+  image (``thumb`` part), for the ``[thumbnail]`` recipe table.
 
 Links returned by the fakes name the real public hosts with an id derived from the file's
 content (:func:`content_id`), so a test can compute the URL it expects.
@@ -172,15 +178,66 @@ def _json_error(http_status: int, /, **body: Any) -> tuple[dict[str, Any], int]:
 
 
 class FakeImx(FakeHost):
-    """IMX.to's API: ``POST /v1/upload.php`` with ``X-API-KEY``."""
+    """IMX.to's API: ``POST /v1/upload.php`` with ``X-API-KEY``; and the web site's login and
+    gallery forms (``galleries``: id → ``{"name", "public", "images"}``)."""
 
     name = "imx"
 
-    def __init__(self, api_key: str) -> None:
+    def __init__(self, api_key: str, username: str = "", password: str = "") -> None:
         self.api_key = api_key
+        self.username = username
+        self.password = password
+        self.sessions: set[str] = set()
+        self.galleries: dict[str, dict[str, Any]] = {}
         super().__init__()
 
+    def _logged_in(self) -> bool:
+        return self.last.cookies.get("PHPSESSID", "") in self.sessions
+
     def routes(self) -> None:
+        @self.app.post("/login.php")
+        async def login() -> Reply:
+            form = self.last.form
+            if (
+                form.get("doLogin") != "Login"
+                or not self.username
+                or form.get("usr_email") != self.username
+                or form.get("pwd") != self.password
+            ):
+                return '<form action="/login.php"><input name="usr_email"></form>', 200
+            cookie = secrets.token_hex(8)
+            self.sessions.add(cookie)
+            reply = redirect("/user/dashboard")
+            reply.set_cookie("PHPSESSID", cookie, httponly=True)
+            return reply
+
+        @self.app.get("/user/dashboard")
+        async def dashboard() -> Reply:
+            if not self._logged_in():
+                return redirect("/login.php")
+            return "<html>dashboard</html>", 200
+
+        @self.app.post("/user/gallery/add")
+        async def add_gallery() -> Reply:
+            if not self._logged_in():
+                return redirect("/login.php")
+            form = self.last.form
+            if form.get("submit_new_gallery") != "Add" or not form.get("gallery_name"):
+                return "<html>Gallery name required</html>", 200
+            ident = secrets.token_hex(3)
+            self.galleries[ident] = {
+                "name": form["gallery_name"],
+                "public": form.get("public_gallery") == "1",
+                "images": [],
+            }
+            return redirect(f"/user/gallery/manage?id={ident}")
+
+        @self.app.get("/user/gallery/manage")
+        async def manage() -> Reply:
+            if not self._logged_in():
+                return redirect("/login.php")
+            return "<html>manage gallery</html>", 200
+
         @self.app.post("/v1/upload.php")
         async def upload() -> tuple[dict[str, Any], int]:
             if request.headers.get("X-API-KEY") != self.api_key:
@@ -189,6 +246,11 @@ class FakeImx(FakeHost):
             image = rec.files.get("image")
             if image is None:
                 return _json_error(400, status="error", message="no image")
+            gallery_id = rec.form.get("gallery_id")
+            if gallery_id is not None:
+                if gallery_id not in self.galleries:
+                    return _json_error(400, status="error", message="Invalid gallery")
+                self.galleries[gallery_id]["images"].append(image.filename)
             ident = content_id(image.data)
             size = rec.form.get("thumbnail_size", "2")
             return {
@@ -281,6 +343,10 @@ class FakeVipr(FakeHost):
         self.username = username
         self.password = password
         self.sessions: dict[str, str] = {}
+        self.folders: dict[str, dict[str, Any]] = {}
+        """fld_id → ``{"name", "images"}``."""
+        self._folder_ids = itertools.count(101)
+        self._tokens: dict[str, str] = {}
         super().__init__()
 
     def expire_sessions(self) -> None:
@@ -310,11 +376,43 @@ class FakeVipr(FakeHost):
         async def login_page() -> tuple[str, int]:
             return _LOGIN_PAGE.format(error=""), 200
 
+        @self.app.post("/")
+        async def my_files_post() -> Reply:
+            rec = self.last
+            cookie = rec.cookies.get("xfss", "")
+            if cookie not in self.sessions:
+                return redirect("/login.html")
+            form = rec.form
+            if form.get("op") != "my_files" or form.get("token") != self._tokens.get(cookie):
+                return '<html><div class="err">Invalid token</div></html>', 200
+            name = form.get("create_new_folder", "")
+            if not name or form.get("fld_id") != "0":
+                return '<html><div class="err">Folder name required</div></html>', 200
+            fld_id = str(next(self._folder_ids))
+            self.folders[fld_id] = {"name": name, "images": []}
+            return redirect(f"/?op=my_files&fld_id={fld_id}")
+
         @self.app.get("/")
         async def home() -> Reply:
-            sess = self.sessions.get(self.last.cookies.get("xfss", ""))
+            cookie = self.last.cookies.get("xfss", "")
+            sess = self.sessions.get(cookie)
             if sess is None:
                 return redirect("/login.html")
+            if self.last.query.get("op") == "my_files":
+                token = self._tokens.setdefault(cookie, secrets.token_hex(6))
+                links = "".join(
+                    f'<a href="/?op=my_files&amp;fld_id={i}">{f["name"]}</a>'
+                    for i, f in self.folders.items()
+                )
+                return (
+                    f"<html><body>{links}"
+                    '<form id="create_folder" method="POST" action="/">'
+                    '<input type="hidden" name="op" value="my_files">'
+                    f'<input type="hidden" name="token" value="{token}">'
+                    '<input type="hidden" name="fld_id" value="0">'
+                    '<input name="create_new_folder"></form></body></html>',
+                    200,
+                )
             return (
                 f'<html><body><form id="uploadfile" method="POST" enctype="multipart/form-data"'
                 f' action="/cgi-bin/upload.cgi?upload_type=file">'
@@ -332,6 +430,11 @@ class FakeVipr(FakeHost):
             file = rec.files.get("file_0")
             if file is None or rec.form.get("tos") != "1":
                 return '<html><div class="err">No file or terms not accepted</div></html>', 200
+            fld_id = rec.form.get("fld_id")
+            if fld_id is not None:
+                if fld_id not in self.folders:
+                    return '<html><div class="err">No such folder</div></html>', 200
+                self.folders[fld_id]["images"].append(file.filename)
             ident = content_id(file.data)
             return (
                 "<html><body><h2>Files uploaded</h2>"
@@ -389,8 +492,14 @@ class FakeImageBam(FakeHost):
     def __init__(self, email: str, password: str) -> None:
         self.email = email
         self.password = password
-        # session cookie → {"token": csrf token, "user": bool, "upload": upload token}
+        # session cookie → {"token": csrf token, "user": bool, "upload": the newest upload
+        # token of a session without a gallery}
         self.sessions: dict[str, dict[str, Any]] = {}
+        self.upload_tokens: dict[str, str | None] = {}
+        """upload-session token → the gallery its files go to (``None``: no gallery)."""
+        self.galleries: dict[str, dict[str, Any]] = {}
+        """gallery id → ``{"title", "images", "renamed_after"}`` (``renamed_after``: how many
+        images it had when it was renamed)."""
         super().__init__()
 
     def _session(self) -> tuple[str, dict[str, Any]]:
@@ -450,8 +559,37 @@ class FakeImageBam(FakeHost):
                 return _json_error(401, status="error", message="Unauthenticated.")
             if self.last.headers.get("x-csrf-token") != sess["token"]:
                 return "CSRF token mismatch", 419
-            sess["upload"] = secrets.token_hex(8)
-            return {"status": "success", "data": sess["upload"]}, 200
+            token = secrets.token_hex(8)
+            reply: dict[str, Any] = {"status": "success", "data": token}
+            gallery: str | None = None
+            if self.last.form.get("gallery") == "1":
+                gallery = secrets.token_hex(16)
+                self.galleries[gallery] = {"title": "", "images": [], "renamed_after": None}
+                reply["gallery"] = gallery
+            else:
+                sess["upload"] = token
+            self.upload_tokens[token] = gallery
+            return reply, 200
+
+        @self.app.post("/gallery/<gallery>/edit")
+        async def edit_gallery(gallery: str) -> tuple[dict[str, Any], int] | tuple[str, int]:
+            _key, sess = self._session()
+            rec = self.last
+            if not sess["user"]:
+                return _json_error(401, status="error", message="Unauthenticated.")
+            if (
+                rec.headers.get("x-csrf-token") != sess["token"]
+                or rec.form.get("_token") != sess["token"]
+            ):
+                return "CSRF token mismatch", 419
+            found = self.galleries.get(gallery)
+            if found is None:
+                return _json_error(404, status="error", message="gallery not found")
+            if not rec.form.get("title"):
+                return _json_error(422, status="error", message="The title field is required.")
+            found["title"] = rec.form["title"]
+            found["renamed_after"] = len(found["images"])
+            return {"status": "success"}, 200
 
         @self.app.post("/upload")
         async def upload() -> tuple[dict[str, Any], int] | tuple[str, int]:
@@ -464,11 +602,15 @@ class FakeImageBam(FakeHost):
                 or rec.form.get("_token") != sess["token"]
             ):
                 return "CSRF token mismatch", 419
-            if rec.form.get("data") != sess["upload"]:
+            token = rec.form.get("data", "")
+            if token not in self.upload_tokens:
                 return _json_error(422, status="error", message="invalid upload session")
             file = rec.files.get("files[0]")
             if file is None:
                 return _json_error(422, status="error", message="no file")
+            gallery = self.upload_tokens[token]
+            if gallery is not None:
+                self.galleries[gallery]["images"].append(file.filename)
             ident = content_id(file.data)
             return {
                 "status": "success",
@@ -479,6 +621,33 @@ class FakeImageBam(FakeHost):
                         "delete": f"https://www.imagebam.com/remove/{ident}",
                     }
                 ],
+            }, 200
+
+
+class FakeThumbHost(FakeHost):
+    """A host taking the image (``image``) and a thumbnail made by the client (``thumb``):
+    ``POST /upload`` → ``{"ok": true, "url", "thumb"}``; the thumbnails it received are kept
+    in ``thumbs`` (file name → bytes)."""
+
+    name = "thumbhost"
+
+    def __init__(self) -> None:
+        self.thumbs: dict[str, UploadedFile] = {}
+        super().__init__()
+
+    def routes(self) -> None:
+        @self.app.post("/upload")
+        async def upload() -> tuple[dict[str, Any], int]:
+            rec = self.last
+            image, thumb = rec.files.get("image"), rec.files.get("thumb")
+            if image is None or thumb is None:
+                return _json_error(400, ok=False, error="image and thumb are required")
+            ident = content_id(image.data)
+            self.thumbs[image.filename] = thumb
+            return {
+                "ok": True,
+                "url": f"https://thumbs.example/i/{ident}",
+                "thumb": f"https://thumbs.example/t/{ident}",
             }, 200
 
 

@@ -14,6 +14,8 @@ from fakes.imagehost_setup import (
     FORUM_PASS,
     FORUM_USER,
     IMX_KEY,
+    IMX_PASS,
+    IMX_USER,
     VIPR_PASS,
     VIPR_USER,
     make_image,
@@ -37,7 +39,7 @@ def images(tmp_path: Path) -> list[Path]:
 
 @pytest.fixture
 async def imx() -> AsyncIterator[FakeImx]:
-    async with running(FakeImx(IMX_KEY)) as host:
+    async with running(FakeImx(IMX_KEY, IMX_USER, IMX_PASS)) as host:
         assert isinstance(host, FakeImx)
         yield host
 

@@ -238,7 +238,7 @@ async def test_api_rejects_bad_submissions(imx: FakeImx, images: list[Path]) -> 
         ({"paths": ["pics/a.jpg"], "service": "imx.to"}, 400, "paths must be absolute"),
         ({"paths": [str(images[0]) + ".gone"], "service": "imx.to"}, 400, "no such file"),
         (
-            {"paths": [str(images[0])], "service": "imx.to", "gallery": "G"},
+            {"paths": [str(images[0])], "service": "turboimagehost", "gallery": "G"},
             400,
             "does not support galleries",
         ),
@@ -273,12 +273,15 @@ async def test_api_rejects_bad_submissions(imx: FakeImx, images: list[Path]) -> 
     assert by_id["vbulletin"]["kind"] == "forum"
     assert by_id["vbulletin"]["limits"] == {"rate": 1.0, "burst": 3, "concurrency": 1}
     assert by_id["imx.to"]["credentials"] == [
-        {"name": "api_key", "required": True, "configured": True}
+        {"name": "api_key", "required": True, "configured": True, "source": "config"},
+        {"name": "username", "required": False, "configured": True, "source": "config"},
+        {"name": "password", "required": False, "configured": True, "source": "config"},
     ]
     assert by_id["imagebam"]["credentials"][1] == {
         "name": "password",
         "required": True,
         "configured": False,
+        "source": None,
     }
     assert by_id["pixhost.to"]["gallery"] is True
     assert "api_key" not in str(listing).replace('"api_key"', "").replace("'api_key'", "")

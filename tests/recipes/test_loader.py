@@ -215,7 +215,11 @@ def test_service_overrides_and_unknown_services() -> None:
     recipes = configured_recipes(config)
     imx = recipes["imx.to"]
     assert imx.base_url == "http://127.0.0.1:1"
-    assert imx.options == {"thumbnail_size": "3"}
+    assert imx.options == {
+        "thumbnail_size": "3",
+        "web_url": "https://imx.to",
+        "public_gallery": "1",
+    }
     assert (imx.limits.rate, imx.limits.burst, imx.limits.concurrency) == (0.5, 2, 3)
     assert "vipr.im" not in recipes
     with pytest.raises(ConfigError, match=r'recipes\.services\."nope"'):

@@ -27,6 +27,7 @@ from typing import Any
 from quart import Blueprint, request
 
 from hathd.jsonbody import read_object
+from hathd.recipes.config import ServiceConfig
 from hathd.recipes.model import Recipe
 from hathd.recipes.posts import PostRequestError, PostTarget, get_post, recent_posts
 from hathd.recipes.uploader import Uploader
@@ -35,6 +36,18 @@ from hathd.recipes.uploads import UploadRequestError, Uploads
 
 def _error(message: str, status: int) -> tuple[dict[str, Any], int]:
     return {"error": message}, status
+
+
+def _source(configured: dict[str, str], name: str, settings: ServiceConfig | None) -> str | None:
+    """Where a credential is to come from: ``config``, ``file``, ``keyring`` (asked for; the
+    keyring is read when the session starts) or ``None``."""
+    if configured.get(name):
+        return "config"
+    if configured.get(f"{name}_file"):
+        return "file"
+    if settings is not None and settings.keyring:
+        return "keyring"
+    return None
 
 
 def recipe_listing(uploader: Uploader) -> list[dict[str, Any]]:
@@ -56,7 +69,8 @@ def recipe_listing(uploader: Uploader) -> list[dict[str, Any]]:
                     {
                         "name": c.name,
                         "required": c.required,
-                        "configured": bool(configured.get(c.name)),
+                        "configured": _source(configured, c.name, settings) is not None,
+                        "source": _source(configured, c.name, settings),
                     }
                     for c in recipe.credentials
                 ],

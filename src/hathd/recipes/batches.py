@@ -20,7 +20,8 @@ from typing import Any
 import attrs
 
 from hathd.engine.api import ACTIVE_STATES, EngineAPI, JobState
-from hathd.recipes.output import render_output
+from hathd.recipes.output import render_gallery, render_output
+from hathd.recipes.user_templates import OutputTemplateError, UserTemplates, batch_context
 from hathd.store import Store
 
 MIGRATIONS: list[str] = [
@@ -165,13 +166,18 @@ async def summarize(
     batch: Batch,
     items: Sequence[Item],
     templates: Mapping[str, str] | None = None,
+    user: UserTemplates | None = None,
 ) -> dict[str, Any]:
     """The batch as the API returns it: per-file state and links, counts, overall ``state``
     (``active`` while any job is queued/running/waiting/paused, else ``done`` when all
     succeeded, ``failed`` when none did, ``partial`` otherwise) and ``output`` in every
-    format, over the files uploaded so far, in order."""
+    format (the built-in ones, ``templates`` and the ``user`` Jinja2 templates), over the
+    files uploaded so far, in order; ``gallery_output`` is the gallery's link in each
+    built-in format (when the batch has a gallery with a link). A user template that fails
+    renders as ``""`` and its error (template and line) is listed under ``output_errors``."""
     files: list[dict[str, Any]] = []
     done: list[dict[str, str]] = []
+    dims: list[dict[str, int]] = []
     counts = {"done": 0, "failed": 0, "active": 0, "cancelled": 0}
     for item in items:
         job = await engine.get(item.job_id)
@@ -191,6 +197,12 @@ async def summarize(
                     "delete": entry["delete"],
                     "filename": Path(item.path).name,
                     "index": str(item.index),
+                }
+            )
+            dims.append(
+                {
+                    "thumb_width": int(job.result.get("thumb_width", 0) or 0),
+                    "thumb_height": int(job.result.get("thumb_height", 0) or 0),
                 }
             )
             counts["done"] += 1
@@ -225,6 +237,26 @@ async def summarize(
             "finalized_at": batch.finalized_at,
             "finalize_error": batch.finalize_error,
         }
+    gallery_output: dict[str, str] = {}
+    if gallery is not None and gallery.get("gallery_url"):
+        for fmt in ("bbcode", "html", "markdown", "links"):
+            line = render_gallery(fmt, str(gallery["name"]), str(gallery["gallery_url"]))
+            if line:
+                gallery_output[fmt] = line
+    errors: dict[str, str] = {}
+    if user is not None and user.formats:
+        context = batch_context(
+            batch.id,
+            batch.service,
+            [{**d, **n} for d, n in zip(done, dims, strict=True)],
+            gallery,
+        )
+        for fmt in sorted(user.formats):
+            try:
+                output[fmt] = user.render(fmt, context)
+            except OutputTemplateError as exc:
+                output[fmt] = ""
+                errors[fmt] = str(exc)
     return {
         "batch": batch.id,
         "service": batch.service,
@@ -234,4 +266,6 @@ async def summarize(
         "gallery": gallery,
         "items": files,
         "output": output,
+        "gallery_output": gallery_output,
+        "output_errors": errors,
     }

@@ -47,6 +47,12 @@ def _print_batch(summary: dict[str, Any], fmt: str) -> None:
     output = summary.get("output", {})
     if fmt not in output:
         raise click.BadParameter(f"unknown format {fmt!r}; known: {', '.join(sorted(output))}")
+    failed = (summary.get("output_errors") or {}).get(fmt)
+    if failed:
+        click.echo(f"format {fmt!r} failed: {failed}", err=True)
+    gallery_line = (summary.get("gallery_output") or {}).get(fmt)
+    if gallery_line:
+        click.echo(gallery_line)
     if output[fmt]:
         click.echo(output[fmt])
 
@@ -56,7 +62,9 @@ async def _wait(obj: CliContext, batch: str, timeout: float) -> dict[str, Any]:
         while True:
             async with obj.admin() as admin:
                 summary: dict[str, Any] = await admin.get(f"/api/v1/uploads/{batch}")
-            if summary["state"] != "active":
+            gallery = summary.get("gallery")
+            # a gallery is done once finalized (and renamed), after its last upload
+            if summary["state"] != "active" and (not gallery or gallery.get("finalized_at")):
                 return summary
             await trio.sleep(POLL)
     raise click.ClickException(f"batch {batch} still active after {timeout:g} s")

@@ -52,7 +52,11 @@ class ServiceConfig:
     base_url: str | None = None
     """Replaces the recipe's ``base_url`` (mirrors, tests); unset = the recipe's."""
     credentials: dict[str, str] = attrs.field(factory=dict, metadata={"secret": True})
-    """Values of the credentials the recipe declares, by name (secret)."""
+    """Values of the credentials the recipe declares, by name (secret); ``NAME_file`` names a
+    file whose first line is the value instead."""
+    keyring: bool = False
+    """Read credentials found neither in ``credentials`` nor a ``NAME_file`` from the system
+    keyring (service ``hathd:<id>``, user = the credential's name)."""
     options: dict[str, str] = attrs.field(factory=dict)
     """Overrides of the recipe's ``[options]``; unknown names are an error."""
     rate: float | None = attrs.field(default=None, validator=in_range(0.0, 10_000))
@@ -85,3 +89,8 @@ class RecipesConfig:
     """Per-service settings by recipe id (``[recipes.services."<id>"]``)."""
     output_templates: dict[str, str] = attrs.field(factory=dict, validator=_check_templates)
     """Extra or replaced output templates, name → template over ``{url}``, ``{thumb}``, …"""
+    templates_dir: str | None = None
+    """Folder of Jinja2 output templates (``NAME.j2``: the format ``NAME``), rendered in a
+    sandbox over the batch; unset = none."""
+    template_files: dict[str, str] = attrs.field(factory=dict, validator=_check_templates)
+    """More Jinja2 output templates, format name → file path."""

@@ -19,6 +19,9 @@ ShareX documentation "Custom uploader", https://getsharex.com/docs/custom-upload
     a response header (case-insensitive).
 ``final_url`` / ``status``
     the URL after redirects; the status code.
+``final_url:PATTERN``
+    a Python regular expression searched in the URL after redirects (a site that answers a
+    form with a redirect to ``…?id=123``); groups as for ``regex:``.
 """
 
 from __future__ import annotations
@@ -76,8 +79,8 @@ def parse_extractor(spec: str) -> Extractor:
         return Extractor(kind, "")
     if not sep or kind not in KINDS:
         raise ExtractorSyntaxError(
-            f"{spec!r}: must start with one of json:, css:, regex:, header:, or be"
-            " final_url or status"
+            f"{spec!r}: must start with one of json:, css:, regex:, header:, final_url:, or"
+            " be final_url or status"
         )
     if not arg:
         raise ExtractorSyntaxError(f"{spec!r}: empty {kind} argument")
@@ -98,7 +101,7 @@ def parse_extractor(spec: str) -> Extractor:
             parsel.Selector(text="<html></html>", type="html").css(arg)
         except (SelectorError, ValueError) as exc:
             raise ExtractorSyntaxError(f"{spec!r}: bad CSS selector: {exc}") from None
-    elif kind == "regex":
+    elif kind in ("regex", "final_url"):
         try:
             re.compile(arg)
         except re.error as exc:
@@ -183,8 +186,8 @@ def run_extractor(name: str, ex: Extractor, view: ResponseView) -> dict[str, str
             value = _as_text(matches[0].value) if matches else None
     elif ex.kind == "css":
         value = _css(view, ex.arg)
-    elif ex.kind == "regex":
-        match = re.search(ex.arg, view.text)
+    elif ex.kind == "regex" or (ex.kind == "final_url" and ex.arg):
+        match = re.search(ex.arg, view.text if ex.kind == "regex" else view.url)
         if match is not None:
             groups = {k: v for k, v in match.groupdict().items() if v is not None}
             found.update(groups)

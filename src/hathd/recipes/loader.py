@@ -51,11 +51,14 @@ BUILTIN_NAMES = frozenset(
         "gallery_name",
         "batch",
         "index",
+        "thumb_filename",
+        "thumb_mime",
     }
 )
 """Values every template may use: the recipe's base URL; the job's file path, its name, stem,
 extension (no dot), MIME type and size in bytes; the service id; the batch id, the file's
-index in it; the gallery id and name (empty without a gallery)."""
+index in it; the gallery id and name (empty without a gallery); the local thumbnail's file
+name and MIME type (empty without a ``[thumbnail]``)."""
 
 FORUM_NAMES = frozenset({"base_url", "service", "message", "thread_id", "forum_id", "subject"})
 """Values a forum recipe's templates may use besides its credentials, options, derived and
@@ -125,17 +128,17 @@ def _extracted_names(recipe: Site) -> set[str]:
     if isinstance(recipe, Recipe):
         chains.append(recipe.prepare)
         if recipe.gallery is not None:
-            chains += [recipe.gallery.create, recipe.gallery.finalize]
+            chains += [recipe.gallery.create, recipe.gallery.finalize, recipe.gallery.rename]
     for chain in chains:
         for _path, step in _walk_steps(chain, ""):
             for name, ex in step.extract.items():
                 names.add(name)
-                if ex.kind == "regex":
+                if ex.kind in ("regex", "final_url") and ex.arg:
                     names.update(re.compile(ex.arg).groupindex)
     if isinstance(recipe, Recipe):
         for name, ex in recipe.upload.response.extract.items():
             names.add(name)
-            if ex.kind == "regex":
+            if ex.kind in ("regex", "final_url") and ex.arg:
                 names.update(re.compile(ex.arg).groupindex)
     return names
 
@@ -233,7 +236,13 @@ def _template_problems(recipe: Recipe) -> Iterator[tuple[str, str]]:
         chains += [
             ("gallery.create", recipe.gallery.create),
             ("gallery.finalize", recipe.gallery.finalize),
+            ("gallery.rename", recipe.gallery.rename),
         ]
+        yield from check("gallery.url", recipe.gallery.url)
+        declared = {c.name for c in recipe.credentials}
+        for i, name in enumerate(recipe.gallery.credentials):
+            if name not in declared:
+                yield f"gallery.credentials[{i}]", f"no credential named {name!r}"
     yield from _step_problems(check, chains)
     up = recipe.upload
     yield from check("upload.url", up.url)
@@ -246,6 +255,11 @@ def _template_problems(recipe: Recipe) -> Iterator[tuple[str, str]]:
                 yield f"{fpath}.value", "names the extracted value to send; must not be empty"
             elif field.value not in known:
                 yield f"{fpath}.value", f"no step extracts a value named {field.value!r}"
+        elif field.type == "thumbnail":
+            if field.value:
+                yield f"{fpath}.value", "a thumbnail field sends the local thumbnail; leave it out"
+            if recipe.thumbnail is None:
+                yield f"{fpath}.type", "a thumbnail field needs a [thumbnail] table"
         else:
             yield from check(f"{fpath}.value", field.value)
         if field.when and field.when not in known:
@@ -259,6 +273,7 @@ def _template_problems(recipe: Recipe) -> Iterator[tuple[str, str]]:
                 )
             if field.when:
                 yield f"{fpath}.when", "a file field is always sent"
+        if field.type in ("file", "thumbnail"):
             yield from check(f"{fpath}.filename", field.filename)
             yield from check(f"{fpath}.content_type", field.content_type)
     if sum(1 for f in up.fields.values() if f.type == "file") != 1:

@@ -115,12 +115,13 @@ class Field:
     ``type = "file"``: the job's file; ``value`` must be empty or exactly ``{file}`` (the
     loader rejects anything else). ``type = "text"``: ``value`` is a template.
     ``type = "value"``: ``value`` is the name of an extracted value (ConniesUploader's
-    ``dynamic``). ``filename`` and
+    ``dynamic``). ``type = "thumbnail"``: the thumbnail hathd made of the job's file (the
+    recipe's ``[thumbnail]``; ``value`` must be empty). ``filename`` and
     ``content_type`` (templates) apply to file fields. ``when`` names a value: the field is
     sent only when that value is non-empty (e.g. ``when = "gallery_id"``).
     """
 
-    type: str = attrs.field(default="text", validator=one_of("file", "text", "value"))
+    type: str = attrs.field(default="text", validator=one_of("file", "text", "value", "thumbnail"))
     value: str = ""
     when: str = ""
     filename: str = "{filename}"
@@ -161,13 +162,40 @@ class UploadSpec:
 
 @attrs.frozen
 class GallerySpec:
-    """Optional gallery steps: ``create`` runs once per batch (``{gallery_name}`` known) and
-    must extract ``gallery_id`` (every value it extracts is kept for the batch's uploads and
-    for ``finalize``); ``finalize`` runs once every upload of the batch has ended. Without a
-    gallery those values are empty strings."""
+    """Optional gallery steps: ``create`` runs once per batch, before its first file
+    (``{gallery_name}`` known), and must extract ``gallery_id`` (every value it extracts is
+    kept for the batch's uploads and for the later steps); ``finalize`` runs once every upload
+    of the batch has ended, then ``rename`` (for hosts whose galleries get their name only
+    after the upload, e.g. one made by an upload session). Without a gallery those values are
+    empty strings.
+
+    ``url`` is the template of the gallery's public link (over the gallery's and the
+    session's values), used when ``create`` extracts no ``gallery_url`` itself.
+    ``credentials`` names credentials that galleries need even though plain uploads do not
+    (a web login next to an API key): a gallery without them is refused before any request.
+    """
 
     create: list[Step] = attrs.field(factory=list)
     finalize: list[Step] = attrs.field(factory=list)
+    rename: list[Step] = attrs.field(factory=list)
+    url: str = ""
+    credentials: list[str] = attrs.field(factory=list)
+
+
+THUMBNAIL_FORMATS = ("JPEG", "PNG", "WEBP")
+"""Formats a local thumbnail may be written in (Pillow's format names)."""
+
+
+@attrs.frozen
+class ThumbnailSpec:
+    """A thumbnail hathd makes of each file before the upload (Pillow, in a worker thread):
+    at most ``size`` × ``size`` pixels, aspect ratio kept, written as ``format`` (``JPEG``,
+    ``PNG`` or ``WEBP``; ``quality`` 1–95 for the lossy ones). A ``type = "thumbnail"``
+    field sends it; its width and height (pixels) go to the output templates."""
+
+    size: int = attrs.field(default=180, validator=in_range(16, 2000))
+    format: str = attrs.field(default="JPEG", validator=one_of(*THUMBNAIL_FORMATS))
+    quality: int = attrs.field(default=85, validator=in_range(1, 95))
 
 
 DERIVE_FUNCTIONS = ("md5", "sha1", "sha256")
@@ -215,11 +243,13 @@ class Site:
 @attrs.frozen(kw_only=True)
 class Recipe(Site):
     """One image host: the per-file ``prepare`` chain, the multipart ``upload``, optional
-    ``gallery`` steps, and the files it accepts (``max_file_size`` bytes, ``extensions``)."""
+    ``gallery`` steps, an optional local ``thumbnail``, and the files it accepts
+    (``max_file_size`` bytes, ``extensions``)."""
 
     upload: UploadSpec = attrs.field(factory=UploadSpec)
     prepare: list[Step] = attrs.field(factory=list)
     gallery: GallerySpec | None = None
+    thumbnail: ThumbnailSpec | None = None
     max_file_size: int | None = attrs.field(default=None, validator=in_range(1))
     extensions: list[str] = attrs.field(factory=list)
 

@@ -75,6 +75,30 @@ def render_output(
     return "\n".join(lines)
 
 
+GALLERY_TEMPLATES: dict[str, str] = {
+    "bbcode": "[url={url}]{name}[/url]",
+    "html": '<a href="{url}">{name}</a>',
+    "markdown": "[{name}]({url})",
+    "links": "{url}",
+}
+"""The gallery's link in each built-in format (the line printed before its images)."""
+
+
+def render_gallery(fmt: str, name: str, url: str) -> str:
+    """The link to a gallery named ``name`` in the built-in format ``fmt``; ``""`` when
+    ``url`` is not an ``http(s)://`` URL or ``fmt`` is not built in. The name is made safe
+    for the format (BBCode brackets become parentheses, HTML entities, Markdown escapes)."""
+    link = web_url(url)
+    if not link or fmt not in GALLERY_TEMPLATES:
+        return ""
+    shown_name = "".join(ch for ch in name if ch.isprintable()) or link
+    if fmt == "bbcode":
+        shown_name = shown_name.replace("[", "(").replace("]", ")")
+    else:
+        shown_name = _escape(fmt, shown_name)
+    return render(GALLERY_TEMPLATES[fmt], {"url": _escape(fmt, link), "name": shown_name})
+
+
 def formats(templates: Mapping[str, str] | None = None) -> list[str]:
     """The names of every available output format."""
     return sorted({*BUILTIN_TEMPLATES, *(templates or {})})

@@ -15,10 +15,11 @@ import attrs
 
 from hathd.errors import PermanentError
 from hathd.recipes.extract import ResponseView, extract_all, try_extract
-from hathd.recipes.model import Recipe, ResponseSpec, Step
+from hathd.recipes.model import Field, Recipe, ResponseSpec, Step
 from hathd.recipes.multipart import FilePart, TextPart
 from hathd.recipes.output import web_url
 from hathd.recipes.template import render
+from hathd.recipes.thumbnails import Thumbnail
 
 
 class FileRefusedError(PermanentError):
@@ -103,10 +104,14 @@ def file_values(path: Path, size: int) -> dict[str, str]:
     }
 
 
-def plan_upload(recipe: Recipe, values: Mapping[str, str], job_file: Path) -> RequestPlan:
+def plan_upload(
+    recipe: Recipe, values: Mapping[str, str], job_file: Path, thumb: Thumbnail | None = None
+) -> RequestPlan:
     """The upload request for ``job_file`` (whose size is ``values["size"]``).
 
-    A ``file`` field always sends ``job_file`` (:func:`check_file_fields`).
+    A ``file`` field always sends ``job_file`` (:func:`check_file_fields`); a ``thumbnail``
+    field sends ``thumb`` (left out when there is none), named ``{thumb_filename}`` with
+    type ``{thumb_mime}`` unless the field says otherwise.
 
     :raises FileRefusedError: a file field asks for anything else.
     :raises TemplateError: a placeholder has no value.
@@ -117,7 +122,30 @@ def plan_upload(recipe: Recipe, values: Mapping[str, str], job_file: Path) -> Re
     for name, field in up.fields.items():
         if field.when and not values.get(field.when):
             continue
-        if field.type == "file":
+        if field.type == "thumbnail":
+            if thumb is None:
+                continue
+            default = Field()
+            parts.append(
+                FilePart(
+                    name,
+                    thumb.path,
+                    thumb.size,
+                    render(
+                        "{thumb_filename}"
+                        if field.filename == default.filename
+                        else field.filename,
+                        values,
+                    ),
+                    render(
+                        "{thumb_mime}"
+                        if field.content_type == default.content_type
+                        else field.content_type,
+                        values,
+                    ),
+                )
+            )
+        elif field.type == "file":
             parts.append(
                 FilePart(
                     name,

@@ -18,6 +18,7 @@ from hathd.recipes.api import create_blueprint
 from hathd.recipes.loader import configured_recipes
 from hathd.recipes.uploader import Uploader
 from hathd.recipes.uploads import Uploads
+from hathd.recipes.user_templates import UserTemplates
 from hathd.runtime import BasePlugin, Runtime
 from hathd.supervisor import ServiceSpec
 
@@ -41,15 +42,28 @@ class RecipesPlugin(BasePlugin):
 
         :raises ConfigError: an invalid recipe or ``[recipes]`` section (with key paths).
         """
-        recipes = await trio.to_thread.run_sync(configured_recipes, rt.config.recipes)
+        config = rt.config.recipes
+        recipes = await trio.to_thread.run_sync(configured_recipes, config)
+        user_templates = await trio.to_thread.run_sync(
+            UserTemplates.load,
+            config.templates_dir,
+            config.template_files,
+            list(config.output_templates),
+        )
         await batches.migrate(rt.store)
         self.uploads = None
         await posts.migrate(rt.store)
         if rt.engine is None:
             return
         uploader = Uploader(recipes, rt.config.recipes)
+        # credential files and the keyring may block (a locked wallet): read them off the loop
+        await trio.to_thread.run_sync(uploader.read_credentials)
         uploads = Uploads(
-            uploader, rt.engine, rt.store, templates=dict(rt.config.recipes.output_templates)
+            uploader,
+            rt.engine,
+            rt.store,
+            templates=dict(config.output_templates),
+            user_templates=user_templates,
         )
         uploads.register()
         self.uploads = uploads

@@ -45,6 +45,7 @@ from hathd.recipes.post_message import TemplateError as MessageError
 from hathd.recipes.post_message import render_message
 from hathd.recipes.template import TemplateError, render
 from hathd.recipes.uploader import UnknownServiceError, Uploader
+from hathd.recipes.user_templates import UserTemplates
 from hathd.store import Store
 
 log = logging.getLogger(__name__)
@@ -220,6 +221,10 @@ class Posts:
         self.engine = engine
         self.store = store
         self._release_lock = trio.Lock()
+        self.templates: dict[str, str] = {}
+        """The ``{placeholder}`` output templates (``[recipes] output_templates``)."""
+        self.user_templates: UserTemplates | None = None
+        """The Jinja2 output templates (``[recipes] templates_dir`` / ``template_files``)."""
 
     def register(self) -> None:
         """Register the ``forum-post`` handler and one engine lane per forum (its recipe's
@@ -329,10 +334,15 @@ class Posts:
             if found is None:
                 raise PermanentError(f"post {post.id}: upload batch {batch_id} is gone")
             batch, items = found
-            summary = await batches.summarize(self.engine, batch, items)
+            summary = await batches.summarize(
+                self.engine, batch, items, self.templates, self.user_templates
+            )
             output = summary["output"].get(post.fmt)
             if output is None:
                 raise PermanentError(f"post {post.id}: no output format {post.fmt!r}")
+            failed = summary.get("output_errors", {}).get(post.fmt)
+            if failed:
+                raise PermanentError(f"post {post.id}: {failed}")
             gallery = batch.gallery or {}
             sets.append(
                 {

@@ -51,6 +51,7 @@ from hathd.recipes.ratelimit import Limiter, new_bucket
 from hathd.recipes.redact import install_log_filter, redact, register
 from hathd.recipes.retry import Verdict, backoff, classify
 from hathd.recipes.template import TemplateError, render
+from hathd.recipes.thumbnails import Thumbnail, Thumbnailer
 from hathd.retryafter import parse_retry_after
 from hathd.tokenbucket import TokenBucket
 
@@ -91,10 +92,14 @@ class UploadResult:
     thumb: str = ""
     delete: str = ""
     values: dict[str, str] = attrs.field(factory=dict)
+    thumb_width: int = 0
+    """Width in pixels of the local thumbnail (0: none was made)."""
+    thumb_height: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        """The result as stored in the job record."""
-        return {
+        """The result as stored in the job record (``thumb_width``/``thumb_height`` only
+        when a local thumbnail was made)."""
+        out: dict[str, Any] = {
             "service": self.service,
             "file": self.file,
             "size": self.size,
@@ -102,6 +107,9 @@ class UploadResult:
             "thumb": self.thumb,
             "delete": self.delete,
         }
+        if self.thumb_width:
+            out.update(thumb_width=self.thumb_width, thumb_height=self.thumb_height)
+        return out
 
 
 @attrs.define
@@ -120,7 +128,9 @@ class ServiceSession:
     """A logged-in (or anonymous) session with one image host.
 
     ``credentials`` fill the recipe's credential names; ``global_bucket`` is shared by all
-    services; ``transport`` (tests) replaces httpx's network transport; ``timeout`` is
+    services; ``thumbnailer`` makes the local thumbnails of a recipe with ``[thumbnail]``
+    (one is made on first use otherwise); ``transport`` (tests) replaces httpx's network
+    transport; ``timeout`` is
     seconds for connect, and for each read/write (ConniesUploader settled on 180 s/60 s after
     a 10 s timeout broke large uploads, its architecture notes v2.1).
     """
@@ -134,8 +144,10 @@ class ServiceSession:
         transport: httpx.AsyncBaseTransport | None = None,
         rng: random.Random | None = None,
         timeout: float = 180.0,
+        thumbnailer: Thumbnailer | None = None,
     ) -> None:
         self.recipe = recipe
+        self._thumbnailer = thumbnailer
         self._credentials = dict(credentials)
         self._secrets = [v for k, v in self._credentials.items() if k in recipe.secrets and v]
         self._derived = self._derive()
@@ -254,6 +266,8 @@ class ServiceSession:
             gallery_name="",
             batch="",
             index="0",
+            thumb_filename="",
+            thumb_mime="",
         )
         return values
 
@@ -528,19 +542,48 @@ class ServiceSession:
                 f"{path.name}: {recipe.id} accepts only {', '.join(recipe.extensions)}"
             )
 
+    async def _thumbnail(self, path: Path) -> Thumbnail | None:
+        """The local thumbnail of ``path`` when the recipe asks for one."""
+        spec = self._host.thumbnail
+        if spec is None:
+            return None
+        if self._thumbnailer is None:
+            self._thumbnailer = Thumbnailer()
+        return await self._thumbnailer.make(path, spec)
+
     async def _upload(
         self, path: Path, size: int, extra: dict[str, str], progress: Progress | None
+    ) -> UploadResult:
+        thumb = await self._thumbnail(path)
+        try:
+            return await self._upload_with(path, size, extra, progress, thumb)
+        finally:
+            if thumb is not None:
+                Thumbnailer.discard(thumb)
+
+    async def _upload_with(
+        self,
+        path: Path,
+        size: int,
+        extra: dict[str, str],
+        progress: Progress | None,
+        thumb: Thumbnail | None,
     ) -> UploadResult:
         for attempt in range(2):
             values, generation = await self.login()
             values = {**values, **file_values(path, size), **extra}
+            if thumb is not None:
+                values.update(
+                    thumb_filename=f"{path.stem}_thumb.{thumb.path.suffix.lstrip('.')}",
+                    thumb_mime=thumb.mime,
+                )
             check = self._session_check(attempt)
             try:
                 values.update(
                     await self._run_chain(self._host.prepare, values, session_check=check)
                 )
                 try:
-                    plan = plan_upload(self._host, values, path)
+                    plan = plan_upload(self._host, values, path, thumb)
                 except TemplateError as exc:
                     raise PermanentError(f"{self.recipe.id}: upload: {exc}") from None
                 view = await self._request(plan, session_check=check, progress=progress)
@@ -563,6 +606,8 @@ class ServiceSession:
                 outcome.thumb,
                 outcome.delete,
                 outcome.values,
+                thumb.width if thumb is not None else 0,
+                thumb.height if thumb is not None else 0,
             )
         raise PermanentError(
             f"{self.recipe.id}: the session expired again right after logging in; check"
@@ -578,14 +623,22 @@ class ServiceSession:
         self, name: str, extra: Mapping[str, str] | None = None
     ) -> dict[str, str]:
         """Run the recipe's ``gallery.create`` chain; return every value it extracted
-        (``gallery_id`` among them), to be passed to each upload and to the finalize steps.
+        (``gallery_id`` among them; ``gallery_url`` extracted, else from the recipe's
+        ``[gallery] url``), to be passed to each upload and to the finalize and rename steps.
 
-        :raises PermanentError: the recipe has no gallery steps, or the host refused.
+        :raises PermanentError: the recipe has no gallery steps, a credential named in its
+            ``[gallery] credentials`` is missing (before any request), or the host refused.
         :raises RetryableError | RateLimitedError: transient trouble after retries.
         """
         gallery = self._host.gallery
         if gallery is None or not gallery.create:
             raise PermanentError(f"service {self.recipe.id!r} does not support galleries")
+        missing = [n for n in gallery.credentials if not self._credentials.get(n)]
+        if missing:
+            raise PermanentError(
+                f"galleries on {self.recipe.id!r} need credential(s) {', '.join(missing)}: set"
+                f' [recipes.services."{self.recipe.id}"].credentials'
+            )
         async with self._operation():
             return await self._create_gallery(gallery.create, name, extra)
 
@@ -601,20 +654,29 @@ class ServiceSession:
             except _Relogin:
                 self._expire(generation)
                 continue
+            template = self._host.gallery.url if self._host.gallery is not None else ""
+            if template and not found.get("gallery_url"):
+                try:
+                    found["gallery_url"] = render(template, {**values, **found})
+                except TemplateError as exc:
+                    raise PermanentError(f"{self.recipe.id}: gallery.url: {exc}") from None
             return {"gallery_name": name, **found}
         raise PermanentError(f"{self.recipe.id}: the session expired again right after login")
 
     async def finalize_gallery(self, gallery: Mapping[str, str]) -> None:
-        """Run the recipe's ``gallery.finalize`` chain with the values ``create_gallery``
-        returned (nothing happens when the recipe has no finalize steps).
+        """Run the recipe's ``gallery.finalize`` chain, then its ``gallery.rename`` chain,
+        with the values ``create_gallery`` returned (nothing happens when the recipe has
+        neither).
 
         :raises PermanentError | RetryableError | RateLimitedError: as for uploads.
         """
         spec = self._host.gallery
-        if spec is None or not spec.finalize:
+        if spec is None or not (spec.finalize or spec.rename):
             return
         async with self._operation():
-            await self._finalize_gallery(spec.finalize, gallery)
+            for steps in (spec.finalize, spec.rename):
+                if steps:
+                    await self._finalize_gallery(steps, gallery)
 
     async def _finalize_gallery(self, steps: Sequence[Step], gallery: Mapping[str, str]) -> None:
         for attempt in range(2):

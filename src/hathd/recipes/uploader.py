@@ -6,16 +6,22 @@ requests/s), on top of each service's own bucket.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
+from hathd.errors import PermanentError
 from hathd.recipes.config import RecipesConfig
+from hathd.recipes.credentials import resolve_credentials
 from hathd.recipes.model import ForumRecipe, Recipe
 from hathd.recipes.ratelimit import new_bucket
 from hathd.recipes.runner import ServiceSession
+from hathd.recipes.thumbnails import Thumbnailer
 from hathd.tokenbucket import TokenBucket
+
+log = logging.getLogger(__name__)
 
 
 class UnknownServiceError(LookupError):
@@ -42,6 +48,24 @@ class Uploader:
         self._timeout = timeout
         self._sessions: dict[str, ServiceSession] = {}
         self._global: TokenBucket | None = None
+        self.thumbnailer = Thumbnailer()
+        """Makes the local thumbnails of every session (worker threads, bounded)."""
+        self._credentials: dict[str, dict[str, str] | PermanentError] = {}
+
+    def read_credentials(self) -> None:
+        """Read every configured service's credentials now (``NAME_file`` keys, the keyring:
+        blocking, so call it in a worker thread at start-up); a service whose credentials
+        cannot be read keeps the error, raised when the service is used, and logged here."""
+        every: dict[str, Recipe | ForumRecipe] = {**self.recipes, **self.forums}
+        for rid, recipe in every.items():
+            self._credentials[rid] = self._read(recipe)
+
+    def _read(self, recipe: Recipe | ForumRecipe) -> dict[str, str] | PermanentError:
+        try:
+            return resolve_credentials(recipe, self.config.services.get(recipe.id))
+        except PermanentError as exc:
+            log.warning("credentials of %s: %s", recipe.id, exc)
+            return exc
 
     def recipe(self, service: str) -> Recipe:
         """The image host ``service``.
@@ -70,6 +94,8 @@ class Uploader:
         (inside ``trio.run``).
 
         :raises UnknownServiceError: no such recipe.
+        :raises PermanentError: a credential file cannot be read, or the keyring is asked
+            for and unavailable (see :mod:`hathd.recipes.credentials`).
         """
         recipe: Recipe | ForumRecipe = (
             self.forums[service] if service in self.forums else self.recipe(service)
@@ -78,13 +104,18 @@ class Uploader:
         if found is None:
             if self._global is None:
                 self._global = new_bucket(self.config.global_rate, self.config.global_burst)
-            settings = self.config.services.get(service)
+            credentials = self._credentials.get(service)
+            if credentials is None:
+                credentials = self._credentials[service] = self._read(recipe)
+            if isinstance(credentials, PermanentError):
+                raise type(credentials)(*credentials.args)
             found = ServiceSession(
                 recipe,
-                settings.credentials if settings is not None else {},
+                credentials,
                 global_bucket=self._global,
                 transport=self._transport,
                 timeout=self._timeout,
+                thumbnailer=self.thumbnailer,
             )
             self._sessions[service] = found
         return found
@@ -94,6 +125,7 @@ class Uploader:
         sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:
             await session.aclose()
+        self.thumbnailer.close()
 
     async def close_when_idle(self) -> None:
         """Ask every session to close once its running operations end (shutdown)."""

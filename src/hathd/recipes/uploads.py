@@ -28,6 +28,7 @@ from hathd.errors import HathdError, PermanentError
 from hathd.recipes import batches
 from hathd.recipes.posts import Post, PostRequestError, Posts, PostTarget
 from hathd.recipes.uploader import UnknownServiceError, Uploader
+from hathd.recipes.user_templates import UserTemplates
 from hathd.store import Store
 
 log = logging.getLogger(__name__)
@@ -200,6 +201,7 @@ class Uploads:
         *,
         templates: dict[str, str] | None = None,
         roots: Sequence[str] | None = None,
+        user_templates: UserTemplates | None = None,
     ) -> None:
         self.uploader = uploader
         self.roots = resolve_roots(uploader.config.roots if roots is None else roots)
@@ -210,8 +212,12 @@ class Uploads:
         self._final_lock = trio.Lock()
         self.on_batch_final: Callable[[str], Awaitable[object]] | None = None
         """Called with a batch id after the batch is finalized."""
+        self.user_templates = user_templates
+        """The Jinja2 output templates of the configuration (``None``: none)."""
         self.posts = Posts(uploader, engine, store)
         """The forum posts that wait on batches (see :mod:`hathd.recipes.posts`)."""
+        self.posts.templates = self.templates
+        self.posts.user_templates = user_templates
 
     def register(self) -> None:
         """Register the ``upload`` and ``forum-post`` handlers and one engine lane per image
@@ -332,6 +338,8 @@ class Uploads:
             except PostRequestError as exc:
                 raise UploadRequestError(str(exc)) from None
             known = {"bbcode", "html", "markdown", "links", *self.templates}
+            if self.user_templates is not None:
+                known.update(self.user_templates.formats)
             if fmt not in known:
                 raise UploadRequestError(
                     f"unknown format {fmt!r}; known: {', '.join(sorted(known))}"
@@ -491,7 +499,9 @@ class Uploads:
         if found is None:
             return None
         batch, items = found
-        return await batches.summarize(self.engine, batch, items, self.templates)
+        return await batches.summarize(
+            self.engine, batch, items, self.templates, self.user_templates
+        )
 
     async def recent(self, limit: int = 20) -> list[dict[str, Any]]:
         """The newest batches (id, service, gallery name, created/finalized times)."""
