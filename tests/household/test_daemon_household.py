@@ -27,6 +27,7 @@ def _config(library: Path, site: FakeProviderSite, jellyfin: str, receiver: str)
         f'local_prefix = "{library}"\nserver_prefix = "/media/anime"\n'
         "[notify.job_done]\n"
         f'urls = ["{receiver}"]\nkinds = ["anime-episode"]\n'
+        f'[notify.episode_queued]\nurls = ["{receiver}"]\n'
     )
 
 
@@ -106,3 +107,21 @@ async def test_an_episode_lands_one_refresh_one_notification(
             assert bad.json()["field"] == "kind"
         await receiver.wait_for(3)
         assert len(jf.refreshed) == 1
+
+        # the watchlist queues the missing episodes of a followed series: one message
+        state = ("--state-dir", str(h.state_dir))
+        followed = await run_cli(*state, "anime", "follow", "frieren")
+        assert followed.returncode == 0, followed.stderr.decode()
+        checked = await run_cli(*state, "anime", "check")
+        assert checked.returncode == 0, checked.stderr.decode()
+        with trio.fail_after(90):
+            while True:
+                with receiver.cond:
+                    queued = [n for n in receiver.received if "queued: frieren" in n["title"]]
+                if queued:
+                    break
+                await trio.sleep(0.1)
+        assert len(queued) == 1
+        assert queued[0]["type"] == "info"
+        assert "S01E02" in queued[0]["message"]
+        assert "S01E01" not in queued[0]["message"]  # already in the library

@@ -73,6 +73,9 @@ async def test_quiet_hours_hold_messages_until_the_window_ends(
     clock.now = datetime(2026, 3, 15, 7, 0) + timedelta(seconds=1)
     notes = await receiver.wait_for(2)
     assert [(n["title"], n["message"]) for n in notes[1:]] == [("held", "at night")]
+    with trio.fail_after(10):
+        while notifier.statistics().sent < 2:  # counted once Apprise returns
+            await trio.sleep(0.02)
     stats = notifier.statistics()
     assert (stats.sent, stats.held, stats.failed) == (2, 0, 0)
 

@@ -149,7 +149,9 @@ class NotifyPlugin(BasePlugin):
         return specs
 
     def reconfigure(self, rt: Runtime, config: Config) -> None:
-        """Routes, quiet hours and URLs are read per message: a reload applies them."""
+        """Use the configuration in force after a reload. Routes are read per message, so
+        ``[notify]`` values take effect as soon as :mod:`hathd.reload` lets them (today they
+        wait for a restart, like every key outside its live list)."""
         if self.notifier is not None:
             self.notifier.config = config.notify
 
