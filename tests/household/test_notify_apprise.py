@@ -10,11 +10,20 @@ from pathlib import Path
 import trio
 
 from fanfic.support import Receiver
-from hathd.events import EventBus
+from hathd.config import Config
 from hathd.notify.config import DiskRoute, EventRoute, JobRoute, NotifyConfig
 from hathd.notify.disk import DiskReading, DiskWatch
 from hathd.notify.plugin import NotifyPlugin, send_test
 from hathd.notify.sender import Notifier
+from hathd.runtime import Runtime, open_runtime
+
+
+async def _runtime(
+    cfg: Config, state: Path, *, task_status: trio.TaskStatus[Runtime] = trio.TASK_STATUS_IGNORED
+) -> None:
+    async with open_runtime(cfg, state) as rt:
+        task_status.started(rt)
+        await trio.sleep_forever()
 
 
 class Clock:
@@ -81,28 +90,20 @@ async def test_quiet_hours_hold_messages_until_the_window_ends(
 
 
 async def test_bus_events_are_relayed_with_their_payload(
-    receiver: Receiver, nursery: trio.Nursery
+    receiver: Receiver, nursery: trio.Nursery, tmp_path: Path
 ) -> None:
-    from hathd.config import Config
-
     cfg = Config(
         notify=NotifyConfig(
             job_done=JobRoute(urls=[receiver.url]),
             episode_queued=EventRoute(urls=[receiver.url]),
         )
     )
-    bus = EventBus()
-
-    class Rt:
-        config = cfg
-
-    rt = Rt()
-    rt.bus = bus  # type: ignore[attr-defined]
+    rt = await nursery.start(_runtime, cfg, tmp_path / "state")
+    bus = rt.bus
     plugin = NotifyPlugin()
-    await plugin.setup(rt)  # type: ignore[arg-type]
-    assert plugin.notifier is not None
-    await nursery.start(plugin.notifier.serve)
-    await nursery.start(plugin.relay, rt)
+    await plugin.setup(rt)
+    for spec in plugin.services(rt):
+        await nursery.start(spec.serve)
     bus.publish("jobs", "done", {"kind": "media-refresh", "target": "/lib", "result": {}})
     bus.publish(
         "jobs",

@@ -198,7 +198,7 @@ class MediaRefresher:
                     async for event in sub:
                         if event.type == "lagged":
                             log.warning("media refresh: the event bus dropped events")
-                            break
+                            continue  # the last event: the iterator ends after it
                         if event.type != "done" or event.data.get("kind") not in kinds:
                             continue
                         folder = landed_folder(event.data)

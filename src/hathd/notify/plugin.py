@@ -29,7 +29,7 @@ from hathd.config import Config
 from hathd.notify.config import EVENT_KINDS
 from hathd.notify.disk import DiskWatch
 from hathd.notify.messages import ROOMS, message_for
-from hathd.notify.sender import Notification, Notifier, _send_blocking
+from hathd.notify.sender import Notification, Notifier, send_blocking
 from hathd.runtime import BasePlugin, Runtime
 from hathd.supervisor import ServiceSpec, to_plain
 
@@ -72,7 +72,7 @@ async def send_test(notifier: Notifier, kind: str | None) -> list[dict[str, Any]
         with trio.move_on_after(notifier.config.timeout):
             try:
                 entry["ok"] = await trio.to_thread.run_sync(
-                    _send_blocking, urls, note, abandon_on_cancel=True
+                    send_blocking, urls, note, abandon_on_cancel=True
                 )
             except Exception as exc:
                 entry["error"] = f"{type(exc).__name__}: {exc}"
@@ -124,7 +124,7 @@ class NotifyPlugin(BasePlugin):
                 async for event in sub:
                     if event.type == "lagged":
                         log.warning("notify: the event bus dropped events; some were missed")
-                        break
+                        continue  # the last event: the iterator ends after it
                     msg = message_for(event, notifier.config)
                     if msg is not None:
                         kind, note = msg

@@ -69,7 +69,10 @@ class NotifierStatistics:
     last_error: str | None = None
 
 
-def _send_blocking(urls: list[str], note: Notification) -> bool:
+def send_blocking(urls: list[str], note: Notification) -> bool:
+    """Send ``note`` to ``urls`` with Apprise now (blocking: run it in a worker thread);
+    ``True`` when Apprise reports it delivered. A URL Apprise refuses is logged by scheme only
+    (URLs carry tokens)."""
     import apprise
 
     apobj = apprise.Apprise()
@@ -152,7 +155,7 @@ class Notifier:
             with trio.move_on_after(cfg.timeout):
                 try:
                     ok = await trio.to_thread.run_sync(
-                        _send_blocking, urls, note, abandon_on_cancel=True
+                        send_blocking, urls, note, abandon_on_cancel=True
                     )
                 except Exception as exc:
                     log.warning("notification %r failed: %s", note.title, exc)
