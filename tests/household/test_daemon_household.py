@@ -84,7 +84,7 @@ async def test_an_episode_lands_one_refresh_one_notification(
             assert none.returncode == 1
 
             key = await admin.post("/api/v1/auth/keys", {"name": "ops", "scope": "control"})
-        async with httpx.AsyncClient(base_url=h.tcp_url) as client:
+        async with httpx.AsyncClient(base_url=h.tcp_url, timeout=60) as client:
             refused = await client.post(
                 "/api/v1/notify/test",
                 json={},

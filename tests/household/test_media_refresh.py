@@ -81,7 +81,13 @@ async def refresher(
 
 
 def landed(rt: Runtime, path: str, kind: str = "anime-episode") -> None:
-    rt.bus.publish("jobs", "done", {"kind": kind, "target": "x", "result": {"path": path}})
+    """Publish what the engine publishes when a job of ``kind`` is done: an episode's result
+    names its file (``path``), a transfer's its folder (``dest``, ``kind`` ``dir``)."""
+    if kind == "transfer":
+        result = {"dest": path, "kind": "dir", "bytes": 1, "seconds": 0.1, "code": "M"}
+    else:
+        result = {"path": path, "size": 1, "already_present": False}
+    rt.bus.publish("jobs", "done", {"kind": kind, "target": "x", "result": result})
 
 
 async def wait_jobs(rt: Runtime, count: int, state: JobState) -> list[Job]:
@@ -123,7 +129,7 @@ async def test_several_files_in_one_folder_make_one_refresh(tmp_path: Path) -> N
         async with refresher(tmp_path, servers) as (rt, r):
             for n in (1, 2, 3):
                 landed(rt, f"/srv/lib/anime/Frieren/Season 01/Frieren - S01E0{n}.mp4")
-            landed(rt, "/srv/lib/films/Film/Film.mkv", kind="transfer")
+            landed(rt, "/srv/lib/films/Film", kind="transfer")
             landed(rt, "/srv/lib/anime/Old/Old.mp4", kind="gallery")  # not a library kind
             await wait_jobs(rt, 3, JobState.DONE)
             await trio.sleep(0.8)  # nothing more comes

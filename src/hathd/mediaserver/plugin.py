@@ -5,7 +5,7 @@
   :class:`~hathd.errors.ConfigError`), registers the ``media-refresh`` job kind with its
   retry preset (``retry_delays``) and one politeness lane per server (domain
   ``media-server:<name>``, one request at a time, ``rate`` per second).
-- ``services``: ``media-refresh`` watches the ``jobs`` room of the bus: a ``done`` job of
+- ``services``: ``media-servers`` watches the ``jobs`` room of the bus: a ``done`` job of
   one of ``job_kinds`` whose result names a landed file (``path``, or ``dest`` of a
   transfer) adds its folder to the :class:`~hathd.mediaserver.batcher.RefreshBatcher`; when
   the folder is due, one ``media-refresh`` job per server that covers it is submitted. The
@@ -259,7 +259,7 @@ class MediaServerPlugin(BasePlugin):
     def services(self, rt: Runtime) -> Sequence[ServiceSpec]:
         """The bus watcher and batcher."""
         r = self._refresher()
-        return [ServiceSpec("media-refresh", r.serve, r.statistics)]
+        return [ServiceSpec("media-servers", r.serve, r.statistics)]
 
     def blueprint(self, rt: Runtime) -> Blueprint | None:
         """``GET /api/v1/media-servers/status``."""
