@@ -165,3 +165,41 @@ async def test_failures_are_retried_then_shown(tmp_path: Path) -> None:
             bad = r.statistics()["servers"]["bad"]
             assert "refused the token" in bad["last_error"]
             assert refusing.refreshed == []
+
+
+async def test_odd_folder_names_arrive_unchanged() -> None:
+    odd = "/data/anime/A & B #1 ?x=1 100% «Ünïcode»/Season 01"
+    plex = FakePlex(token="pt", sections={"3": ["/data/anime"]})
+    async with (
+        open_fake_media_server(plex) as px,
+        open_fake_media_server(FakeJellyfin(token="k")) as jf,
+        httpx.AsyncClient() as client,
+    ):
+        await plex_refresh(client, px.base_url, "pt", odd)
+        await jellyfin_refresh(client, jf.base_url, "k", odd)
+        assert px.scanned == [("3", odd)]
+        assert jf.refreshed == [odd]
+
+
+def test_bad_server_settings_are_config_errors(tmp_path: Path) -> None:
+    import tomllib
+
+    from hathd.config import structure
+    from hathd.errors import ConfigError
+
+    text = (
+        "[media_servers.servers.tv]\n"
+        'kind = "emby"\nurl = "ftp://x"\nlocal_prefix = "relative/path"\n'
+    )
+    with pytest.raises(ConfigError) as err:
+        structure(tomllib.loads(text))
+    keys = {key for key, _ in err.value.problems}
+    assert {
+        "media_servers.servers.tv.kind",
+        "media_servers.servers.tv.url",
+        "media_servers.servers.tv.local_prefix",
+    } <= keys
+    missing = MediaServerConfig(token_file=str(tmp_path / "nope"))
+    with pytest.raises(ConfigError) as err:
+        missing.read_token("tv")
+    assert err.value.problems[0][0] == "media_servers.servers.tv.token_file"
