@@ -25,10 +25,12 @@ from hathd.anime.config import AnimeConfig
 from hathd.confutil import FieldError, in_range, one_of
 from hathd.engine.config import EngineConfig
 from hathd.errors import ConfigError
-from hathd.fanfic.config import FanficConfig, ImapConfig, NotifyConfig
+from hathd.fanfic.config import FanficConfig, ImapConfig
 from hathd.gallery.config import GalleryConfig
 from hathd.hath.config import HathConfig
 from hathd.logfile import LogConfig
+from hathd.mediaserver.config import MediaServersConfig
+from hathd.notify.config import NotifyConfig
 from hathd.q4d.config import MqttConfig, Q4DConfig
 from hathd.recipes.config import RecipesConfig
 
@@ -81,6 +83,7 @@ class Config:
     imap: ImapConfig = attrs.field(factory=ImapConfig)
     fanfic: FanficConfig = attrs.field(factory=FanficConfig)
     notify: NotifyConfig = attrs.field(factory=NotifyConfig)
+    media_servers: MediaServersConfig = attrs.field(factory=MediaServersConfig)
     recipes: RecipesConfig = attrs.field(factory=RecipesConfig)
     log: LogConfig = attrs.field(factory=LogConfig)
     anime: AnimeConfig = attrs.field(factory=AnimeConfig)

@@ -5,8 +5,8 @@ The tree (docs/architecture.md draws it in full)::
     root nursery ─┬─ signals        SIGTERM/SIGINT → stop; SIGHUP → reload the configuration
                   ├─ watchdog       WATCHDOG=1 after a store round trip (a real liveness check)
                   ├─ admin          hypercorn: the admin app on the unix socket and TCP
-                  └─ one scope per plugin (engine, hath, q4d, fanfic, recipes), each with its
-                     supervised services
+                  └─ one scope per plugin (engine, notify, media-servers, hath, q4d, fanfic,
+                     recipes, anime), each with its supervised services
 
 Start-up: configuration → state directory → store → plugins' ``setup`` → admin (fail fast: a
 busy port ends the daemon with a clear error) → plugins' services in order → ``READY=1``.
@@ -43,7 +43,9 @@ from hathd.errors import ConfigError
 from hathd.fanfic.plugin import FanficPlugin
 from hathd.gallery.plugin import GalleryPlugin
 from hathd.hath.plugin import HathPlugin
+from hathd.mediaserver.plugin import MediaServerPlugin
 from hathd.metrics import JobMetrics
+from hathd.notify.plugin import NotifyPlugin
 from hathd.q4d.plugin import Q4dPlugin
 from hathd.recipes.plugin import RecipesPlugin
 from hathd.reload import plan_reload
@@ -64,14 +66,16 @@ def default_plugins() -> list[Plugin]:
     pipeline"). Fresh objects on each call: a plugin keeps the parts it built in ``setup``.
     """
     engine = EnginePlugin()
+    notify = NotifyPlugin()
+    media = MediaServerPlugin()
     hath = HathPlugin()
     gallery = GalleryPlugin(hath=hath)
     hath.start_downloader = gallery.trigger
     q4d = Q4dPlugin()
-    fanfic = FanficPlugin()
+    fanfic = FanficPlugin(notify=notify)
     recipes = RecipesPlugin()
     anime = AnimePlugin()
-    return [engine, hath, gallery, q4d, fanfic, recipes, anime]
+    return [engine, notify, media, hath, gallery, q4d, fanfic, recipes, anime]
 
 
 def ensure_token(path: Path) -> str:

@@ -26,7 +26,18 @@ async def test_status_lists_every_service_running(start_daemon: StartDaemon) -> 
     assert {s["state"] for s in status["services"]} == {"running"}, status["services"]
     assert status["pid"] == daemon.proc.pid
     subsystems = {s["name"]: s for s in status["subsystems"]}
-    assert set(subsystems) == {"engine", "hath", "gallery", "q4d", "fanfic", "recipes", "anime"}
+    assert set(subsystems) == {
+        "engine",
+        "notify",
+        "media-servers",
+        "hath",
+        "gallery",
+        "q4d",
+        "fanfic",
+        "recipes",
+        "anime",
+    }
+    assert subsystems["media-servers"]["enabled"] is False  # off until a server is named
     assert subsystems["anime"]["enabled"] is False  # off until [anime] enabled = true
     assert subsystems["hath"]["enabled"] is False  # off until H@H credentials exist
     assert subsystems["hath"]["reason"]

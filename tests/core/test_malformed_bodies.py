@@ -86,6 +86,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                 "fanfic": {"enabled": True},
                 "hath": {"enabled": True},
                 "anime": {"enabled": True, "library": str(state / "anime")},
+                "media_servers": {"servers": {"tv": {"url": "http://127.0.0.1:9"}}},
             }
         )
         async with open_runtime(config, state) as rt, trio.open_nursery() as nursery:

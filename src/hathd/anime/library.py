@@ -343,4 +343,6 @@ class AnimeLibrary:
                 report.append({"series": series.key, "error": str(exc)})
                 continue
             report.append({"series": series.key, "queued": sum(1 for j in jobs if "job" in j)})
+            if any(j.get("created") for j in jobs):
+                self.bus.publish("anime", "watchlist-queued", {"series": series.key, "jobs": jobs})
         return report

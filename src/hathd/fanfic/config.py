@@ -1,5 +1,6 @@
 """Configuration of the IMAP watcher (``[imap]``), fanfiction jobs (``[fanfic]``,
-``[fanfic.calibre]``) and notifications (``[notify]``).
+``[fanfic.calibre]``); notifications (``[notify]``) moved to :mod:`hathd.notify.config` and
+are re-exported here for older imports.
 
 Every field has a default, so an empty file is valid and the subsystem stays off until
 ``[fanfic] enabled = true``. Passwords are read from files (``password_file``) or given as
@@ -14,6 +15,17 @@ from __future__ import annotations
 import attrs
 
 from hathd.confutil import in_range, one_of, read_secret, secret
+from hathd.notify.config import NotifyConfig
+
+__all__ = [
+    "METADATA_MODES",
+    "TLS_MODES",
+    "UPDATE_METHODS",
+    "CalibreConfig",
+    "FanficConfig",
+    "ImapConfig",
+    "NotifyConfig",
+]
 
 UPDATE_METHODS = ("update", "update_always", "force", "update_no_force")
 """FanFicFare update modes (AutomatedFanfic ``calibre.update_method``)."""
@@ -156,23 +168,3 @@ class FanficConfig:
     """Engine priority of fanfic jobs (higher starts first)."""
     calibre: CalibreConfig = attrs.field(factory=CalibreConfig)
     """Where finished books go (``[fanfic.calibre]``)."""
-
-
-@attrs.frozen
-class NotifyConfig:
-    """``[notify]``: Apprise URLs (``json://…``, ``pbul://…``, ``mailto://…``) notified on
-    fanfiction success, permanent failure and before the final try. ``queue`` bounds the
-    pending notifications (extra ones are dropped and counted); ``timeout`` is seconds per
-    send; a failed send is tried ``retries`` more times, ``retry_wait`` × n seconds apart
-    (AutomatedFanfic: 3 tries, 10/20 s)."""
-
-    urls: list[str] = attrs.field(factory=list, metadata={"secret": True})
-    """Apprise URLs notified (secret: they carry tokens); empty = no notifications."""
-    queue: int = attrs.field(default=256, validator=in_range(1, 100000))
-    """Pending notifications kept; extra ones are dropped and counted."""
-    timeout: float = attrs.field(default=30.0, validator=in_range(0.1, 600))
-    """Seconds one send may take."""
-    retries: int = attrs.field(default=2, validator=in_range(0, 10))
-    """Extra tries of a failed send; 0 = none."""
-    retry_wait: float = attrs.field(default=10.0, validator=in_range(0, 3600))
-    """Seconds × n between retries of a failed send."""

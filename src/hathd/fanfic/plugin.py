@@ -3,8 +3,9 @@
 - ``enabled`` when ``[fanfic] enabled = true``.
 - ``setup``: the ``fanfic`` store schema, the ``fanfic`` job kind (retry preset
   ``[fanfic] retry_preset``, default ``fanfic``), a one-at-a-time lane per FanFicFare site.
-- ``services``: ``fanfic-imap`` (when ``[imap] host`` is set) and ``notify`` (when
-  ``[notify] urls`` is set).
+- ``services``: ``fanfic-imap`` (when ``[imap] host`` is set). Messages go through the
+  daemon's notifier (:class:`hathd.notify.plugin.NotifyPlugin`, event kind ``fanfic``); a
+  plugin built without one serves its own ``notify`` service (when ``[notify]`` has URLs).
 - admin API: ``POST /api/v1/fanfic/stories`` ``{"urls": [...], "update_method": "force"}``
   (the method is optional) → ``{"created": [...],
   "existing": [...], "disabled": [...], "rejected": [{"url", "error"}]}``;
@@ -31,6 +32,7 @@ from hathd.fanfic.imap import MIGRATIONS, ImapWatcher
 from hathd.fanfic.stories import Story, identify
 from hathd.fanfic.submit import StorySubmitter
 from hathd.notify import Notifier
+from hathd.notify.plugin import NotifyPlugin
 from hathd.programs import Program, resolve
 from hathd.runtime import BasePlugin, Runtime
 from hathd.supervisor import ServiceSpec, to_plain
@@ -126,8 +128,9 @@ class FanficPlugin(BasePlugin):
 
     name = "fanfic"
 
-    def __init__(self) -> None:
+    def __init__(self, notify: NotifyPlugin | None = None) -> None:
         self.parts: FanficParts | None = None
+        self.notify = notify
 
     def enabled(self, config: Config) -> bool:
         """On when ``[fanfic] enabled = true``."""
@@ -142,7 +145,8 @@ class FanficPlugin(BasePlugin):
             raise RuntimeError("the fanfic plugin needs the job engine")
         cfg = rt.config.fanfic
         await rt.store.migrate("fanfic", MIGRATIONS)
-        notifier = Notifier(rt.config.notify)
+        shared = self.notify.notifier if self.notify is not None else None
+        notifier = shared if shared is not None else Notifier(rt.config.notify)
         cfg, needed = resolve_programs(cfg)
         for program in needed:
             rt.programs.add(program)
@@ -161,7 +165,8 @@ class FanficPlugin(BasePlugin):
         for site in await trio.to_thread.run_sync(_site_domains):
             submitter.ensure_lane(site)
         watcher = ImapWatcher(rt.config.imap, rt.store, submitter) if rt.config.imap.host else None
-        self.parts = FanficParts(pipeline, submitter, calibre, notifier, watcher, notifier.enabled)
+        serve = shared is None and notifier.enabled
+        self.parts = FanficParts(pipeline, submitter, calibre, notifier, watcher, serve)
 
     def _parts(self) -> FanficParts:
         if self.parts is None:

@@ -373,10 +373,12 @@ class HathNode:
             log.warning("client_start: the server could not reach port %d; idling", port)
             self.state = "connect-test-failed"
             self.reason = f"client_start: {start.status}"
+            self._publish("warning", status=start.status, message=self.reason)
         else:
             log.error("client_start refused: %s; idling (RPC-server IPs only)", start.status)
             self.state = "start-failed"
             self.reason = f"client_start: {start.status}"
+            self._publish("warning", status=start.status, message=self.reason)
         settings = await self.rpc.call("client_settings")
         if settings.ok:
             self.apply_settings(settings.settings())
@@ -512,6 +514,9 @@ class HathNode:
                 return
             if not reply.ok:
                 log.warning("still_alive: %s", reply.status)
+                self._publish(
+                    "warning", status=reply.status, message=f"still_alive: {reply.status}"
+                )
 
     async def _blacklist_loop(self) -> None:
         while True:
