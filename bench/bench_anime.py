@@ -7,20 +7,29 @@ A tree of N series folders (``<Series> (<year>)/Season 0S/<Series> - S0SE0E - Ti
 files spread evenly, each a few bytes; one ``key`` file per series) is generated in a temporary
 folder. With the page cache warm (one untimed walk of each kind first), measured per round:
 
-- reference: ``find ROOT -printf '%p %s\\n'`` (names and sizes, output read through a pipe);
-- "walk": :func:`hathd.anime.scan.scan_library` alone (os.scandir, ``SxxEyy`` parsing);
+- reference: ``find ROOT -printf '%p %s\\n'``: one process; per folder ``openat`` +
+  ``getdents64``, per entry one ``fstatat`` (for ``%s``) and one output line, read by this
+  script through a pipe (process start included);
+- "walk": :func:`hathd.anime.scan.scan_library` alone: per folder ``openat`` (relative to the
+  root's descriptor, ``O_NOFOLLOW``) + ``getdents64`` (:func:`os.scandir` on the descriptor),
+  per entry the name's extension and ``SxxEyy`` tested, per episode file one ``fstatat``
+  relative to its folder (its size) — the same system calls as find, plus the name parsing;
 - "first scan": :meth:`hathd.anime.library.AnimeLibrary.scan` end to end into an empty
-  library: the walk in a thread, progress events per folder, every series matched and its
-  files recorded in SQLite (one transaction);
-- "rescan": the same scan again (the periodic case: nothing changed, nothing written).
+  library: the walk in a worker thread, a ``scan-progress`` event per folder, every folder
+  matched to its series (key file) and every file recorded in SQLite through the store's
+  writer thread (batched ``executemany``, one transaction per batch), durable when it returns;
+- "rescan": the same scan again (the periodic case: the walk and the matching again, every
+  series' file digest unchanged, so nothing is written).
 
-Printed as a markdown table: files/s of each, and speed ratio = reference time ÷ hathd time
-(1.0 = as fast as find; the target is >= 0.5 for the scans).
+Printed as a markdown table: files/s of each, and speed ratio = reference time / hathd time
+(1.0 = as fast as find; the target is >= 0.5 for the scans), with the load average (1, 5, 15
+min) at the start and at the end. Figures on a loaded machine are smoke only.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -111,6 +120,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.series, args.files, args.rounds = 100, 2500, 1
+    load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-anime-") as tmp:
         root = Path(tmp) / "library"
         root.mkdir()
@@ -128,7 +138,13 @@ def main() -> None:
             scans.append(first)
             rescans.append(again)
         f, w, s, rs = (statistics.median(x) for x in (finds, walks, scans, rescans))
+        load_end = os.getloadavg()
         print(f"{args.series} series, {count} episode files, {args.rounds} round(s), medians")
+        print(
+            "load average (1, 5, 15 min): "
+            f"start {' '.join(f'{x:.2f}' for x in load_start)}, "
+            f"end {' '.join(f'{x:.2f}' for x in load_end)}"
+        )
         print()
         print("| what | time (s) | files/s | speed ÷ find |")
         print("|---|---|---|---|")
