@@ -68,6 +68,14 @@ MIGRATIONS: list[Migration] = [
     """
     ALTER TABLE anime_series ADD COLUMN scan_digest TEXT;
     """,
+    # 4: hoster health kept across restarts (HosterHealth.export as JSON)
+    """
+    CREATE TABLE anime_hoster_health (
+        hoster TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
 ]
 """Schema steps in order; the store records how many ran (``schema_versions``)."""
 
@@ -317,6 +325,33 @@ class AnimeStore:
         return {(r["season"], r["number"]): r["job_id"] for r in rows}
 
     # -- settings --------------------------------------------------------------------------
+
+    async def hoster_health(self) -> dict[str, Any]:
+        """Per hoster: its stored health record (:meth:`HosterHealth.export` data; a row
+        that is not valid JSON is left out)."""
+        rows = await self.store.query("SELECT hoster, state FROM anime_hoster_health")
+        out: dict[str, Any] = {}
+        for hoster, state in rows:
+            try:
+                out[hoster] = json.loads(state)
+            except ValueError:
+                continue
+        return out
+
+    async def save_hoster_health(self, records: dict[str, dict[str, Any]]) -> None:
+        """Store the health records ``{hoster: export data}`` in one transaction."""
+        now = time.time()
+        rows = [(h, json.dumps(r, allow_nan=False), now) for h, r in records.items()]
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO anime_hoster_health (hoster, state, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (hoster) DO UPDATE SET state = excluded.state,"
+                " updated_at = excluded.updated_at",
+                rows,
+            )
+
+        await self.store.write(run)
 
     async def settings(self) -> dict[str, Any]:
         """Settings stored through the API."""
