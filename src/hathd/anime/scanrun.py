@@ -96,6 +96,7 @@ class ScanRun:
         self.walk_over = False
         self.walk_error: OSError | None = None
         self.delivery_interval = DELIVERY_INTERVAL
+        """Seconds between two hand-overs (:data:`DELIVERY_INTERVAL`)."""
 
     # -- Trio thread -----------------------------------------------------------------------
 
@@ -144,12 +145,8 @@ class ScanRun:
                 key = found.key
                 if found.folder != result.folder:
                     batch.folders[key] = result.folder
-            files = self.disk.get(key)
-            if files is None:
-                self.disk[key] = dict(result.files)
-            else:
-                for code, entry in result.files.items():
-                    files.setdefault(code, entry)
+            # a series in two folders: the later folder's file wins for an episode in both
+            self.disk.setdefault(key, {}).update(result.files)
             touched.append(key)
         for key in dict.fromkeys(touched):
             files = self.disk[key]
@@ -175,7 +172,7 @@ class ScanRun:
 
         def walk() -> None:
             # worker thread: folders are handed over in bundles (one wake-up of the Trio
-            # thread per DELIVERY_INTERVAL, not per folder), without a round trip; the Trio
+            # thread per delivery_interval, not per folder), without a round trip; the Trio
             # thread runs the bundles in order, all of them before the thread's own return
             bundle: list[tuple[int, int, FolderScan]] = []
             last = time.monotonic()

@@ -2,12 +2,14 @@
 through :meth:`hathd.store.Store.migrate`).
 
 - ``anime_series``: one row per series (key, name, site, folder, description, status, cover
-  URL, year, followed, checked_at).
+  URL, year, followed, checked_at, scan_digest: the digest of its files at its last recorded
+  scan, ``NULL`` once a download changed them).
 - ``anime_episodes``: (series_key, season, number) with title, languages (JSON array), page
   URL, ``offered`` (listed by the provider), file path (relative to the library root), size
   (bytes), downloaded_at (seconds since the epoch).
 - ``anime_episode_jobs``: which queue job fills which episode.
 - ``anime_settings``: scheduler settings changed through the API (over the configuration).
+- ``anime_hoster_health``: per hoster its health record (JSON, :meth:`HosterHealth.export`).
 """
 
 from __future__ import annotations
