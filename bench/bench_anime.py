@@ -7,20 +7,32 @@ A tree of N series folders (``<Series> (<year>)/Season 0S/<Series> - S0SE0E - Ti
 files spread evenly, each a few bytes; one ``key`` file per series) is generated in a temporary
 folder. With the page cache warm (one untimed walk of each kind first), measured per round:
 
-- reference: ``find ROOT -printf '%p %s\\n'`` (names and sizes, output read through a pipe);
-- "walk": :func:`hathd.anime.scan.scan_library` alone (os.scandir, ``SxxEyy`` parsing);
+- reference: ``find ROOT -printf '%p %s\\n'``: one process; per folder ``openat`` +
+  ``getdents64``, per entry one ``fstatat`` (for ``%s``) and one output line, read by this
+  script through a pipe (process start included);
+- "walk": :func:`hathd.anime.scan.scan_library` alone: per folder ``openat`` (relative to the
+  root's descriptor, ``O_NOFOLLOW``) + ``getdents64`` (:func:`os.scandir` on the descriptor),
+  per entry the name's extension and ``SxxEyy`` tested, per episode file one ``fstatat``
+  relative to its folder (its size) — the same system calls as find, plus the name parsing;
 - "first scan": :meth:`hathd.anime.library.AnimeLibrary.scan` end to end into an empty
-  library: the walk in a thread, progress events per folder, every series matched and its
-  files recorded in SQLite (one transaction);
-- "rescan": the same scan again (the periodic case: nothing changed, nothing written).
+  library: the walk in a worker thread, a ``scan-progress`` event per folder, every folder
+  matched to its series (key file) and every file recorded in SQLite through the store's
+  writer thread (batched ``executemany``, one transaction per batch), durable when it returns;
+- "rescan": the same scan again (the periodic case: the walk and the matching again, every
+  series' file digest unchanged, so nothing is written).
 
-Printed as a markdown table: files/s of each, and speed ratio = reference time ÷ hathd time
-(1.0 = as fast as find; the target is >= 0.5 for the scans).
+Printed as a markdown table: files/s of each, and speed ratio = reference time / hathd time
+(1.0 = as fast as find; the target is >= 0.5 for the scans); the CPU seconds of each (find's
+from ``RUSAGE_CHILDREN``, hathd's this process's, all threads) and their ratio, which a loaded
+machine moves far less than the wall-clock times; with the load average (1, 5, 15 min) at the
+start and at the end. Figures on a loaded machine are smoke only.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -58,20 +70,35 @@ def make_tree(root: Path, series: int, files: int) -> None:
             )
 
 
+CPU: dict[str, list[float]] = {"find": [], "walk": [], "first": [], "rescan": []}
+"""CPU seconds (user + system) of each timed run: find's from ``RUSAGE_CHILDREN``, hathd's
+this process's (all threads)."""
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_find(root: Path) -> float:
+    cpu = _children_cpu()
     t0 = time.perf_counter()
     out = subprocess.run(
         ["find", str(root), "-printf", "%p %s\\n"], check=True, stdout=subprocess.PIPE
     ).stdout
     elapsed = time.perf_counter() - t0
+    CPU["find"].append(_children_cpu() - cpu)
     assert out
     return elapsed
 
 
 def run_walk(root: Path) -> tuple[float, int]:
+    cpu = time.process_time()
     t0 = time.perf_counter()
     n = sum(len(r.files) for r in scan_library(str(root)))
-    return time.perf_counter() - t0, n
+    elapsed = time.perf_counter() - t0
+    CPU["walk"].append(time.process_time() - cpu)
+    return elapsed, n
 
 
 async def run_scan(root: Path, db_path: Path) -> tuple[float, float, int]:
@@ -88,12 +115,16 @@ async def run_scan(root: Path, db_path: Path) -> tuple[float, float, int]:
             engine=None,
             bus=EventBus(),
         )
+        cpu = time.process_time()
         t0 = time.perf_counter()
         summary = await lib.scan()
         first = time.perf_counter() - t0
+        CPU["first"].append(time.process_time() - cpu)
+        cpu = time.process_time()
         t0 = time.perf_counter()
         await lib.scan()
         again = time.perf_counter() - t0
+        CPU["rescan"].append(time.process_time() - cpu)
         await fetcher.aclose()
         rows = await store.query(
             "SELECT count(*) AS n FROM anime_episodes WHERE file_path IS NOT NULL"
@@ -111,6 +142,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.series, args.files, args.rounds = 100, 2500, 1
+    load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-anime-") as tmp:
         root = Path(tmp) / "library"
         root.mkdir()
@@ -128,14 +160,28 @@ def main() -> None:
             scans.append(first)
             rescans.append(again)
         f, w, s, rs = (statistics.median(x) for x in (finds, walks, scans, rescans))
+        load_end = os.getloadavg()
         print(f"{args.series} series, {count} episode files, {args.rounds} round(s), medians")
+        print(
+            "load average (1, 5, 15 min): "
+            f"start {' '.join(f'{x:.2f}' for x in load_start)}, "
+            f"end {' '.join(f'{x:.2f}' for x in load_end)}"
+        )
         print()
-        print("| what | time (s) | files/s | speed ÷ find |")
-        print("|---|---|---|---|")
-        print(f"| find -printf (reference) | {f:.3f} | {count / f:,.0f} | 1.00 |")
-        print(f"| walk (scan_library) | {w:.3f} | {count / w:,.0f} | {f / w:.2f} |")
-        print(f"| first scan (empty library) | {s:.3f} | {count / s:,.0f} | {f / s:.2f} |")
-        print(f"| rescan (nothing changed) | {rs:.3f} | {count / rs:,.0f} | {f / rs:.2f} |")
+        # the warm-up runs are not timed: drop their CPU figures
+        del CPU["find"][0], CPU["walk"][0]
+        cf, cw, cs, cr = (statistics.median(CPU[k]) for k in ("find", "walk", "first", "rescan"))
+        print("| what | time (s) | files/s | speed ÷ find | CPU (s) | CPU of find ÷ CPU |")
+        print("|---|---|---|---|---|---|")
+        print(f"| find -printf (reference) | {f:.3f} | {count / f:,.0f} | 1.00 | {cf:.3f} | 1.00 |")
+        for label, t, c in (
+            ("walk (scan_library)", w, cw),
+            ("first scan (empty library)", s, cs),
+            ("rescan (nothing changed)", rs, cr),
+        ):
+            print(
+                f"| {label} | {t:.3f} | {count / t:,.0f} | {f / t:.2f} | {c:.3f} | {cf / c:.2f} |"
+            )
     sys.stdout.flush()
 
 

@@ -10,7 +10,12 @@ real MP4 made by ffmpeg and padded with an ISO BMFF ``free`` box to the wanted s
   fsync and atomic placement; timed from submission to ``done``.
 
 Reported: MB/s of each (best of the rounds) and the ratio hathd/curl (target >= 0.7), also
-against curl followed by an ``fsync`` of its file (the job fsyncs before placing its file).
+against curl followed by an ``fsync`` of its file (the job fsyncs before placing its file);
+the CPU seconds each side spent per GiB (curl: ``RUSAGE_CHILDREN`` around its run; hathd: this
+process's CPU time during the job, all threads — the fake hoster runs in another process and
+is in neither), which move far less than the wall-clock figures on a loaded machine; and the
+load average (1, 5, 15 min) at the start and at the end. Figures on a loaded machine are
+smoke only.
 
 Usage::
 
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import struct
 import subprocess
@@ -87,6 +93,15 @@ async def wait_port(port_file: Path) -> str:
     raise SystemExit("the fake hoster did not start")
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+CURL_CPU: list[float] = []
+"""CPU seconds of each curl run (user + system)."""
+
+
 def bench_curl(url: str, out: Path) -> tuple[float, float]:
     """Seconds of ``curl -o out url``, and of the same followed by an ``fsync`` of ``out``
     (the durability the episode job gives its file)."""
@@ -94,15 +109,21 @@ def bench_curl(url: str, out: Path) -> tuple[float, float]:
     if curl is None:
         raise SystemExit("curl is required (scripts/system-packages)")
     out.unlink(missing_ok=True)
+    cpu = _children_cpu()
     start = time.perf_counter()
     subprocess.run([curl, "-sS", "-o", str(out), url], check=True)
     fetched = time.perf_counter()
+    CURL_CPU.append(_children_cpu() - cpu)
     fd = os.open(out, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
     return fetched - start, time.perf_counter() - start
+
+
+HATHD_CPU: list[float] = []
+"""CPU seconds of this process during each episode job (all threads)."""
 
 
 async def bench_hathd(work: Path, base: str, round_no: int) -> tuple[float, int]:
@@ -139,10 +160,12 @@ async def bench_hathd(work: Path, base: str, round_no: int) -> tuple[float, int]
                 ],
             },
         )
+        cpu = time.process_time()
         start = time.perf_counter()
         submitted = await engine.submit(spec)
         job = await engine.wait_final(submitted.job.id, timeout=600)
         elapsed = time.perf_counter() - start
+        HATHD_CPU.append(time.process_time() - cpu)
     if job.state is not JobState.DONE or job.result is None:
         raise SystemExit(f"the episode job failed: {job.error}")
     size = int(job.result["size"])
@@ -152,6 +175,7 @@ async def bench_hathd(work: Path, base: str, round_no: int) -> tuple[float, int]
 
 async def main(quick: bool) -> dict[str, Any]:
     size, rounds = (64 * 2**20, 1) if quick else (2**30, 3)
+    load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="hathd-bench-anime-") as name:
         work = Path(name)
         media = await trio.to_thread.run_sync(padded_mp4, work, size)
@@ -177,7 +201,9 @@ async def main(quick: bool) -> dict[str, Any]:
         finally:
             server.kill()
             await server.wait()
+    load_end = os.getloadavg()
     mb = size / 1e6
+    gib = size / 2**30
     curl_rate = mb / min(curl_s)
     curl_sync_rate = mb / min(curl_sync_s)
     hathd_rate = mb / min(hathd_s)
@@ -191,6 +217,10 @@ async def main(quick: bool) -> dict[str, Any]:
         "ratio_hathd_to_curl": round(hathd_rate / curl_rate, 3),
         "ratio_hathd_to_curl_fsync": round(hathd_rate / curl_sync_rate, 3),
         "target_ratio": 0.7,
+        "curl_cpu_s_per_gib": round(min(CURL_CPU) / gib, 3),
+        "hathd_cpu_s_per_gib": round(min(HATHD_CPU) / gib, 3),
+        "load_average_start": [round(x, 2) for x in load_start],
+        "load_average_end": [round(x, 2) for x in load_end],
     }
 
 

@@ -8,6 +8,11 @@
    time; measured jobs/s per domain against the configured rate.
 3. Resident memory: RSS growth with N jobs queued (queue paused), per job.
 
+Every figure of 1 also comes as CPU time (this process, all threads): CPU seconds per raw
+commit and per job, and their ratio, which a loaded machine moves far less than the
+wall-clock rates. The load average (1, 5, 15 min) is printed at the start and at the end;
+figures on a loaded machine are smoke only.
+
 Usage::
 
     .venv/bin/python bench/bench_engine.py            # full: 100,000 jobs, 1,000 domains, 10 s
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sys
 import tempfile
 import time
@@ -46,6 +52,10 @@ async def noop(ctx: JobContext) -> None:
     await trio.lowlevel.checkpoint()
 
 
+RAW_CPU: list[float] = []
+"""CPU seconds per raw commit of the last :func:`raw_group_commit`."""
+
+
 async def raw_group_commit(path: Path, writes: int, producers: int = 32) -> float:
     """Single-row INSERTs per second through ``store.write`` with ``producers`` tasks."""
     async with open_store(path) as store:
@@ -58,11 +68,14 @@ async def raw_group_commit(path: Path, writes: int, producers: int = 32) -> floa
                     lambda c, k=k, i=i: c.execute("INSERT INTO t(v) VALUES (?)", (f"{k}-{i}",))
                 )
 
+        cpu = time.process_time()
         start = time.perf_counter()
         async with trio.open_nursery() as nursery:
             for k in range(producers):
                 nursery.start_soon(producer, k)
-        return per * producers / (time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        RAW_CPU[:] = [(time.process_time() - cpu) / (per * producers)]
+        return per * producers / elapsed
 
 
 async def throughput(tmp: Path, jobs: int, domains: int, workers: int) -> dict[str, Any]:
@@ -79,6 +92,7 @@ async def throughput(tmp: Path, jobs: int, domains: int, workers: int) -> dict[s
 
         engine.register("noop", noop, on_final=on_final)
         batch = 1000
+        cpu = time.process_time()
         start = time.perf_counter()
         for offset in range(0, jobs, batch):
             specs = [
@@ -90,6 +104,7 @@ async def throughput(tmp: Path, jobs: int, domains: int, workers: int) -> dict[s
         with trio.fail_after(3600):
             await all_done.wait()
         elapsed = time.perf_counter() - start
+        cpu_per_job = (time.process_time() - cpu) / jobs
         done = len(await rt.store.query("SELECT id FROM engine_jobs WHERE state = 'done'"))
         assert done == jobs, done
         stats = rt.store.statistics()
@@ -103,6 +118,7 @@ async def throughput(tmp: Path, jobs: int, domains: int, workers: int) -> dict[s
         "transitions_per_s": round(3 * jobs / elapsed),
         "store_batches": stats.batches,
         "store_max_batch": stats.max_batch,
+        "cpu_us_per_job": round(cpu_per_job * 1e6, 1),
     }
 
 
@@ -175,6 +191,7 @@ async def memory(tmp: Path, jobs: int) -> dict[str, Any]:
 
 async def main(quick: bool) -> dict[str, Any]:
     jobs, domains, seconds = (2_000, 50, 2.0) if quick else (100_000, 1_000, 10.0)
+    load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="hathd-bench-") as name:
         tmp = Path(name)
         raw = await raw_group_commit(tmp / "raw.sqlite3", writes=min(3 * jobs, 96_000))
@@ -182,9 +199,20 @@ async def main(quick: bool) -> dict[str, Any]:
         result["raw_group_commit_per_s"] = round(raw)
         result["ratio_jobs_to_raw_commits"] = round(result["jobs_per_s"] / raw, 3)
         result["ratio_transitions_to_raw_commits"] = round(result["transitions_per_s"] / raw, 3)
+        result["cpu_us_per_raw_commit"] = round(RAW_CPU[0] * 1e6, 1)
+        result["cpu_ratio_raw_commit_to_job"] = round(
+            RAW_CPU[0] * 1e6 / result["cpu_us_per_job"], 3
+        )
         polite = await politeness(tmp, seconds)
         mem = await memory(tmp, jobs)
-    return {"quick": quick, "throughput": result, "politeness": polite, "memory": mem}
+    return {
+        "quick": quick,
+        "load_average_start": [round(x, 2) for x in load_start],
+        "load_average_end": [round(x, 2) for x in os.getloadavg()],
+        "throughput": result,
+        "politeness": polite,
+        "memory": mem,
+    }
 
 
 if __name__ == "__main__":

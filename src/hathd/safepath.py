@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import os
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePath
@@ -53,6 +54,21 @@ def parts_under(root: str | os.PathLike[str], rel: str | os.PathLike[str]) -> tu
         if part in ("", ".", "..") or "\x00" in part or "/" in part:
             raise UnsafePath(errno.EINVAL, f"{str(rel)!r}: {part!r} is not a plain name")
     return parts
+
+
+def is_confined(rel: str) -> bool:
+    """Whether the ``/``-separated relative path ``rel`` names a place under any root by its
+    text alone: not empty, not absolute, no empty, ``.`` or ``..`` component, no NUL or other
+    control character (Unicode category ``Cc``). Symbolic links are the business of the
+    functions below, which refuse them when the path is used."""
+    if not rel or rel.startswith("/"):
+        return False
+    for part in rel.split("/"):
+        if part in ("", ".", ".."):
+            return False
+        if any(unicodedata.category(c) == "Cc" for c in part):
+            return False
+    return True
 
 
 def _open_dir_at(dir_fd: int, name: str) -> int:

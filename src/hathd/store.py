@@ -81,7 +81,9 @@ def _restrict_modes(path: Path) -> None:
             continue
 
 
-def _unencodable(exc: UnicodeEncodeError) -> UnencodableText:
+def unencodable(exc: UnicodeEncodeError) -> UnencodableText:
+    """The :class:`~hathd.errors.UnencodableText` to raise for ``exc`` (text bound to a
+    statement that is not encodable as UTF-8)."""
     bad = exc.object[exc.start : exc.end] if isinstance(exc.object, str) else ""
     return UnencodableText(f"text not encodable as UTF-8 ({bad!r} at {exc.start}): {exc.reason}")
 
@@ -257,7 +259,7 @@ class Store:
         finally:
             self._queued -= 1
         if isinstance(pending.error, UnicodeEncodeError):
-            raise _unencodable(pending.error) from pending.error
+            raise unencodable(pending.error) from pending.error
         if pending.error is not None:
             raise pending.error
         value: T = pending.value
@@ -280,7 +282,7 @@ class Store:
             try:
                 return fn(conn)
             except UnicodeEncodeError as exc:
-                raise _unencodable(exc) from exc
+                raise unencodable(exc) from exc
             finally:
                 self._readers.put(conn)
 

@@ -95,3 +95,41 @@ async def test_the_gate_holds_a_domain_to_its_concurrency(autojump_clock: object
             nursery.start_soon(one)
     assert peak == 2
     assert gate.busy() == {}
+
+
+def test_export_and_restore_keep_the_cool_down_across_clocks() -> None:
+    before = HosterHealth(cooldown=60.0, failure_threshold=2)
+    before.record_success("voe", 2.0, now=0.0)
+    before.record_failure("voe", "HTTP 500", now=1.0)
+    assert before.record_failure("voe", "HTTP 502", now=2.0)
+    data = before.export("voe", now=12.0, wall=1_000.0)  # 50 s of cool-down left
+    assert data["outcomes"] == "100"
+    assert data["cooldown_until"] == pytest.approx(1_050.0)
+    # a restart: another monotonic origin, 20 s of wall time later
+    after = HosterHealth(cooldown=60.0, failure_threshold=2)
+    after.restore("voe", data, now=5_000.0, wall=1_020.0)
+    assert not after.available("voe", now=5_029.0)
+    assert after.available("voe", now=5_030.5)
+    status = after.status("voe", now=5_000.0)
+    assert (status.attempts, status.successes, status.consecutive_failures) == (3, 1, 2)
+    assert status.latency == pytest.approx(2.0)
+    assert status.last_error == "HTTP 502"
+    # the streak goes on where it was: the next cool-down is twice as long
+    assert after.record_failure("voe", "again", now=5_031.0)
+    assert after.cooldown_left("voe", now=5_031.0) == pytest.approx(120.0)
+
+
+def test_restore_refuses_a_bad_record_and_changes_nothing() -> None:
+    health = HosterHealth()
+    good = health.export("voe")
+    for bad in (
+        {},
+        {**good, "outcomes": "10x"},
+        {**good, "latency": float("nan")},
+        {**good, "consecutive_failures": -1},
+        {**good, "cooldown_until": "soon"},
+        {**good, "last_error": 5},
+    ):
+        with pytest.raises(ValueError, match="voe"):
+            health.restore("voe", bad)
+    assert health.hosters() == []

@@ -135,3 +135,67 @@ def test_episode_ranges() -> None:
     for bad in ("3-1", "a", "1-", "1-99999"):
         with pytest.raises(LibraryError):
             parse_range(bad)
+
+
+async def test_rescan_writes_only_series_whose_files_changed(library: AnimeLibrary) -> None:
+    store = library.db.store
+    for name in ("Alpha", "Beta"):
+        season = library.root / name / "Season 01"
+        season.mkdir(parents=True)
+        (library.root / name / "key").write_text(f"aniworld.to {name.lower()}\n")
+        for n in (1, 2):
+            (season / f"{name} - S01E0{n}.mp4").write_bytes(b"x" * n)
+    await library.scan()
+    assert {(e.code, e.size) for e in await library.db.episodes("alpha")} == {
+        ("S01E01", 1),
+        ("S01E02", 2),
+    }
+    writes = store.statistics().writes
+    await library.scan()  # nothing changed: nothing written
+    assert store.statistics().writes == writes
+    # a file grows, another goes: only Alpha is written again, and exactly as on disk
+    (library.root / "Alpha" / "Season 01" / "Alpha - S01E01.mp4").write_bytes(b"x" * 10)
+    (library.root / "Alpha" / "Season 01" / "Alpha - S01E02.mp4").unlink()
+    await library.scan()
+    assert store.statistics().writes == writes + 1
+    alpha = {e.code: (e.file_path, e.size) for e in await library.db.episodes("alpha")}
+    assert alpha == {
+        "S01E01": ("Alpha/Season 01/Alpha - S01E01.mp4", 10),
+        "S01E02": (None, None),
+    }
+    assert {e.code for e in await library.db.episodes("beta") if e.present} == {
+        "S01E01",
+        "S01E02",
+    }
+
+
+async def test_a_download_makes_the_next_scan_record_its_series_again(
+    library: AnimeLibrary,
+) -> None:
+    season = library.root / "Gamma" / "Season 01"
+    season.mkdir(parents=True)
+    (library.root / "Gamma" / "key").write_text("gamma\n")
+    (season / "Gamma - S01E01.mp4").write_bytes(b"1")
+    await library.scan()
+    # an episode recorded by a download whose file is then removed by hand
+    await library.landed("gamma", 1, 2, season / "Gamma - S01E02.mp4", 5)
+    assert {e.code for e in await library.db.episodes("gamma") if e.present} == {
+        "S01E01",
+        "S01E02",
+    }
+    await library.scan()
+    assert {e.code for e in await library.db.episodes("gamma") if e.present} == {"S01E01"}
+
+
+async def test_two_folders_of_one_series_are_recorded_together(library: AnimeLibrary) -> None:
+    for folder, n in (("Delta", 1), ("Delta (copy)", 2)):
+        season = library.root / folder / "Season 01"
+        season.mkdir(parents=True)
+        (library.root / folder / "key").write_text("delta\n")
+        (season / f"Delta - S01E0{n}.mp4").write_bytes(b"1")
+    await library.scan()
+    await library.scan()
+    assert {e.code for e in await library.db.episodes("delta") if e.present} == {
+        "S01E01",
+        "S01E02",
+    }

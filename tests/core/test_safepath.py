@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from hathd import safepath
 from hathd.safepath import (
     UnsafePath,
     makedirs_under,
@@ -106,3 +107,10 @@ def test_unlink_under(root_and_outside: tuple[Path, Path]) -> None:
     (root / "g").write_bytes(b"x")
     assert unlink_under(root, "g") is True
     assert unlink_under(root, "g") is False
+
+
+def test_is_confined_judges_a_relative_path_by_its_text() -> None:
+    assert safepath.is_confined("A (2001)/Season 01/A - S01E01")
+    assert safepath.is_confined("caf\u00e9/\U0001f3b8")
+    for bad in ("", "/etc/x", "a/../b", "..", "a//b", "./a", "a/", "a/b\x00c", "a/\x1bb", "\x85"):
+        assert not safepath.is_confined(bad), bad

@@ -10,13 +10,21 @@ The first cool-down lasts ``cooldown`` seconds, each further one without a succe
 twice as long, up to ``max_cooldown``. A success ends the streak (the next cool-down starts
 again at ``cooldown``). Latency is an exponentially weighted mean (weight
 :data:`LATENCY_WEIGHT`) of the seconds from the provider's redirect to the first media byte.
+
+Persistence: :meth:`HosterHealth.export` gives a hoster's record as JSON-ready data, with the
+cool-down as a wall-clock deadline (seconds since the epoch), and :meth:`HosterHealth.restore`
+takes it back after a restart (the cool-down then lasts what was left of it). The anime service
+keeps them in the store (``anime_hoster_health``) and writes a hoster's record after each
+change (``on_change``).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 
@@ -70,6 +78,8 @@ class HosterHealth:
         failure_threshold: int = 3,
         min_success_rate: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        on_change: Callable[[str], None] | None = None,
     ) -> None:
         if cooldown < 0 or max_cooldown < cooldown or failure_threshold < 1:
             raise ValueError("health: 0 <= cooldown <= max_cooldown and failure_threshold >= 1")
@@ -78,7 +88,14 @@ class HosterHealth:
         self.failure_threshold = failure_threshold
         self.min_success_rate = min_success_rate
         self._clock = clock
+        self._wall = wall
         self._records: dict[str, _Record] = {}
+        self.on_change = on_change
+        """Called with the hoster's name after each recorded outcome (e.g. to persist it)."""
+
+    def _changed(self, hoster: str) -> None:
+        if self.on_change is not None:
+            self.on_change(hoster)
 
     def _record(self, hoster: str) -> _Record:
         return self._records.setdefault(hoster, _Record())
@@ -108,6 +125,7 @@ class HosterHealth:
             if rec.latency is None
             else (1 - LATENCY_WEIGHT) * rec.latency + LATENCY_WEIGHT * latency
         )
+        self._changed(hoster)
 
     def record_failure(self, hoster: str, reason: str, now: float | None = None) -> bool:
         """A try of ``hoster`` failed for ``reason``; returns True when it starts a cool-down."""
@@ -124,7 +142,9 @@ class HosterHealth:
             length = min(self.max_cooldown, self.cooldown * (2**rec.cooldowns))
             rec.cooldowns += 1
             rec.until = at + length
+            self._changed(hoster)
             return True
+        self._changed(hoster)
         return False
 
     def status(self, hoster: str, now: float | None = None) -> HosterStatus:
@@ -146,3 +166,73 @@ class HosterHealth:
     def snapshot(self, now: float | None = None) -> list[HosterStatus]:
         """Every hoster seen, by name."""
         return [self.status(h, now) for h in sorted(self._records)]
+
+    def export(
+        self, hoster: str, now: float | None = None, wall: float | None = None
+    ) -> dict[str, Any]:
+        """``hoster``'s record as JSON-ready data: ``{"outcomes": "10…" (oldest first, 1 =
+        success), "latency" (s or null), "consecutive_failures", "cooldowns",
+        "cooldown_until" (seconds since the epoch, null when available), "last_error"}``."""
+        rec = self._records.get(hoster) or _Record()
+        left = self.cooldown_left(hoster, now)
+        at = self._wall() if wall is None else wall
+        return {
+            "outcomes": "".join("1" if ok else "0" for ok in rec.outcomes),
+            "latency": rec.latency,
+            "consecutive_failures": rec.consecutive_failures,
+            "cooldowns": rec.cooldowns,
+            "cooldown_until": at + left if left > 0 else None,
+            "last_error": rec.last_error,
+        }
+
+    def restore(
+        self,
+        hoster: str,
+        data: dict[str, Any],
+        now: float | None = None,
+        wall: float | None = None,
+    ) -> None:
+        """Take back a record made by :meth:`export` (a cool-down whose deadline has passed
+        is over; one longer than ``max_cooldown`` from now is cut to it).
+
+        :raises ValueError: ``data`` is not such a record (nothing changed).
+        """
+        try:
+            outcomes = data["outcomes"]
+            latency = data["latency"]
+            failures = data["consecutive_failures"]
+            cooldowns = data["cooldowns"]
+            until = data["cooldown_until"]
+            last_error = data["last_error"]
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"health record of {hoster!r}: missing {exc}") from None
+        if not isinstance(outcomes, str) or outcomes.strip("01"):
+            raise ValueError(f"health record of {hoster!r}: bad outcomes")
+        numbers = (latency, until)
+        if any(v is not None and not _finite(v) for v in numbers):
+            raise ValueError(f"health record of {hoster!r}: bad latency or cool-down")
+        if not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (failures, cooldowns)
+        ):
+            raise ValueError(f"health record of {hoster!r}: bad counters")
+        if last_error is not None and not isinstance(last_error, str):
+            raise ValueError(f"health record of {hoster!r}: bad last error")
+        at = self._clock() if now is None else now
+        at_wall = self._wall() if wall is None else wall
+        rec = _Record()
+        rec.outcomes.extend(c == "1" for c in outcomes[-WINDOW:])
+        rec.latency = None if latency is None else max(0.0, float(latency))
+        rec.consecutive_failures = failures
+        rec.cooldowns = cooldowns
+        left = 0.0 if until is None else min(self.max_cooldown, float(until) - at_wall)
+        rec.until = at + left if left > 0 else 0.0
+        rec.last_error = last_error
+        self._records[hoster] = rec
+
+    def hosters(self) -> list[str]:
+        """Every hoster seen, by name."""
+        return sorted(self._records)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -20,15 +20,13 @@ from hathd.anime.fetch import ProviderFetcher
 from hathd.anime.model import EpisodeInfo, SearchHit, Series
 from hathd.anime.naming import (
     episode_dest,
-    folder_display_name,
-    folder_name_key,
     is_confined,
     series_folder,
 )
 from hathd.anime.preferences import order_candidates
 from hathd.anime.providers.aniworld import SiteEngine
 from hathd.anime.providers.base import ProviderError
-from hathd.anime.scan import FolderScan, scan_library
+from hathd.anime.scanrun import ScanRun
 from hathd.anime.store import AnimeStore
 from hathd.engine.api import EngineAPI, InvalidInput, JobSpec
 from hathd.events import EventBus
@@ -262,65 +260,18 @@ class AnimeLibrary:
         :raises LibraryError: the root cannot be read.
         """
         async with self.scan_lock:
-            known = await self.db.all_series()
-            by_folder = {s.folder: s for s in known if s.folder}
-            by_name = {folder_name_key(s.name): s for s in known}
-            token = trio.lowlevel.current_trio_token()
-
-            def progress(index: int, total: int, result: FolderScan) -> None:
-                data = {
-                    "folder": result.folder,
-                    "index": index,
-                    "total": total,
-                    "episodes": len(result.files),
-                    "error": result.error,
-                }
-                token.run_sync_soon(self.bus.publish, "anime", "scan-progress", data)
-
-            def walk() -> list[FolderScan]:
-                return list(scan_library(str(self.root), progress))
-
+            run = ScanRun(
+                db=self.db,
+                bus=self.bus,
+                known=await self.db.all_series(),
+                digests=await self.db.scan_digests(),
+                providers=set(self.providers),
+            )
             try:
-                results = await trio.to_thread.run_sync(walk)
+                found = await run.run(str(self.root))
             except OSError as exc:
                 raise LibraryError(f"cannot read the library {self.root}: {exc.strerror}") from exc
-            by_key = {s.key: s for s in known}
-            unmatched: list[str] = []
-            errors: list[dict[str, str]] = []
-            local: list[tuple[str, str, str, str]] = []
-            folders: dict[str, str] = {}
-            disk: dict[str, dict[tuple[int, int], tuple[str, int]]] = {}
-            for result in results:
-                if result.error:
-                    errors.append({"folder": result.folder, "error": result.error})
-                if result.key is not None:
-                    key = result.key
-                    series = by_key.get(key)
-                    if series is None and key not in disk:
-                        site = result.site if result.site in self.providers else "aniworld.to"
-                        name = folder_display_name(result.folder)
-                        local.append((key, name, site, result.folder))
-                    elif series is not None and series.folder != result.folder:
-                        folders[key] = result.folder
-                else:
-                    found = by_folder.get(result.folder) or by_name.get(
-                        folder_name_key(result.folder)
-                    )
-                    if found is None:
-                        unmatched.append(result.folder)
-                        continue
-                    key = found.key
-                    if found.folder != result.folder:
-                        folders[key] = result.folder
-                disk.setdefault(key, {}).update(result.files)
-            await self.db.record_scan(local, folders, disk)
-            matched = len(results) - len(unmatched)
-            summary = {
-                "folders": len(results),
-                "matched": matched,
-                "unmatched": unmatched,
-                "errors": errors,
-            }
+            summary = found.as_json()
             self.last_scan = {**summary, "at": time.time()}
             self.bus.publish("anime", "scan-done", summary)
             return summary

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from hathd import safepath
+
 MAX_COMPONENT = 200
 """Longest component in bytes of UTF-8 (ext4 allows 255; room for an extension and a part
 suffix)."""
@@ -17,7 +19,8 @@ suffix)."""
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".webm", ".ts", ".avi", ".m4v"})
 """File extensions a scan counts as episodes."""
 
-_EPISODE_RE = re.compile(r"(?i)\bS(\d{1,3})[ ._-]?E(\d{1,4})\b")
+EPISODE_RE = re.compile(r"(?i)\bS(\d{1,3})[ ._-]?E(\d{1,4})\b")
+"""``SxxEyy`` in a file name: group 1 the season, group 2 the episode (compiled once)."""
 _FORBIDDEN = re.compile(r'[/\\\x00-\x1f\x7f-\x9f<>:"|?*]')
 
 
@@ -60,7 +63,7 @@ def episode_dest(name: str, year: int | None, season: int, number: int, title: s
 def parse_episode_code(filename: str) -> tuple[int, int] | None:
     """``(season, episode)`` from a file name holding ``SxxEyy`` (case-insensitive; ``S1E2``,
     ``S01.E02``), or ``None``."""
-    match = _EPISODE_RE.search(filename)
+    match = EPISODE_RE.search(filename)
     if match is None:
         return None
     return int(match.group(1)), int(match.group(2))
@@ -84,13 +87,7 @@ def folder_display_name(folder: str) -> str:
 
 def is_confined(dest: str) -> bool:
     """Whether ``dest`` (``/``-separated, relative) stays inside the library root: not
-    absolute, no empty, ``.`` or ``..`` component, no NUL or other control character. (Names
-    only; symbolic links are refused when the file is placed.)"""
-    if not dest or dest.startswith("/"):
-        return False
-    for part in dest.split("/"):
-        if part in ("", ".", ".."):
-            return False
-        if any(unicodedata.category(c) == "Cc" for c in part):
-            return False
-    return True
+    absolute, no empty, ``.`` or ``..`` component, no NUL or other control character
+    (:func:`hathd.safepath.is_confined`, the one home of that rule; symbolic links are refused
+    when the file is placed)."""
+    return safepath.is_confined(dest)

@@ -3,7 +3,8 @@
 ``setup`` migrates the ``anime`` tables, builds the providers (aniworld.to, s.to at their
 configured base URLs), the library and the watchlist scheduler, and registers the
 ``anime-episode`` job kind. Services: ``anime-watchlist`` (the rescan schedule) and the
-provider HTTP client's lifetime.
+provider HTTP client's lifetime; ``anime-health`` (hoster health written to the store,
+:mod:`hathd.anime.healthstore`).
 
 Episode job contract (between the library, which queues, and :mod:`hathd.anime.episode`, which
 downloads):
@@ -36,6 +37,7 @@ from hathd.anime.config import AnimeConfig
 from hathd.anime.fetch import ProviderFetcher
 from hathd.anime.gate import DomainGate
 from hathd.anime.health import HosterHealth
+from hathd.anime.healthstore import HealthKeeper
 from hathd.anime.library import KIND, AnimeLibrary
 from hathd.anime.providers.aniworld import aniworld, sto
 from hathd.anime.store import AnimeStore
@@ -78,6 +80,7 @@ class AnimeService:
         self.fetcher = ProviderFetcher(self.gate, timeout=config.request_timeout)
         self.db = AnimeStore(rt.store)
         self.health = HosterHealth()
+        self.health_keeper = HealthKeeper(self.health, self.db)
         self.library = AnimeLibrary(
             config=config,
             root=self.root,
@@ -165,6 +168,7 @@ class AnimePlugin(BasePlugin):
         service = AnimeService(rt)
         await service.db.migrate()
         await service.load_settings()
+        await service.health_keeper.load()
         await trio.to_thread.run_sync(lambda: service.root.mkdir(parents=True, exist_ok=True))
         if rt.engine is not None:
             for provider in service.library.providers.values():
@@ -191,7 +195,8 @@ class AnimePlugin(BasePlugin):
         self.service = service
 
     def services(self, rt: Runtime) -> Sequence[ServiceSpec]:
-        """``anime-watchlist``: the rescan schedule; closes the provider client at shutdown."""
+        """``anime-watchlist``: the rescan schedule; closes the provider client at shutdown.
+        ``anime-health``: writes hoster health to the store as it changes."""
         service = self.service
         if service is None:
             return ()
@@ -203,7 +208,11 @@ class AnimePlugin(BasePlugin):
                 with trio.CancelScope(shield=True), trio.move_on_after(5):
                     await service.fetcher.aclose()
 
-        return [ServiceSpec("anime-watchlist", serve, service.statistics)]
+        keeper = service.health_keeper
+        return [
+            ServiceSpec("anime-watchlist", serve, service.statistics),
+            ServiceSpec("anime-health", keeper.run, keeper.statistics),
+        ]
 
     def blueprint(self, rt: Runtime) -> Blueprint | None:
         """``/api/v1/anime``."""

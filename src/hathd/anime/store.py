@@ -2,12 +2,14 @@
 through :meth:`hathd.store.Store.migrate`).
 
 - ``anime_series``: one row per series (key, name, site, folder, description, status, cover
-  URL, year, followed, checked_at).
+  URL, year, followed, checked_at, scan_digest: the digest of its files at its last recorded
+  scan, ``NULL`` once a download changed them).
 - ``anime_episodes``: (series_key, season, number) with title, languages (JSON array), page
   URL, ``offered`` (listed by the provider), file path (relative to the library root), size
   (bytes), downloaded_at (seconds since the epoch).
 - ``anime_episode_jobs``: which queue job fills which episode.
 - ``anime_settings``: scheduler settings changed through the API (over the configuration).
+- ``anime_hoster_health``: per hoster its health record (JSON, :meth:`HosterHealth.export`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import sqlite3
 import time
 from collections.abc import Iterable
 from typing import Any
+
+import attrs
 
 from hathd.anime.model import Episode, EpisodeInfo, Series, SeriesInfo
 from hathd.store import Migration, Store
@@ -62,8 +66,37 @@ MIGRATIONS: list[Migration] = [
     ALTER TABLE anime_series ADD COLUMN checked_at REAL;
     CREATE TABLE anime_settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 3: the digest of a series' files at its last recorded scan (NULL: write it in full)
+    """
+    ALTER TABLE anime_series ADD COLUMN scan_digest TEXT;
+    """,
+    # 4: hoster health kept across restarts (HosterHealth.export as JSON)
+    """
+    CREATE TABLE anime_hoster_health (
+        hoster TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
 ]
 """Schema steps in order; the store records how many ran (``schema_versions``)."""
+
+
+@attrs.define
+class ScanBatch:
+    """A part of a scan to record in one transaction: ``local`` series found only on disk
+    ``(key, name, site, folder)``; ``folders`` changed folder names ``{key: folder}``;
+    ``files`` per series *everything* on disk ``{key: {(season, number): (relative path, size
+    bytes)}}`` and ``digests`` ``{key: digest of those files}``."""
+
+    local: list[tuple[str, str, str, str]] = attrs.Factory(list)
+    folders: dict[str, str] = attrs.Factory(dict)
+    files: dict[str, dict[tuple[int, int], tuple[str, int]]] = attrs.Factory(dict)
+    digests: dict[str, str] = attrs.Factory(dict)
+
+    def empty(self) -> bool:
+        """Nothing to write."""
+        return not (self.local or self.folders or self.files)
 
 
 def _series(row: sqlite3.Row) -> Series:
@@ -181,16 +214,27 @@ class AnimeStore:
 
         await self.store.write(run)
 
-    async def record_scan(
-        self,
-        local: list[tuple[str, str, str, str]],
-        folders: dict[str, str],
-        disk: dict[str, dict[tuple[int, int], tuple[str, int]]],
-    ) -> None:
-        """A whole scan in one transaction: series found only on disk ``(key, name, site,
-        folder)``, changed folders ``{key: folder}``, and per series what lies on disk
-        (``{key: {(season, number): (relative path, size)}}``; episodes of those series no
-        longer on disk lose their file)."""
+    async def scan_digests(self) -> dict[str, str]:
+        """Per series key: the digest of its files at its last recorded scan (series whose
+        files changed since, by a scan or a download, have none)."""
+        rows = await self.store.query(
+            "SELECT key, scan_digest FROM anime_series WHERE scan_digest IS NOT NULL"
+        )
+        return {r[0]: r[1] for r in rows}
+
+    async def record_scan(self, batch: ScanBatch) -> None:
+        """Record a part of a scan in one transaction (see :class:`ScanBatch`): series found
+        only on disk, changed folders, and for each series in ``batch.files`` exactly what lies
+        on disk (its other episodes lose their file) with its new digest."""
+        local = batch.local
+        folders = [(folder, key) for key, folder in batch.folders.items()]
+        keys = list(batch.files)
+        changed = [
+            (key, season, number, path, size)
+            for key, files in batch.files.items()
+            for (season, number), (path, size) in files.items()
+        ]
+        digests = [(digest, key) for key, digest in batch.digests.items()]
 
         def run(conn: sqlite3.Connection) -> None:
             conn.executemany(
@@ -198,54 +242,54 @@ class AnimeStore:
                 " ON CONFLICT (key) DO UPDATE SET folder = excluded.folder",
                 local,
             )
-            conn.executemany(
-                "UPDATE anime_series SET folder = ? WHERE key = ?",
-                [(folder, key) for key, folder in folders.items()],
-            )
-            # only what changed is written: a rescan of an unchanged library writes nothing
-            existing = {
-                (r[0], r[1], r[2]): (r[3], r[4])
-                for r in conn.execute(
-                    "SELECT series_key, season, number, file_path, size FROM anime_episodes"
-                    " WHERE file_path IS NOT NULL"
+            conn.executemany("UPDATE anime_series SET folder = ? WHERE key = ?", folders)
+            gone: list[tuple[str, int, int]] = []
+            for key in keys:
+                files = batch.files[key]
+                gone.extend(
+                    (key, season, number)
+                    for season, number in conn.execute(
+                        "SELECT season, number FROM anime_episodes"
+                        " WHERE series_key = ? AND file_path IS NOT NULL",
+                        (key,),
+                    )
+                    if (season, number) not in files
                 )
-            }
-            gone = [
-                (key, season, number)
-                for (key, season, number) in existing
-                if key in disk and (season, number) not in disk[key]
-            ]
-            changed = [
-                (key, season, number, path, size)
-                for key, files in disk.items()
-                for (season, number), (path, size) in files.items()
-                if existing.get((key, season, number)) != (path, size)
-            ]
             conn.executemany(
                 "UPDATE anime_episodes SET file_path = NULL, size = NULL"
                 " WHERE series_key = ? AND season = ? AND number = ?",
                 gone,
             )
+            # an unchanged row is left as it is (no new row version written)
             conn.executemany(
                 "INSERT INTO anime_episodes (series_key, season, number, file_path, size)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT (series_key, season, number) DO UPDATE SET"
-                " file_path = excluded.file_path, size = excluded.size",
+                " file_path = excluded.file_path, size = excluded.size"
+                " WHERE file_path IS NOT excluded.file_path OR size IS NOT excluded.size",
                 changed,
             )
+            conn.executemany("UPDATE anime_series SET scan_digest = ? WHERE key = ?", digests)
 
         await self.store.write(run)
 
     async def landed(
         self, key: str, season: int, number: int, path: str, size: int, when: float | None = None
     ) -> None:
-        """An episode file was placed (``path`` relative to the library root)."""
-        await self.store.execute(
-            "INSERT INTO anime_episodes (series_key, season, number, file_path, size,"
-            " downloaded_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (series_key, season, number)"
-            " DO UPDATE SET file_path = excluded.file_path, size = excluded.size,"
-            " downloaded_at = excluded.downloaded_at",
-            (key, season, number, path, size, time.time() if when is None else when),
-        )
+        """An episode file was placed (``path`` relative to the library root); the series'
+        scan digest is cleared (its next scan writes it in full)."""
+        values = (key, season, number, path, size, time.time() if when is None else when)
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO anime_episodes (series_key, season, number, file_path, size,"
+                " downloaded_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (series_key, season,"
+                " number) DO UPDATE SET file_path = excluded.file_path, size = excluded.size,"
+                " downloaded_at = excluded.downloaded_at",
+                values,
+            )
+            conn.execute("UPDATE anime_series SET scan_digest = NULL WHERE key = ?", (key,))
+
+        await self.store.write(run)
 
     async def episodes(self, key: str) -> list[Episode]:
         """The episodes of ``key`` by season and number."""
@@ -283,6 +327,33 @@ class AnimeStore:
         return {(r["season"], r["number"]): r["job_id"] for r in rows}
 
     # -- settings --------------------------------------------------------------------------
+
+    async def hoster_health(self) -> dict[str, Any]:
+        """Per hoster: its stored health record (:meth:`HosterHealth.export` data; a row
+        that is not valid JSON is left out)."""
+        rows = await self.store.query("SELECT hoster, state FROM anime_hoster_health")
+        out: dict[str, Any] = {}
+        for hoster, state in rows:
+            try:
+                out[hoster] = json.loads(state)
+            except ValueError:
+                continue
+        return out
+
+    async def save_hoster_health(self, records: dict[str, dict[str, Any]]) -> None:
+        """Store the health records ``{hoster: export data}`` in one transaction."""
+        now = time.time()
+        rows = [(h, json.dumps(r, allow_nan=False), now) for h, r in records.items()]
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO anime_hoster_health (hoster, state, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (hoster) DO UPDATE SET state = excluded.state,"
+                " updated_at = excluded.updated_at",
+                rows,
+            )
+
+        await self.store.write(run)
 
     async def settings(self) -> dict[str, Any]:
         """Settings stored through the API."""

@@ -9,6 +9,7 @@ nothing and returns ``None``.
 from __future__ import annotations
 
 import json
+import operator
 import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -64,6 +65,24 @@ _INSERT_SQL = (
 )
 
 
+_RETURNING = ", ".join(_COLUMNS)
+_GET_COLUMNS = operator.attrgetter(*_COLUMNS)
+_JSON_I = tuple(_COLUMNS.index(c) for c in sorted(_JSON_COLUMNS))
+_STATE_I = _COLUMNS.index("state")
+_PARAMS_I = _COLUMNS.index("params")
+_OPTIONAL_JSON_I = (_COLUMNS.index("result"), _COLUMNS.index("checkpoint"))
+
+
+def _values_to_job(values: Sequence[Any]) -> Job:
+    # ``values`` in the order of _COLUMNS (an explicit column list, never ``*``)
+    v = list(values)
+    v[_STATE_I] = JobState(v[_STATE_I])
+    v[_PARAMS_I] = json.loads(v[_PARAMS_I]) if v[_PARAMS_I] else {}
+    for i in _OPTIONAL_JSON_I:
+        v[i] = json.loads(v[i]) if v[i] else None
+    return Job(*v)
+
+
 def _dumps(value: Any) -> str:
     # strict JSON: NaN and infinities would make every later reply invalid JSON
     return json.dumps(value, allow_nan=False)
@@ -100,7 +119,7 @@ def row_to_job(row: sqlite3.Row) -> Job:
 
 def job_to_json(job: Job) -> dict[str, Any]:
     """The job as JSON-ready data (the payload of API replies and ``jobs`` events)."""
-    data: dict[str, Any] = {name: getattr(job, name) for name in _COLUMNS}
+    data: dict[str, Any] = dict(zip(_COLUMNS, _GET_COLUMNS(job), strict=True))
     data["state"] = str(job.state)
     data["progress"] = progress_to_json(job.progress) if job.progress else None
     return data
@@ -122,22 +141,26 @@ def insert_job(conn: sqlite3.Connection, job: Job) -> tuple[Job, bool]:
         ).fetchone()
         if row is not None:
             return row_to_job(row), False
-    values = [getattr(job, name) for name in _COLUMNS]
-    state_i = _COLUMNS.index("state")
-    values[state_i] = str(job.state)
-    for column in _JSON_COLUMNS:
-        value = getattr(job, column)
-        values[_COLUMNS.index(column)] = None if value is None else _dumps(value)
-    conn.execute(
-        _INSERT_SQL,
-        values,
-    )
+    conn.execute(_INSERT_SQL, _insert_values(job))
     return job, True
 
 
+def _insert_values(job: Job) -> list[Any]:
+    values = list(_GET_COLUMNS(job))
+    values[_STATE_I] = str(job.state)
+    for i in _JSON_I:
+        if values[i] is not None:
+            values[i] = _dumps(values[i])
+    return values
+
+
 def insert_jobs(conn: sqlite3.Connection, jobs: Sequence[Job]) -> list[tuple[Job, bool]]:
-    """:func:`insert_job` for each, in one transaction."""
-    return [insert_job(conn, job) for job in jobs]
+    """:func:`insert_job` for each, in one transaction (one ``executemany`` when no job has
+    a ``dedupe_key``)."""
+    if any(job.dedupe_key is not None for job in jobs):
+        return [insert_job(conn, job) for job in jobs]
+    conn.executemany(_INSERT_SQL, [_insert_values(job) for job in jobs])
+    return [(job, True) for job in jobs]
 
 
 def transition(
@@ -167,10 +190,10 @@ def transition(
     states = [str(s) for s in expect]
     sql = (
         f"UPDATE engine_jobs SET {', '.join(sets)} WHERE id = ? "
-        f"AND state IN ({', '.join('?' * len(states))}) RETURNING *"
+        f"AND state IN ({', '.join('?' * len(states))}) RETURNING {_RETURNING}"
     )
     row = conn.execute(sql, [*params, job_id, *states]).fetchone()
-    return None if row is None else row_to_job(row)
+    return None if row is None else _values_to_job(row)
 
 
 def set_positions(conn: sqlite3.Connection, positions: dict[str, int], now: float) -> list[Job]:

@@ -262,18 +262,15 @@ class Runner(EngineShell):
         ref.progress = None
         ref.throttle = None
         try:
-            job = await self._write(
-                lambda conn: jobstore.transition(
-                    conn,
-                    ref.id,
-                    (JobState.QUEUED,),
-                    self._row_change(
-                        JobState.QUEUED,
-                        JobEvent.DISPATCH,
-                        {"updated_at": started, "not_before": None},
-                    ),
-                    bump_attempts=True,
-                )
+            job = await self._tx.transition(
+                ref.id,
+                (JobState.QUEUED,),
+                self._row_change(
+                    JobState.QUEUED,
+                    JobEvent.DISPATCH,
+                    {"updated_at": started, "not_before": None},
+                ),
+                bump_attempts=True,
             )
         except StoreError:
             log.exception("engine: cannot start job %s; it stays queued", ref.id)
@@ -302,15 +299,18 @@ class Runner(EngineShell):
             elif kind is None:
                 error = PermanentError(f"no handler registered for kind {job.kind!r}")
             else:
-                with trio.CancelScope() as scope:
+                # one scope for both a user's stop (scope.cancel()) and the timeout (its
+                # deadline): a cancellation without a stop request is the timeout
+                with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
                     ref.scope = scope
                     if stop_requested(ref):
                         scope.cancel()
-                    with trio.fail_after(timeout):
-                        result = await kind.handler(ctx)
-                stopped = scope.cancelled_caught
-        except trio.TooSlowError:
-            error = RetryableError(f"timed out after {timeout:g} s")
+                    result = await kind.handler(ctx)
+                if scope.cancelled_caught:
+                    if stop_requested(ref):
+                        stopped = True
+                    else:
+                        error = RetryableError(f"timed out after {timeout:g} s")
         except BaseException as exc:
             if is_cancelled(exc):
                 ref.scope = None
@@ -437,9 +437,7 @@ class Runner(EngineShell):
                 "error_class": error_class,
             },
         )
-        waiting = await self._write(
-            lambda conn: jobstore.transition(conn, ref.id, (JobState.RUNNING,), changes)
-        )
+        waiting = await self._tx.transition(ref.id, (JobState.RUNNING,), changes)
         if waiting is not None:
             if self._jobs.get(ref.id) is ref and ref.state is JobState.WAITING:
                 self._add_timer(ref, not_before)

@@ -43,6 +43,7 @@ from hathd.engine.records import (
 )
 from hathd.engine.retry import BUILTIN_PRESETS, RetryPreset
 from hathd.engine.states import FINAL_STATES, JobEvent, next_state
+from hathd.engine.txbatch import TransitionBatcher
 from hathd.errors import (
     JobNotFound,
 )
@@ -68,6 +69,7 @@ class EngineShell:
         disk_free: Callable[[Path], int] | None = None,
     ) -> None:
         self.store = store
+        self._tx = TransitionBatcher(store)
         self.bus = bus
         self.config = config
         self.tmp_root = tmp_root
@@ -333,9 +335,7 @@ class EngineShell:
             # set by _final_hook: a retry waits for the hook of the try that just ended
             self._final_pending[ref.id] = trio.Event()
         try:
-            job = await self._write(
-                lambda conn: jobstore.transition(conn, ref.id, (expect,), changes)
-            )
+            job = await self._tx.transition(ref.id, (expect,), changes)
         except BaseException:
             self._hook_done(ref.id)
             raise
