@@ -4,7 +4,7 @@ Table ``requests`` (component ``web-requests``): ``id``, ``kind`` (``series`` or
 ``target`` (a series URL or library key; a story URL), ``site`` (the anime site, optional),
 ``note``, ``state`` (``pending``, ``approved``, ``rejected``), ``requested_by`` and
 ``created``, ``decided_by`` and ``decided``, ``reason`` (of a rejection), ``result`` (JSON:
-what the approval submitted), ``last_error`` (why the last approval could not submit).
+what the approval submitted; ``jobs`` lists the ids of the jobs it created), ``last_error`` (why the last approval could not submit).
 Times are Unix seconds.
 
 Approving submits the real work through the app's own routes, as the approver, with the
@@ -249,17 +249,15 @@ async def submit_as(
     return reply.status_code, data
 
 
-def _summary(data: Any) -> Any:
-    """The part of a submission's reply kept with the request: job ids and the series."""
+def _summary(data: Any) -> dict[str, Any]:
+    """The part of a submission's reply kept with the request: the stories created, already
+    queued, rejected or disabled, and the series key."""
     if not isinstance(data, dict):
-        return data
+        return {}
     keep = {k: data[k] for k in ("created", "existing", "rejected", "disabled") if k in data}
     series = data.get("series")
     if isinstance(series, dict):
         keep["series"] = series.get("key")
-    jobs = data.get("jobs")
-    if isinstance(jobs, list):
-        keep["jobs"] = [j.get("job") for j in jobs if isinstance(j, dict) and j.get("job")]
     return keep
 
 
@@ -334,6 +332,14 @@ def blueprint(auth: WebAuth) -> Blueprint:
                     submit_status=status,
                 )
             result = _summary(data)
+            # the jobs the submission created, as the audit trail attributed them to it
+            result["jobs"] = [
+                row[0]
+                for row in await store.query(
+                    "SELECT job_id FROM audit_jobs WHERE request_id = ? ORDER BY job_id",
+                    (request_id,),
+                )
+            ]
             done = await store.write(
                 lambda conn: decide(conn, request_id, "approved", who.username, now, result=result)
             )
