@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 
 import httpx
@@ -272,6 +272,6 @@ async def test_a_viewer_request_waits_and_an_approval_submits_the_story(tmp_path
             ]
         # requests are durable: the table is in the store
         db = node.state_dir / "hathd.sqlite3"
-        with sqlite3.connect(db) as conn:
+        with closing(sqlite3.connect(db)) as conn:
             states = conn.execute("SELECT state FROM requests ORDER BY id").fetchall()
         assert states == [("approved",), ("rejected",)]

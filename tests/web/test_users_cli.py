@@ -36,6 +36,12 @@ async def test_users_commands(tmp_path: Path) -> None:
         assert code == 1
         assert "username" in err
 
+        code, out, err = await run("keys", "create", "tv", "--scope", "control", "--user", "vera")
+        assert code == 1
+        assert "read at most" in err
+        code, out, err = await run("keys", "create", "tv", "--scope", "read", "--user", "vera")
+        assert code == 0, err
+        assert out.strip().startswith("hathd_")
         code, out, _ = await run("users", "ls")
         assert code == 0
         lines = {line.split()[0]: line.split()[1] for line in out.splitlines()[1:]}
@@ -61,7 +67,7 @@ async def test_users_commands(tmp_path: Path) -> None:
             assert again.status_code == 200
             code, out, err = await run("users", "rm", "vera")
             assert code == 0, err
-            assert "revoked 1 session(s) and 0 key(s)" in out
+            assert "revoked 1 session(s) and 1 key(s)" in out
             assert (await vera.get("/api/v1/auth/me")).status_code == 401
 
         code, out, err = await run("users", "rm", "admin")

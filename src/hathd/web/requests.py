@@ -4,8 +4,8 @@ Table ``requests`` (component ``web-requests``): ``id``, ``kind`` (``series`` or
 ``target`` (a series URL or library key; a story URL), ``site`` (the anime site, optional),
 ``note``, ``state`` (``pending``, ``approved``, ``rejected``), ``requested_by`` and
 ``created``, ``decided_by`` and ``decided``, ``reason`` (of a rejection), ``result`` (JSON:
-what the approval submitted; ``jobs`` lists the ids of the jobs it created), ``last_error`` (why the last approval could not submit).
-Times are Unix seconds.
+what the approval submitted; ``jobs`` lists the ids of the jobs it created), ``last_error``
+(why the last approval could not submit). Times are Unix seconds.
 
 Approving submits the real work through the app's own routes, as the approver, with the
 request's asker noted in the audit trail (:mod:`hathd.web.audit`):
