@@ -221,3 +221,71 @@ async def test_navigation_shows_what_the_role_may_open(tmp_path: Path) -> None:
                 await client.aclose()
             links = set(re.findall(r'<li><a href="([^"]+)"', page))
             assert links == {"/", "/queue", "/library", "/work"} | extra, (username, links)
+
+
+def test_the_table_gives_each_role_its_part() -> None:
+    smallest = {
+        "admin": [
+            ("GET", "/settings"),
+            ("GET", "/users"),
+            ("GET", "/api/v1/config"),
+            ("PUT", "/api/v1/config"),
+            ("POST", "/api/v1/config/backups/<backup_id>/restore"),
+            ("GET", "/api/v1/auth/keys"),
+            ("POST", "/api/v1/auth/keys"),
+            ("GET", "/api/v1/auth/sessions"),
+            ("GET", "/api/v1/users"),
+            ("POST", "/api/v1/users"),
+            ("PATCH", "/api/v1/users/<username>"),
+            ("DELETE", "/api/v1/users/<username>"),
+        ],
+        "operator": [
+            ("POST", "/api/v1/jobs"),
+            ("POST", "/api/v1/queue/reorder"),
+            ("POST", "/api/v1/queue/pause"),
+            ("POST", "/api/v1/anime"),
+            ("POST", "/api/v1/anime/<key>/queue"),
+            ("POST", "/api/v1/uploads"),
+            ("POST", "/api/v1/hath/download"),
+            ("POST", "/api/v1/fanfic/stories"),
+            ("POST", "/api/v1/requests/<int:request_id>/approve"),
+            ("POST", "/api/v1/requests/<int:request_id>/reject"),
+            ("GET", "/api/v1/audit"),
+            ("GET", "/log"),
+        ],
+        "viewer": [
+            ("GET", "/"),
+            ("GET", "/queue"),
+            ("GET", "/library"),
+            ("GET", "/work"),
+            ("GET", "/requests"),
+            ("GET", "/api/v1/jobs"),
+            ("GET", "/api/v1/anime"),
+            ("WS", "/api/v1/ws"),
+            ("POST", "/api/v1/requests"),
+        ],
+    }
+    for role, rows in smallest.items():
+        weaker = roles.ROLES[: roles.ROLES.index(role)]
+        for row in rows:
+            needed = roles.ROUTES[row]
+            assert roles.role_allows(role, needed), (role, row)
+            assert not any(roles.role_allows(w, needed) for w in weaker), (role, row)
+    # a viewer reads, and changes nothing but their session, password and requests
+    viewer_changes = {
+        row
+        for row, needed in roles.ROUTES.items()
+        if row[0] not in ("GET", "WS") and needed in ("read", roles.PUBLIC)
+    }
+    assert viewer_changes == {
+        ("POST", "/api/v1/auth/setup"),
+        ("POST", "/api/v1/auth/login"),
+        ("POST", "/api/v1/auth/logout"),
+        ("POST", "/api/v1/auth/password"),
+        ("POST", "/api/v1/requests"),
+        ("POST", "/api/v1/anime/search"),
+    }
+    assert roles.effective_scope("admin", "viewer") == "read"
+    assert roles.effective_scope("admin", "operator") == "control"
+    assert roles.effective_scope("read", "admin") == "read"
+    assert roles.effective_scope("control", "operator") == "control"

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import attrs
-from quart import Blueprint, Response, g, request
+from quart import Blueprint, Response, request
 from quart_trio import QuartTrio
 
 from hathd.errors import HathdError
@@ -40,7 +40,6 @@ from hathd.runtime import Runtime
 from hathd.store import Migration, Store
 from hathd.web.auth import (
     SAFE_METHODS,
-    Principal,
     client_address,
     current_principal,
     error,
@@ -224,17 +223,6 @@ def submitters(conn: sqlite3.Connection, job_ids: Sequence[str]) -> dict[str, di
     return out
 
 
-def _who(principal: Principal | None, reply: Response) -> tuple[str, str] | None:
-    """(user, via) of the request, or None when it is not to be recorded."""
-    if principal is not None:
-        return principal.username, principal.via
-    if request.endpoint in ("auth.login", "auth.setup") and reply.status_code < 300:
-        user = g.get("audit_login_user")
-        if isinstance(user, str):
-            return user, "login"
-    return None
-
-
 def install(app: QuartTrio, rt: Runtime, clock: Callable[[], float]) -> None:
     """Record every state-changing request of ``app`` in ``rt``'s store, attribute the jobs
     each creates, and add ``submitted_by`` to job replies; also the ``GET /api/v1/audit``
@@ -261,11 +249,16 @@ def install(app: QuartTrio, rt: Runtime, clock: Callable[[], float]) -> None:
                 await _add_submitters(rt.store, reply)
             return reply
         principal = current_principal()
-        if principal is None and request.endpoint in ("auth.login", "auth.setup"):
-            g.audit_login_user = await _reply_user(reply)
-        who = _who(principal, reply)
-        if who is None:
-            return reply
+        if principal is not None:
+            who = (principal.username, principal.via)
+        elif request.endpoint in ("auth.login", "auth.setup") and reply.status_code < 300:
+            # a login has no credentials before it: the user is the one it logged in
+            user = await _reply_user(reply)
+            if user is None:
+                return reply
+            who = (user, "login")
+        else:
+            return reply  # anonymous: nobody to name (failed logins count in the lockout)
         behalf = (request.scope.get("extensions") or {}).get(ON_BEHALF)
         on_behalf, request_id = behalf if isinstance(behalf, tuple) else (None, None)
         path = request.full_path.rstrip("?") if request.query_string else request.path

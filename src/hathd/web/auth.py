@@ -355,6 +355,10 @@ def install(app: QuartTrio, auth: WebAuth) -> None:
         g.principal = principal
         if principal is None:
             return error(401, "unauthenticated", "missing or wrong bearer token")
+        rule = websocket.url_rule.rule if websocket.url_rule is not None else None
+        needed = (roles.route_scope("WS", rule) if rule is not None else None) or "read"
+        if needed != roles.PUBLIC and not accounts.scope_allows(principal.scope, needed):
+            return error(403, "scope", f"this needs the {needed} scope; yours is {principal.scope}")
         return None
 
 
