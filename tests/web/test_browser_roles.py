@@ -150,6 +150,14 @@ def test_viewer_cannot_reach_settings_and_requests_a_story(
     assert not browser.find_elements(By.CSS_SELECTOR, "#requests button.approve")
     assert "waits" in browser.find_element(By.ID, "flash").text
     screenshot(browser, shots, "request-pending")
+    # finding a series to ask for: this node has no anime library, and says so
+    browser.find_element(By.ID, "find-text").send_keys("frieren")
+    browser.find_element(By.CSS_SELECTOR, "#find-form button[type=submit]").click()
+    wait_for(
+        browser,
+        lambda d: "not enabled" in d.find_element(By.ID, "find-state").text,
+        "the search says the library is off",
+    )
     with node.api() as api:
         assert api.get("/api/v1/jobs").json()["total"] == 0, "nothing runs before approval"
     errors = [e for e in console_errors(browser) if not e.startswith(node.url + "/settings ")]

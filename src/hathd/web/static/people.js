@@ -59,6 +59,31 @@ async function initRequests() {
     } catch (err) { flash(err.message); }
     reload();
   });
+  $("#find-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const text = $("#find-text").value.trim();
+    if (!text) return;
+    const state = $("#find-state");
+    state.textContent = "Searching…";
+    try {
+      const r = await api("POST", "/api/v1/anime/search", { text });
+      const hits = r.results || [];
+      state.textContent = hits.length ? `${hits.length} found` : "Nothing found.";
+      $("#find-hits").replaceChildren(...hits.map((h) => {
+        const ask = el("button", { type: "button", class: "secondary small" }, "Request");
+        ask.addEventListener("click", async () => {
+          try {
+            await api("POST", "/api/v1/requests", { kind: "series", target: h.url || h.key, site: h.site });
+            flash(`Request sent for ${h.name || h.key}: it waits for an operator's approval.`, "ok");
+          } catch (err) { flash(err.message); }
+          reload();
+        });
+        return el("li", {}, el("span", { class: "target", text: `${h.name || h.key} (${h.site})` }), ask);
+      }));
+    } catch (err) {
+      state.textContent = err.status === 404 ? "The anime library is not enabled on this node." : err.message;
+    }
+  });
   setInterval(reload, 5000);
 }
 
