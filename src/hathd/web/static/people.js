@@ -1,4 +1,4 @@
-/* hathd web pages: requests, users and the audit log. Uses the helpers of hathd.js (loaded
+/* hathd web pages: requests, users and the audit log. Uses the functions of hathd.js (loaded
    first: $, el, api, flash, showError, when). No inline script (CSP). */
 "use strict";
 
