@@ -62,6 +62,7 @@ def screenshots(session: nox.Session) -> None:
     session.run(
         "pytest",
         "tests/web/test_browser.py",
+        "tests/web/test_browser_roles.py",
         "-p",
         "no:cacheprovider",
         # a short, neutral temporary path: the pages show where downloads landed

@@ -182,8 +182,10 @@ async def config_reference() -> None:
 
 def _add_plugin_commands() -> None:
     from hathd.web.cli import keys
+    from hathd.web.users_cli import users
 
     cli.add_command(keys)
+    cli.add_command(users)
     for plugin in default_plugins():
         for command in plugin.cli():
             cli.add_command(command)

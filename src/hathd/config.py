@@ -67,6 +67,10 @@ class AdminConfig:
     token_file: str | None = None
     """File holding the bearer token of TCP requests (created, mode 0600, on first run);
     unset = ``<state_dir>/admin.token``."""
+    audit_keep_days: float = attrs.field(default=90.0, validator=in_range(1, 36500))
+    """Days the audit trail (who changed what through the API) keeps an entry."""
+    audit_keep_rows: int = attrs.field(default=100_000, validator=in_range(100, 100_000_000))
+    """Most audit entries kept; the oldest go first."""
 
 
 @attrs.frozen

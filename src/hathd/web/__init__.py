@@ -1,5 +1,5 @@
-"""The web side of the admin app: accounts and sessions, API keys, the configuration API,
-security headers and the pages.
+"""The web side of the admin app: accounts and sessions, API keys, users and roles, requests,
+the audit trail, the configuration API, security headers and the pages.
 
 :func:`install` adds all of it to an admin app built by :func:`hathd.admin.app.create_app`.
 """
@@ -16,7 +16,7 @@ from quart import Blueprint
 from quart_trio import QuartTrio
 
 from hathd.runtime import Runtime
-from hathd.web import auth, auth_api, config_api, security
+from hathd.web import audit, auth, auth_api, config_api, requests, security, users_api
 
 
 def install(
@@ -39,8 +39,12 @@ def install(
     """
     state = auth.WebAuth(store=rt.store, token=token, state_dir=rt.paths.state_dir)
     auth.install(app, state)
+    audit.install(app, rt, state.clock)
     security.install(app)
     app.register_blueprint(auth_api.blueprint(state))
+    app.register_blueprint(users_api.blueprint(state))
+    app.register_blueprint(requests.blueprint(state))
+    app.register_blueprint(audit.blueprint(rt.store))
     files = config_api.ConfigFiles(
         path=Path(config_path) if config_path is not None else None,
         backups=rt.paths.state_dir / "config-backups",

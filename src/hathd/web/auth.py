@@ -10,9 +10,11 @@ A request's principal comes from, in order:
 3. the ``hathd_session`` cookie — a server-side session of a user (see
    :mod:`hathd.web.accounts`).
 
-Each route needs a scope: the one given with :func:`require`, else ``read`` for GET/HEAD and
-``control`` for other methods. :func:`public` routes need none; :func:`login_required` pages
-redirect to ``/login`` (``/setup`` on a node not yet claimed) instead of answering 401.
+Each route needs the scope of its row in :data:`hathd.web.roles.ROUTES` (a route without a
+row: the one given with :func:`require`, else ``read`` for GET/HEAD and ``control`` for other
+methods; :func:`public` routes need none). :func:`login_required` pages redirect to ``/login``
+(``/setup`` on a node not yet claimed) instead of answering 401, and a page the caller's role
+may not open answers 403 with a short HTML page.
 
 Origin: a state-changing request without a bearer key, and a WebSocket opened
 with the cookie, must not name a foreign ``Origin`` (403 ``origin``).
@@ -42,7 +44,7 @@ from quart_trio import QuartTrio
 from werkzeug.datastructures import Headers
 
 from hathd.store import Store
-from hathd.web import accounts
+from hathd.web import accounts, roles
 
 COOKIE: Final = "hathd_session"
 """Name of the session cookie."""
@@ -60,8 +62,9 @@ type View = Callable[..., Awaitable[Any]]
 class Principal:
     """The authenticated party of a request.
 
-    ``via`` is ``socket``, ``key`` or ``session``; ``user_id`` is None for the socket and the
-    ``admin.token`` key; ``session_id``/``csrf`` only for ``session``.
+    ``via`` is ``socket``, ``key``, ``session`` or ``approval`` (the app submitting an approved
+    request as its approver); ``user_id`` is None for the socket and the ``admin.token`` key;
+    ``csrf`` only for ``session``.
     """
 
     username: str
@@ -212,6 +215,11 @@ def error(status: int, code: str, message: str, **extra: Any) -> Response:
     return Response(json.dumps(body), status=status, mimetype="application/json")
 
 
+INTERNAL_PRINCIPAL: Final = "hathd.principal"
+"""ASGI scope extension carrying the :class:`Principal` of a request the app makes to itself
+(an approved request submitting its job, :mod:`hathd.web.requests`); a server never sets it
+from the network."""
+
 SOCKET_PRINCIPAL: Final = Principal(username="local", role="admin", scope="admin", via="socket")
 
 
@@ -226,6 +234,9 @@ async def resolve(
 
     A presented but unknown key gives None even if a cookie is present too.
     """
+    internal = (scope.get("extensions") or {}).get(INTERNAL_PRINCIPAL)
+    if isinstance(internal, Principal):
+        return internal
     if is_trusted_scope(scope):
         return SOCKET_PRINCIPAL
     now = auth.clock()
@@ -236,8 +247,7 @@ async def resolve(
             return None
         if owner.user is None:
             return Principal("admin.token", "admin", owner.scope, "key", key_id=owner.id)
-        held = accounts.ROLE_SCOPE[owner.user.role]
-        effective = owner.scope if accounts.scope_allows(held, owner.scope) else held
+        effective = roles.effective_scope(owner.scope, owner.user.role)
         return Principal(
             owner.user.username, owner.user.role, effective, "key", owner.user.id, key_id=owner.id
         )
@@ -299,10 +309,8 @@ def install(app: QuartTrio, auth: WebAuth) -> None:
         ):
             return error(403, "origin", "cross-origin request refused")
         view = app.view_functions.get(request.endpoint or "")
-        endpoint = request.endpoint or ""
-        if view is not None and (
-            getattr(view, _PUBLIC_ATTR, False) or endpoint.split(".")[-1] == "static"
-        ):
+        needed = _needed(view, request)
+        if needed == roles.PUBLIC:
             g.principal = await _optional(auth)
             return None
         principal = await resolve(
@@ -313,23 +321,21 @@ def install(app: QuartTrio, auth: WebAuth) -> None:
             request.cookies.get(COOKIE),
         )
         g.principal = principal
-        if view is not None and getattr(view, _PAGE_ATTR, False):
-            if principal is None:
+        page = view is not None and getattr(view, _PAGE_ATTR, False)
+        if principal is None:
+            if page:
                 fresh = not await auth.store.read(accounts.has_admin)
                 return redirect("/setup" if fresh else "/login")
-            wanted = "read" if request.method in SAFE_METHODS else "control"
-        else:
-            if principal is None:
-                reply = error(401, "unauthenticated", "missing or wrong bearer token")
-                reply.headers["WWW-Authenticate"] = 'Bearer realm="hathd"'
-                return reply
-            if view is None:
-                return None  # routing answers 404/405 to an authenticated caller
-            wanted = getattr(view, _SCOPE_ATTR, None) or (
-                "read" if request.method in SAFE_METHODS else "control"
-            )
-        if not accounts.scope_allows(principal.scope, wanted):
-            return error(403, "scope", f"this needs the {wanted} scope; yours is {principal.scope}")
+            reply = error(401, "unauthenticated", "missing or wrong bearer token")
+            reply.headers["WWW-Authenticate"] = 'Bearer realm="hathd"'
+            return reply
+        if needed is None:
+            return None  # routing answers 404/405 to an authenticated caller
+        if not accounts.scope_allows(principal.scope, needed):
+            if page:
+                body = roles.refused_page(principal.role, needed)
+                return Response(body, status=403, mimetype="text/html")
+            return error(403, "scope", f"this needs the {needed} scope; yours is {principal.scope}")
         if (
             principal.via == "session"
             and request.method not in SAFE_METHODS
@@ -349,7 +355,29 @@ def install(app: QuartTrio, auth: WebAuth) -> None:
         g.principal = principal
         if principal is None:
             return error(401, "unauthenticated", "missing or wrong bearer token")
+        rule = websocket.url_rule.rule if websocket.url_rule is not None else None
+        needed = (roles.route_scope("WS", rule) if rule is not None else None) or "read"
+        if needed != roles.PUBLIC and not accounts.scope_allows(principal.scope, needed):
+            return error(403, "scope", f"this needs the {needed} scope; yours is {principal.scope}")
         return None
+
+
+def _needed(view: object, req: Any) -> str | None:
+    """The scope (or ``public``) the matched route needs: its row of
+    :data:`hathd.web.roles.ROUTES`, else its decorator's mark, else ``read`` for safe methods
+    and ``control`` for others; None when no route matched (404/405)."""
+    if view is None:
+        return None
+    rule = req.url_rule.rule if req.url_rule is not None else None
+    found = roles.route_scope(req.method, rule) if rule is not None else None
+    if found is not None:
+        return found
+    if getattr(view, _PUBLIC_ATTR, False) or (req.endpoint or "").split(".")[-1] == "static":
+        return roles.PUBLIC
+    marked = getattr(view, _SCOPE_ATTR, None)
+    if isinstance(marked, str):
+        return marked
+    return "read" if req.method in SAFE_METHODS else "control"
 
 
 async def _optional(auth: WebAuth) -> Principal | None:

@@ -15,7 +15,9 @@
   403 ``bad_credentials``. Over the unix socket (recovery on the host) ``current_password`` is
   not asked and ``username`` (default ``admin``) names the account.
 - ``GET/POST /api/v1/auth/keys``, ``DELETE /api/v1/auth/keys/<id>`` — API keys (admin scope);
-  a new key is in the POST answer only.
+  a new key is in the POST answer only. ``POST {"name", "scope", "user"?}`` makes a key of
+  ``user`` (default: the caller); its scope may not exceed that user's role (400
+  ``scope_exceeds_role``), and at every use it acts with the smaller of the two.
 - ``GET /api/v1/auth/sessions``, ``DELETE /api/v1/auth/sessions/<id>`` — live sessions.
 """
 
@@ -255,20 +257,42 @@ def blueprint(auth: WebAuth) -> Blueprint:
             return error(400, "bad_request", "name: a string of 1 to 100 characters")
         if scope not in accounts.SCOPES:
             return error(400, "bad_request", f"scope: one of {', '.join(accounts.SCOPES)}")
+        for_user = body.get("user")
+        if for_user is not None and not isinstance(for_user, str):
+            return error(400, "bad_request", "user: the username who owns the key")
         owner = _principal().user_id
+        owner_role = _principal().role
         now = auth.clock()
 
-        def store(conn: Any) -> tuple[str, str]:
+        def store(conn: Any) -> tuple[str, str, str | None] | tuple[int, str, str]:
             user_id = owner
-            if user_id is None:  # the socket or the node token: the key is the admin's
+            role: str | None = owner_role
+            if for_user is not None:
+                found = accounts.user_by_name(conn, for_user)
+                if found is None:
+                    return 404, "unknown_user", f"no user {for_user!r}"
+                user_id, role = found.id, found.role
+            elif user_id is None:  # the socket or the node token: the key is the admin's
                 admin = conn.execute(
                     "SELECT id FROM users WHERE role = 'admin' ORDER BY id LIMIT 1"
                 ).fetchone()
                 user_id = admin[0] if admin else None
-            return accounts.create_key(conn, user_id, name, scope, now)
+            if role is not None and not accounts.scope_allows(accounts.ROLE_SCOPE[role], scope):
+                most = accounts.ROLE_SCOPE[role]
+                return (
+                    400,
+                    "scope_exceeds_role",
+                    f"a key of a {role} can have the scope {most} at most",
+                )
+            key_id, key = accounts.create_key(conn, user_id, name, scope, now)
+            user = accounts.user_by_id(conn, user_id) if user_id is not None else None
+            return key_id, key, user.username if user else None
 
-        key_id, key = await auth.store.write(store)
-        return {"id": key_id, "name": name, "scope": scope, "key": key}, 201
+        made = await auth.store.write(store)
+        if isinstance(made[0], int):
+            return error(made[0], str(made[1]), str(made[2]))
+        key_id, key, username = made
+        return {"id": key_id, "name": name, "scope": scope, "key": key, "user": username}, 201
 
     @bp.delete("/api/v1/auth/keys/<key_id>")
     @require("admin")

@@ -35,11 +35,14 @@ async def keys() -> None:
     show_default=True,
     help="read: look; control: also change jobs and queues; admin: also keys and config.",
 )
+@click.option("--user", help="The user who owns the key (default: the first admin).")
 @click.pass_obj
-async def keys_create(obj: CliContext, name: str, scope: str) -> None:
-    """Create a key called NAME and print it (shown this once only)."""
+async def keys_create(obj: CliContext, name: str, scope: str, user: str | None) -> None:
+    """Create a key called NAME and print it (shown this once only). Its scope may not exceed
+    the owner's role."""
+    body = {"name": name, "scope": scope} | ({"user": user} if user else {})
     async with obj.admin() as admin:
-        reply = await admin.post("/api/v1/auth/keys", {"name": name, "scope": scope})
+        reply = await admin.post("/api/v1/auth/keys", body)
     click.echo(f"created key {reply['id']} ({reply['scope']}); it is shown only now:", err=True)
     click.echo(reply["key"])
 

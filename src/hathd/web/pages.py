@@ -10,7 +10,13 @@ Routes (all ``GET``; every page but ``/login`` and ``/setup`` needs a login, see
 - ``/queue`` — pending (numbered, drag or keyboard reorder), active, completed and failed jobs.
 - ``/library`` — the anime library's series grid, when that API is there.
 - ``/work`` — uploads, fanfiction and seedbox transfers: recent jobs, add a URL or a folder.
-- ``/settings`` — the configuration with per-field errors, API keys, configuration backups.
+- ``/requests`` — ask for a series or a story; operators approve or reject.
+- ``/log`` — the audit trail: who changed what (operators and admins).
+- ``/users`` — household accounts and their roles (admins).
+- ``/settings`` — the configuration with per-field errors, API keys, configuration backups
+  (admins).
+
+The navigation bar shows each user the pages their role may open.
 
 Assets are vendored under ``static/`` (no CDN: a home server may be offline) and no page
 carries inline script, so the Content-Security-Policy can say ``script-src 'self'``.
@@ -25,7 +31,9 @@ from quart.blueprints import BlueprintSetupState
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from hathd.runtime import Runtime
-from hathd.web.auth import login_required, needs_setup, public
+from hathd.web.accounts import scope_allows
+from hathd.web.auth import current_principal, login_required, needs_setup, public
+from hathd.web.roles import route_scope
 
 HERE = Path(__file__).parent
 
@@ -34,9 +42,23 @@ NAV: tuple[tuple[str, str], ...] = (
     ("/queue", "Queue"),
     ("/library", "Library"),
     ("/work", "Uploads & transfers"),
+    ("/requests", "Requests"),
+    ("/log", "Log"),
+    ("/users", "Users"),
     ("/settings", "Settings"),
 )
-"""The navigation bar: (path, label)."""
+"""The navigation bar: (path, label); each user sees the entries their role may open."""
+
+
+def visible_nav() -> list[tuple[str, str]]:
+    """The :data:`NAV` entries the caller's scope may open (see :data:`hathd.web.roles.ROUTES`)."""
+    principal = current_principal()
+    held = principal.scope if principal else None
+    return [
+        (path, label)
+        for path, label in NAV
+        if held is not None and scope_allows(held, route_scope("GET", path) or "read")
+    ]
 
 
 def blueprint(rt: Runtime) -> Blueprint:
@@ -49,7 +71,7 @@ def blueprint(rt: Runtime) -> Blueprint:
         state.app.static_folder = str(HERE / "static")
 
     async def page(template: str, path: str, title: str) -> str:
-        return await render_template(template, nav=NAV, active=path, title=title)
+        return await render_template(template, nav=visible_nav(), active=path, title=title)
 
     @bp.get("/setup")
     @public

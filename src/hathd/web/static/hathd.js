@@ -244,7 +244,8 @@ function progressBar(job) {
 }
 
 function jobLabel(job) {
-  return el("span", { class: "target" }, el("span", { class: "kind", text: job.kind }), ` ${job.target}`);
+  const by = job.submitted_by ? el("span", { class: "by", text: ` · by ${job.submitted_by.user}` }) : "";
+  return el("span", { class: "target" }, el("span", { class: "kind", text: job.kind }), ` ${job.target}`, by);
 }
 
 function pendingRow(job, index) {
