@@ -10,13 +10,13 @@ received, so tests can assert the exact requests and the URLs the uploads return
   joining one with ``gallery_id``.
 - :class:`FakePixhost` — anonymous upload with ``Accept: application/json``, galleries.
 - :class:`FakeVipr` — login form (cookie ``xfss``), hidden ``sess_id`` on the home page,
-  HTML reply; an expired session redirects to ``/login.html``; XFileSharing folders (the
-  ``?op=my_files`` page's token, ``create_new_folder`` redirecting to ``fld_id=ID``).
+  HTML reply; an expired session redirects to ``/login.html``; galleries are XFileSharing
+  folders made by ``op=ajax_new_folder`` (reply: ``<option value="ID">NAME</option>``).
 - :class:`FakeTurbo` — the upload endpoint appears only in the home page's JavaScript.
 - :class:`FakeImageBam` — Laravel-style login: ``_token`` form field, session cookie, a
   ``csrf-token`` meta tag, ``X-CSRF-TOKEN`` header, an upload-session token; 419 on a CSRF
-  mismatch, 403 on wrong credentials; an upload session with ``gallery=1`` makes an
-  untitled gallery, named later through ``/gallery/ID/edit``.
+  mismatch, 403 on wrong credentials; an upload session with ``gallery=true`` and a
+  ``gallery_title`` makes the named gallery; ``/upload/complete?session=ID`` links it.
 - :class:`FakeThumbHost` — a generic host that takes a locally made thumbnail with the
   image (``thumb`` part), for the ``[thumbnail]`` recipe table.
 
@@ -27,6 +27,7 @@ content (:func:`content_id`), so a test can compute the URL it expects.
 from __future__ import annotations
 
 import hashlib
+import html
 import itertools
 import secrets
 import time
@@ -335,7 +336,16 @@ type="password"></form></body></html>"""
 
 
 class FakeVipr(FakeHost):
-    """Vipr.im (XFileSharing): login form, ``sess_id`` on the home page, HTML links."""
+    """Vipr.im (SibSoft's XFileSharing image host): login form, ``sess_id`` and the folder
+    select ``fld_id`` on the home page, galleries made by ``op=ajax_new_folder`` (reply: one
+    ``<option>``), HTML links.
+
+    The gallery protocol follows the upload page script of the same script family
+    (imagetwist.com: ``$.post("/", {op: "ajax_new_folder", folder: x})``, a reply not starting
+    with ``<option`` is shown as an error) and conniecombs/Version-2.5 ``modules/api.py``
+    (``create_vipr_gallery``); like XFileSharing's ``index`` dispatcher, a user-only ``op``
+    without a login answers with the login page. The wording of the fake's error messages is
+    its own (the real texts were not found in public sources)."""
 
     name = "vipr"
 
@@ -346,7 +356,6 @@ class FakeVipr(FakeHost):
         self.folders: dict[str, dict[str, Any]] = {}
         """fld_id → ``{"name", "images"}``."""
         self._folder_ids = itertools.count(101)
-        self._tokens: dict[str, str] = {}
         super().__init__()
 
     def expire_sessions(self) -> None:
@@ -377,46 +386,34 @@ class FakeVipr(FakeHost):
             return _LOGIN_PAGE.format(error=""), 200
 
         @self.app.post("/")
-        async def my_files_post() -> Reply:
+        async def ajax_new_folder() -> Reply:
             rec = self.last
-            cookie = rec.cookies.get("xfss", "")
-            if cookie not in self.sessions:
-                return redirect("/login.html")
-            form = rec.form
-            if form.get("op") != "my_files" or form.get("token") != self._tokens.get(cookie):
-                return '<html><div class="err">Invalid token</div></html>', 200
-            name = form.get("create_new_folder", "")
-            if not name or form.get("fld_id") != "0":
-                return '<html><div class="err">Folder name required</div></html>', 200
+            if rec.cookies.get("xfss", "") not in self.sessions:
+                return _LOGIN_PAGE.format(error=""), 200
+            if rec.form.get("op") != "ajax_new_folder":
+                return '<html><div class="err">Unknown operation</div></html>', 200
+            name = rec.form.get("folder", "").strip()
+            if not name:
+                return "Folder name is required", 200
             fld_id = str(next(self._folder_ids))
             self.folders[fld_id] = {"name": name, "images": []}
-            return redirect(f"/?op=my_files&fld_id={fld_id}")
+            return f'<option value="{fld_id}">{html.escape(name)}</option>', 200
 
         @self.app.get("/")
         async def home() -> Reply:
-            cookie = self.last.cookies.get("xfss", "")
-            sess = self.sessions.get(cookie)
+            sess = self.sessions.get(self.last.cookies.get("xfss", ""))
             if sess is None:
                 return redirect("/login.html")
-            if self.last.query.get("op") == "my_files":
-                token = self._tokens.setdefault(cookie, secrets.token_hex(6))
-                links = "".join(
-                    f'<a href="/?op=my_files&amp;fld_id={i}">{f["name"]}</a>'
-                    for i, f in self.folders.items()
-                )
-                return (
-                    f"<html><body>{links}"
-                    '<form id="create_folder" method="POST" action="/">'
-                    '<input type="hidden" name="op" value="my_files">'
-                    f'<input type="hidden" name="token" value="{token}">'
-                    '<input type="hidden" name="fld_id" value="0">'
-                    '<input name="create_new_folder"></form></body></html>',
-                    200,
-                )
+            options = "".join(
+                f'<option value="{i}">{html.escape(f["name"])}</option>'
+                for i, f in self.folders.items()
+            )
             return (
-                f'<html><body><form id="uploadfile" method="POST" enctype="multipart/form-data"'
-                f' action="/cgi-bin/upload.cgi?upload_type=file">'
+                f'<html><body><form name="file" id="uploadfile" method="POST"'
+                f' enctype="multipart/form-data" action="/cgi-bin/upload.cgi?upload_type=file">'
                 f'<input type="hidden" name="sess_id" value="{sess}">'
+                f'<select name="fld_id"><option value="0">-</option>{options}'
+                f'<option value="000">New gallery</option></select>'
                 f'<input type="file" name="file_0"></form></body></html>',
                 200,
             )
@@ -430,12 +427,13 @@ class FakeVipr(FakeHost):
             file = rec.files.get("file_0")
             if file is None or rec.form.get("tos") != "1":
                 return '<html><div class="err">No file or terms not accepted</div></html>', 200
-            fld_id = rec.form.get("fld_id")
-            if fld_id is not None:
+            fld_id = rec.form.get("fld_id", "0")
+            if fld_id != "0":  # 0: no folder, as the upload form's select sends it
                 if fld_id not in self.folders:
                     return '<html><div class="err">No such folder</div></html>', 200
                 self.folders[fld_id]["images"].append(file.filename)
             ident = content_id(file.data)
+            # UNVERIFIED reply layout (the recipe's input names), see docs/recipes.md
             return (
                 "<html><body><h2>Files uploaded</h2>"
                 f'<input name="link_direct" value="https://vipr.im/i/{ident}/{file.filename}">'
@@ -485,7 +483,19 @@ class FakeTurbo(FakeHost):
 
 
 class FakeImageBam(FakeHost):
-    """ImageBam: four-step Laravel-style login with CSRF tokens, JSON upload reply."""
+    """ImageBam: four-step Laravel-style login with CSRF tokens, JSON upload reply.
+
+    Upload sessions take ``thumbnail_size`` (1-4), ``content_type`` (``sfw``/``nsfw``) and
+    ``comments_enabled``; ``gallery=true`` with an empty ``gallery_token`` and a
+    ``gallery_title`` makes a gallery of that title, a ``gallery_token`` adds to an existing
+    one; the reply is ``{"status", "data": upload token, "session": upload session id}``
+    (conniecombs/ConniesUploader ``modules/plugins/imagebam.py`` 3.1.0 and the "FastPic
+    Upload" userscript). ``GET /upload/complete?session=ID`` is the session's page, naming
+    the gallery in ``a#gallery-name`` (its link: ``/gallery/ID``, as gallery-dl's imagebam
+    extractor reads it). The upload reply itself (``data[0].url``…) is NOT the real one —
+    the sources read ``{"success": result page URL}`` — and stays as the recipe expects until
+    recipes can follow a reply with a request (see docs/recipes.md). Validation messages
+    are the fake's own wording."""
 
     name = "imagebam"
 
@@ -496,10 +506,14 @@ class FakeImageBam(FakeHost):
         # token of a session without a gallery}
         self.sessions: dict[str, dict[str, Any]] = {}
         self.upload_tokens: dict[str, str | None] = {}
-        """upload-session token → the gallery its files go to (``None``: no gallery)."""
+        """upload token → the gallery its files go to (``None``: no gallery)."""
+        self.upload_sessions: dict[str, str | None] = {}
+        """upload session id → its gallery (``None``: no gallery)."""
         self.galleries: dict[str, dict[str, Any]] = {}
-        """gallery id → ``{"title", "images", "renamed_after"}`` (``renamed_after``: how many
-        images it had when it was renamed)."""
+        """gallery id → ``{"title", "images", "token"}`` (``token``: the gallery_token that
+        adds uploads to it later)."""
+        self.session_forms: list[dict[str, str]] = []
+        """The form of every accepted upload-session request, in order."""
         super().__init__()
 
     def _session(self) -> tuple[str, dict[str, Any]]:
@@ -559,37 +573,51 @@ class FakeImageBam(FakeHost):
                 return _json_error(401, status="error", message="Unauthenticated.")
             if self.last.headers.get("x-csrf-token") != sess["token"]:
                 return "CSRF token mismatch", 419
-            token = secrets.token_hex(8)
-            reply: dict[str, Any] = {"status": "success", "data": token}
+            form = self.last.form
+            if form.get("thumbnail_size") not in ("1", "2", "3", "4"):
+                return _json_error(422, status="error", message="invalid thumbnail_size")
+            if form.get("content_type") not in ("sfw", "nsfw"):
+                return _json_error(422, status="error", message="invalid content_type")
             gallery: str | None = None
-            if self.last.form.get("gallery") == "1":
-                gallery = secrets.token_hex(16)
-                self.galleries[gallery] = {"title": "", "images": [], "renamed_after": None}
-                reply["gallery"] = gallery
-            else:
-                sess["upload"] = token
-            self.upload_tokens[token] = gallery
-            return reply, 200
+            if form.get("gallery") == "true":
+                token = form.get("gallery_token", "")
+                if token:
+                    found = [g for g, v in self.galleries.items() if v["token"] == token]
+                    if not found:
+                        return _json_error(422, status="error", message="unknown gallery")
+                    gallery = found[0]
+                elif not form.get("gallery_title", "").strip():
+                    return _json_error(422, status="error", message="gallery title required")
+                else:
+                    gallery = secrets.token_hex(5)
+                    self.galleries[gallery] = {
+                        "title": form["gallery_title"],
+                        "images": [],
+                        "token": secrets.token_hex(4),
+                    }
+            self.session_forms.append(dict(form))
+            upload_token = secrets.token_hex(8)
+            session_id = secrets.token_hex(6)
+            if gallery is None:
+                sess["upload"] = upload_token
+            self.upload_tokens[upload_token] = gallery
+            self.upload_sessions[session_id] = gallery
+            return {"status": "success", "data": upload_token, "session": session_id}, 200
 
-        @self.app.post("/gallery/<gallery>/edit")
-        async def edit_gallery(gallery: str) -> tuple[dict[str, Any], int] | tuple[str, int]:
-            _key, sess = self._session()
-            rec = self.last
-            if not sess["user"]:
-                return _json_error(401, status="error", message="Unauthenticated.")
-            if (
-                rec.headers.get("x-csrf-token") != sess["token"]
-                or rec.form.get("_token") != sess["token"]
-            ):
-                return "CSRF token mismatch", 419
-            found = self.galleries.get(gallery)
-            if found is None:
-                return _json_error(404, status="error", message="gallery not found")
-            if not rec.form.get("title"):
-                return _json_error(422, status="error", message="The title field is required.")
-            found["title"] = rec.form["title"]
-            found["renamed_after"] = len(found["images"])
-            return {"status": "success"}, 200
+        @self.app.get("/upload/complete")
+        async def complete() -> tuple[str, int]:
+            session_id = self.last.query.get("session", "")
+            if session_id not in self.upload_sessions:
+                return "<html>upload session not found</html>", 404
+            gallery = self.upload_sessions[session_id]
+            link = ""
+            if gallery is not None:
+                title = html.escape(self.galleries[gallery]["title"])
+                link = (
+                    f'<a id="gallery-name" href="https://www.imagebam.com/gallery/{gallery}">'
+                    f"{title}</a>"
+                )
+            return f"<html><body>{link}</body></html>", 200
 
         @self.app.post("/upload")
         async def upload() -> tuple[dict[str, Any], int] | tuple[str, int]:

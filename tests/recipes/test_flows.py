@@ -199,7 +199,11 @@ async def test_imagebam_four_step_csrf_login(imagebam: FakeImageBam, images: lis
     upload_session = imagebam.requests[4]
     assert upload_session.headers["x-csrf-token"] == sess["token"]
     assert upload_session.headers["x-requested-with"] == "XMLHttpRequest"
-    assert upload_session.form == {"content_type": "family", "thumbnail_size": "2"}
+    assert upload_session.form == {
+        "thumbnail_size": "2",
+        "content_type": "sfw",
+        "comments_enabled": "false",
+    }
     for rec in imagebam.requests[5:]:
         assert rec.headers["x-csrf-token"] == sess["token"]
         assert rec.form == {"data": sess["upload"], "_token": sess["token"]}

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 from asyncclick.testing import CliRunner
@@ -99,47 +100,82 @@ async def test_imx_wrong_web_password_is_a_clear_error(imx: FakeImx) -> None:
     assert imx.galleries == {}
 
 
-async def test_vipr_gallery_is_an_xfilesharing_folder(vipr: FakeVipr, images: list[Path]) -> None:
+async def test_vipr_gallery_is_a_folder_made_by_ajax_new_folder(
+    vipr: FakeVipr, images: list[Path]
+) -> None:
     async with uploader(vipr_im=vipr.base_url) as up:
         session = up.session("vipr.im")
         with trio.fail_after(30):
-            gallery = await session.create_gallery("Beach [2026]")
+            gallery = await session.create_gallery("Beach <2026> & co")
             for path in images:
                 await session.upload(path, extra=gallery)
             await session.finalize_gallery(gallery)
     assert vipr.folders == {
-        "101": {"name": "Beach [2026]", "images": [p.name for p in images]},
+        "101": {"name": "Beach <2026> & co", "images": [p.name for p in images]},
     }
     assert gallery["gallery_id"] == "101"
     assert gallery["gallery_url"] == f"https://vipr.im/users/{VIPR_USER}/101"
-    assert vipr.lines()[:5] == ["POST /login.html", "GET /", "GET /", "GET /", "POST /"]
-    create = vipr.requests[4]
-    assert create.form["create_new_folder"] == "Beach [2026]"
-    assert create.form["token"]
+    # login, its redirect, the home page (sess_id), then the gallery
+    assert vipr.lines()[:4] == ["POST /login.html", "GET /", "GET /", "POST /"]
+    create = vipr.requests[3]
+    assert create.form == {"op": "ajax_new_folder", "folder": "Beach <2026> & co"}
+    assert create.headers["x-requested-with"] == "XMLHttpRequest"
     assert [r.form.get("fld_id") for r in vipr.requests if r.path == "/cgi-bin/upload.cgi"] == [
         "101"
     ] * 3
 
 
-async def test_imagebam_gallery_renamed_after_the_last_file(
+async def test_vipr_gallery_refused_is_a_clear_error(vipr: FakeVipr) -> None:
+    """A reply that is not an ``<option>`` (the site's error text) fails the creation with the
+    step's name, and no upload is made."""
+    async with uploader(vipr_im=vipr.base_url) as up:
+        with pytest.raises(PermanentError) as caught:
+            await up.session("vipr.im").create_gallery("   ")
+    assert "new_folder" in str(caught.value)
+    assert vipr.folders == {}
+    assert "/cgi-bin/upload.cgi" not in [r.path for r in vipr.requests]
+
+
+async def test_imagebam_gallery_named_by_its_upload_session(
     imagebam: FakeImageBam, images: list[Path]
 ) -> None:
     async with uploader(imagebam=imagebam.base_url) as up:
         session = up.session("imagebam")
         with trio.fail_after(30):
-            gallery = await session.create_gallery("Trip")
+            gallery = await session.create_gallery("Trip [1]")
             [ident] = imagebam.galleries
-            assert imagebam.galleries[ident]["title"] == ""  # named only afterwards
+            assert imagebam.galleries[ident]["title"] == "Trip [1]"  # named at once
             for path in images:
                 await session.upload(path, extra=gallery)
             await session.finalize_gallery(gallery)
-    assert gallery["gallery_url"] == f"https://www.imagebam.com/gallery/{ident}"
-    assert imagebam.galleries[ident] == {
-        "title": "Trip",
-        "images": [p.name for p in images],
-        "renamed_after": 3,
+            async with httpx.AsyncClient() as client:
+                page = await client.get(
+                    gallery["gallery_url"].replace("https://www.imagebam.com", imagebam.base_url)
+                )
+    assert imagebam.galleries[ident]["title"] == "Trip [1]"
+    assert imagebam.galleries[ident]["images"] == [p.name for p in images]
+    session_id = gallery["gallery_id"]
+    assert imagebam.upload_sessions[session_id] == ident
+    assert gallery["gallery_url"] == (
+        f"https://www.imagebam.com/upload/complete?session={session_id}"
+    )
+    # the session's page links the gallery by its title
+    assert page.status_code == 200
+    assert f'<a id="gallery-name" href="https://www.imagebam.com/gallery/{ident}">' in page.text
+    assert imagebam.session_forms[-1] == {
+        "thumbnail_size": "2",
+        "content_type": "sfw",
+        "comments_enabled": "false",
+        "gallery": "true",
+        "gallery_token": "",
+        "gallery_title": "Trip [1]",
     }
-    assert imagebam.lines()[-1] == f"POST /gallery/{ident}/edit"
+    # the gallery session's own upload token carries the files; no step runs afterwards
+    # (the last request is the test's own look at the session's page)
+    assert imagebam.lines()[-4:] == ["POST /upload"] * 3 + ["GET /upload/complete"]
+    gallery_token = gallery["upload_token"]
+    assert imagebam.upload_tokens[gallery_token] == ident
+    assert [r.form["data"] for r in imagebam.requests if r.path == "/upload"] == [gallery_token] * 3
 
 
 @pytest.mark.parametrize("service", ["imx.to", "vipr.im", "imagebam", "pixhost.to"])
@@ -176,7 +212,6 @@ async def test_one_gallery_per_folder_through_the_cli(service: str, sets: list[P
         held = {f["name"]: f["images"] for f in host.folders.values()}
     elif isinstance(host, FakeImageBam):
         held = {g["title"]: g["images"] for g in host.galleries.values()}
-        assert all(g["renamed_after"] == 3 for g in host.galleries.values())
     else:
         assert isinstance(host, FakePixhost)
         held = {g["name"]: g["images"] for g in host.galleries.values()}
