@@ -33,6 +33,7 @@ import trio
 
 from hathd.anime import episode as episode_job
 from hathd.anime.config import AnimeConfig
+from hathd.anime.covers import CoverCache
 from hathd.anime.fetch import ProviderFetcher
 from hathd.anime.gate import DomainGate
 from hathd.anime.health import HosterHealth
@@ -77,6 +78,7 @@ class AnimeService:
         self.gate = DomainGate(table.settings_for)
         self.fetcher = ProviderFetcher(self.gate, timeout=config.request_timeout)
         self.db = AnimeStore(rt.store)
+        self.covers = CoverCache(rt.paths.state_dir / "covers", self.fetcher)
         self.health = HosterHealth()
         self.library = AnimeLibrary(
             config=config,
@@ -206,7 +208,7 @@ class AnimePlugin(BasePlugin):
         return [ServiceSpec("anime-watchlist", serve, service.statistics)]
 
     def blueprint(self, rt: Runtime) -> Blueprint | None:
-        """``/api/v1/anime``."""
+        """``/api/v1/anime`` and ``/covers/<key>``."""
         if self.service is None:
             return None
         from hathd.anime.api import create_blueprint
