@@ -11,13 +11,12 @@ are taken on the way.
 from __future__ import annotations
 
 import io
-import threading
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
 from PIL import Image
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -27,6 +26,7 @@ from selenium.webdriver.support.select import Select
 from fakes.anime_site import FakeProviderSite, catalogue, open_fake_provider
 from web.browser_support import (
     Hathd,
+    TrioThread,
     browser,
     console_errors,
     screenshot,
@@ -50,8 +50,8 @@ def cover_png() -> bytes:
     return out.getvalue()
 
 
-class ProviderSites:
-    """The fake aniworld.to and s.to sites served by a Trio loop in a thread."""
+class ProviderSites(TrioThread):
+    """The fake aniworld.to and s.to sites, the aniworld one with a cover for Frieren."""
 
     def __init__(self) -> None:
         self.aw = FakeProviderSite(series=catalogue())
@@ -60,29 +60,7 @@ class ProviderSites:
         )
         self.cover = cover_png()
         self.aw.covers["frieren"] = ("image/png", self.cover)
-        self._ready = threading.Event()
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._stop: trio.Event | None = None
-        self._thread = threading.Thread(target=trio.run, args=(self._serve,), daemon=True)
-
-    async def _serve(self) -> None:
-        self._token = trio.lowlevel.current_trio_token()
-        self._stop = trio.Event()
-        async with open_fake_provider(self.aw), open_fake_provider(self.st):
-            self._ready.set()
-            await self._stop.wait()
-
-    def __enter__(self) -> ProviderSites:
-        self._thread.start()
-        if not self._ready.wait(30):
-            raise RuntimeError("the fake provider sites did not start")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._token is not None
-        assert self._stop is not None
-        self._token.run_sync_soon(self._stop.set)
-        self._thread.join(30)
+        super().__init__(partial(open_fake_provider, self.aw), partial(open_fake_provider, self.st))
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +70,8 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def sites() -> Iterator[ProviderSites]:
-    with ProviderSites() as running:
+    running = ProviderSites()
+    with running:
         yield running
 
 
@@ -293,7 +272,11 @@ def test_series_page_tick_and_queue(
         missing = api.get("/api/v1/anime/missing", params={"key": "frieren"}).json()["missing"]
     assert ticked(browser) == {e["code"] for e in missing}
     assert ticked(browser) == {"S00E01", "S01E03", "S01E04", "S02E01", "S02E02"}
-    screenshot(browser, shots, "series")
+    browser.set_window_size(1280, 1500)  # the whole page: every season
+    try:
+        screenshot(browser, shots, "series")
+    finally:
+        browser.set_window_size(1280, 900)
     browser.find_element(By.ID, "select-none").click()
     assert ticked(browser) == set()
 

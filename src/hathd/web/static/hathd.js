@@ -550,10 +550,10 @@ function initSeries() {
   let followed = false;
   let episodes = [];
 
-  async function loadJobs(ids) {
-    const wanted = ids.filter(Boolean);
-    if (!wanted.length) { jobs = {}; return; }
-    const r = await api("GET", "/api/v1/jobs?kind=anime-episode&limit=1000");
+  /* the episode jobs that are not over (and the failed ones): a done job's file is on disk */
+  async function loadJobs() {
+    if (!episodes.some((e) => e.job && !e.file_path)) { jobs = {}; return; }
+    const r = await api("GET", `/api/v1/jobs?kind=anime-episode&state=${[...ACTIVE_STATES, "failed"].join(",")}&limit=1000`);
     jobs = Object.fromEntries(r.jobs.map((j) => [j.id, j]));
   }
 
@@ -596,7 +596,7 @@ function initSeries() {
     const s = data.series;
     episodes = data.episodes || [];
     followed = !!s.followed;
-    await loadJobs(episodes.map((e) => e.job));
+    await loadJobs();
     document.title = `${s.name} · hathd`;
     $("h1").textContent = s.name;
     $("#series-cover").alt = `Cover of ${s.name}`;
