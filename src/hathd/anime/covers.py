@@ -10,7 +10,8 @@ again for :data:`RETRY_AFTER` seconds, so a broken cover costs the provider one 
 hour, not one per page view.
 
 Cover URLs are taken only from the series' own provider host (or a subdomain of it) over
-``http``/``https``: a provider page cannot make hathd request arbitrary hosts.
+``http``/``https``, so a provider page cannot name arbitrary hosts; redirects from there are
+followed as for the provider's pages (at most 5, each through the gate).
 
 Signatures: PNG (ISO/IEC 15948, ``\\x89PNG\\r\\n\\x1a\\n``), JPEG (ITU T.81, ``FF D8 FF``),
 GIF (``GIF87a``/``GIF89a``), WebP (RIFF container with ``WEBP`` form type, RFC 9649).
