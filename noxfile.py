@@ -55,7 +55,7 @@ def bench(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def screenshots(session: nox.Session) -> None:
     """The browser tests (headless Debian chromium), saving their screenshots of the web pages
-    into docs/images/web/ for docs/web.md."""
+    (the library grid and a series page included) into docs/images/web/ for docs/web.md."""
     session.install("-e", ".[test]")
     folder = Path("docs/images/web").resolve()
     folder.mkdir(parents=True, exist_ok=True)
@@ -63,6 +63,7 @@ def screenshots(session: nox.Session) -> None:
         "pytest",
         "tests/web/test_browser.py",
         "tests/web/test_browser_roles.py",
+        "tests/web/test_browser_library.py",
         "-p",
         "no:cacheprovider",
         # a short, neutral temporary path: the pages show where downloads landed

@@ -30,6 +30,18 @@ def is_live(key: str) -> bool:
     return any(key.startswith(k) if k.endswith(".") else key == k for k in LIVE_KEYS)
 
 
+def needs_restart(key: str) -> bool:
+    """Whether a change of the key path ``key`` waits for a restart (not :func:`is_live`):
+    the one answer the reload, the configuration API and the settings page share."""
+    return not is_live(key)
+
+
+def restart_keys(running: Config, new: Config) -> list[str]:
+    """The keys changed between the ``running`` configuration and ``new`` that a reload
+    cannot apply, sorted (what :func:`plan_reload` would report as pending)."""
+    return [k for k in changed_keys(running, new) if needs_restart(k)]
+
+
 def _leaves(value: Any, prefix: str) -> Iterator[tuple[str, Any]]:
     if attrs.has(type(value)):
         for field in attrs.fields(type(value)):
@@ -61,5 +73,5 @@ def plan_reload(started: Config, new: Config) -> ReloadPlan:
     engine = attrs.evolve(new.engine, download_root=started.engine.download_root)
     daemon = attrs.evolve(started.daemon, shutdown_grace=new.daemon.shutdown_grace)
     merged = attrs.evolve(started, engine=engine, daemon=daemon)
-    pending = [k for k in changed_keys(started, new) if not is_live(k)]
+    pending = restart_keys(started, new)
     return ReloadPlan(merged, pending)

@@ -4,7 +4,9 @@ on 127.0.0.1, a free port).
 Pages follow the public sites' markup (see :mod:`hathd.anime.providers.aniworld` for the
 structure): ``POST /ajax/search`` (form ``keyword``) answers a JSON array; series, season,
 film and episode pages under ``/anime/stream/<key>`` (or ``/serie/stream/<key>``);
-``/redirect/<id>`` answers ``302`` to the hoster page of that link. The fake also plays the
+``/redirect/<id>`` answers ``302`` to the hoster page of that link; the series page names
+``/public/img/cover/<key>-cover.jpg`` as the cover, served from :attr:`FakeProviderSite.covers`
+(404 for a key without one). The fake also plays the
 hoster: ``/e/<id>`` is a Vidoza embed page whose source is ``/media/<id>.mp4`` (bytes that
 start like an MP4 file). Hostile switches: :attr:`FakeProviderSite.changed` (page kinds served
 with a changed markup), :attr:`FakeProviderSite.loop` (the redirects form a loop).
@@ -79,6 +81,8 @@ class FakeProviderSite:
     loop: bool = False
     links: dict[int, tuple[str, int, int, str, str]] = attrs.field(factory=dict)
     """``link id → (key, season, episode, hoster, language)``."""
+    covers: dict[str, tuple[str, bytes]] = attrs.field(factory=dict)
+    """``series key → (Content-Type, bytes)`` of its cover image."""
 
     @property
     def base_url(self) -> str:
@@ -254,6 +258,11 @@ class FakeProviderSite:
                 ' label:"SD", res:"720"}] };</script></body></html>'
             )
             return 200, html_type, page.encode()
+        if path.startswith("/public/img/cover/") and path.endswith("-cover.jpg"):
+            found = self.covers.get(path.rsplit("/", 1)[1].removesuffix("-cover.jpg"))
+            if found is None:
+                return 404, html_type, b"<html>404</html>"
+            return 200, {"content-type": found[0]}, found[1]
         if path.startswith("/media/"):
             lid = int(path.rsplit("/", 1)[1].split(".")[0])
             return 200, {"content-type": "video/mp4"}, media_bytes(lid)

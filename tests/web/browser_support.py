@@ -18,12 +18,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import attrs
 import httpx
 import pytest
+import trio
 from selenium import webdriver
 from selenium.common.exceptions import (
     ElementNotInteractableException,
@@ -241,6 +243,40 @@ class SlowFiles:
         self.stopping.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+class TrioThread:
+    """Fake remote sites (async context managers that serve on 127.0.0.1) entered in a Trio
+    loop of their own thread, for the synchronous browser tests; left again on exit."""
+
+    def __init__(self, *sites: Callable[[], AbstractAsyncContextManager[Any]]) -> None:
+        self.sites = sites
+        self._ready = threading.Event()
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._stop: trio.Event | None = None
+        self._thread = threading.Thread(target=trio.run, args=(self._serve,), daemon=True)
+
+    async def _serve(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self._stop = trio.Event()
+        async with AsyncExitStack() as stack:
+            for site in self.sites:
+                await stack.enter_async_context(site())
+            self._ready.set()
+            await self._stop.wait()
+
+    def __enter__(self) -> TrioThread:
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("the fake sites did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        token, stop = self._token, self._stop
+        assert token is not None
+        assert stop is not None
+        token.run_sync_soon(stop.set)
+        self._thread.join(30)
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -130,10 +131,21 @@ def test_queue_reorder_by_drag_and_keyboard(
     assert positions == ["1.", "2.", "3.", "4."]
     screenshot(browser, shots, "queue-pending")
 
-    # drag the last job's handle onto the top half of the first row
+    # drag the last job's handle with the mouse (real pointer input through WebDriver
+    # actions) onto the top quarter of the first row, in steps as a hand would move
     drag = browser.find_element(By.CSS_SELECTOR, f'#pending li[data-id="{ids[3]}"] .handle')
     onto = browser.find_element(By.CSS_SELECTOR, f'#pending li[data-id="{ids[0]}"]')
-    browser.execute_script(DRAG_SCRIPT, drag, onto)
+    quarter = onto.size["height"] // 4
+    (
+        ActionChains(browser)
+        .click_and_hold(drag)
+        .move_by_offset(0, -10)
+        .move_to_element_with_offset(onto, 0, quarter)
+        .move_to_element_with_offset(onto, 0, -quarter)
+        .pause(0.2)
+        .release()
+        .perform()
+    )
     dragged = [ids[3], ids[0], ids[1], ids[2]]
     wait_for(browser, lambda d: api_pending(node) == dragged, "the drag reordered the queue")
     wait_for(browser, lambda d: pending_order(d) == dragged, "the page shows the new order")
@@ -172,23 +184,6 @@ def test_queue_reorder_by_drag_and_keyboard(
             api.delete(f"/api/v1/jobs/{job_id}").raise_for_status()
         api.post("/api/v1/queue/resume").raise_for_status()
     wait_for(browser, lambda d: pending_order(d) == [], "removed jobs leave the page live")
-
-
-# HTML5 drag and drop as a browser produces it (dragstart, dragover, drop, dragend with one
-# DataTransfer): headless chromium does not synthesise these from pointer input.
-DRAG_SCRIPT = """
-const [source, target] = arguments;
-const data = new DataTransfer();
-const box = target.getBoundingClientRect();
-const fire = (node, type, y) => node.dispatchEvent(new DragEvent(type, {
-  bubbles: true, cancelable: true, dataTransfer: data,
-  clientX: box.left + 10, clientY: y }));
-fire(source, "dragstart", source.getBoundingClientRect().top + 2);
-fire(target, "dragenter", box.top + 2);
-fire(target, "dragover", box.top + 2);
-fire(target, "drop", box.top + 2);
-fire(source, "dragend", box.top + 2);
-"""
 
 
 def test_live_progress_of_a_real_download(
@@ -234,6 +229,19 @@ def test_settings_validation_error_and_backup_restore(
         browser, lambda d: d.find_elements(By.ID, "f-engine-workers"), "the form is built"
     )[0]
     assert workers.get_attribute("value") == "1"
+    # the keys a reload cannot apply are marked, as the server (hathd.reload) lists them
+    with node.api() as api:
+        restart = set(api.get("/api/v1/config/restart").json()["keys"])
+    assert "admin.host" in restart
+    assert "engine.workers" not in restart
+
+    def label(key: str) -> str:
+        return str(browser.find_element(By.CSS_SELECTOR, f'label[for="f-{key}"]').text)
+
+    assert "needs restart" in label("admin-host")
+    assert "needs restart" in label("daemon-log_level")
+    assert "needs restart" not in label("engine-workers")
+    assert "needs restart" not in label("daemon-shutdown_grace")
     original = node.config_path.read_text()
 
     workers.clear()
@@ -302,6 +310,14 @@ def test_other_pages_render(browser: WebDriver, node: Hathd, slow: SlowFiles, sh
     wait_for(
         browser, lambda d: "big.bin" in d.find_element(By.ID, "recent").text, "recent work listed"
     )
+    with node.api() as api:
+        uploads = api.get("/api/v1/uploads")
+    expected = "No upload yet." if uploads.status_code == 200 else "not enabled"
+    wait_for(
+        browser,
+        lambda d: expected in d.find_element(By.ID, "batches-state").text,
+        "the upload batches section says what there is",
+    )
     screenshot(browser, shots, "work")
     # a phone-sized window: everything fits its width (no sideways scrolling)
     browser.set_window_size(390, 844)
@@ -325,6 +341,13 @@ def test_other_pages_render(browser: WebDriver, node: Hathd, slow: SlowFiles, sh
     browser.get(node.url + "/library")
     state = browser.find_element(By.ID, "library-state")
     wait_for(browser, lambda d: "not enabled" in state.text, "the library says it is off")
+    assert not browser.find_element(By.ID, "anime-search").is_displayed()
+    browser.get(node.url + "/library/frieren")
+    wait_for(
+        browser,
+        lambda d: "not in the library" in d.find_element(By.ID, "series-state").text,
+        "a series page without the library says so",
+    )
     errors = console_errors(browser)
     assert errors == [], errors
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import trio
 
+from hathd import reload
 from hathd.web import config_api
 from web.authkit import running_node
 
@@ -156,3 +157,34 @@ async def test_the_body_of_get_can_be_sent_back(tmp_path: Path) -> None:
         assert "state_dir" not in written["daemon"]
         assert written["hath"]["client_key"] == "s3cret-client-key"
         assert "password" not in written["mqtt"]
+
+
+async def test_restart_keys_come_from_the_reload_rules(tmp_path: Path) -> None:
+    async with running_node(tmp_path, CONFIG) as node, node.bearer() as admin:
+        shown = (await admin.get("/api/v1/config")).json()
+        info = (await admin.get("/api/v1/config/restart")).json()
+        keys = set(info["keys"])
+        assert info["pending"] == []
+        # every field the page shows is either live or in the list, as hathd.reload decides
+        for key in config_api._leaves(shown):
+            assert (key in keys) == reload.needs_restart(key), key
+        assert {"admin.host", "daemon.log_level", "anime.enabled"} <= keys
+        assert not {"engine.workers", "daemon.shutdown_grace"} & keys
+        assert "engine.download_root" in keys  # the exception inside the live [engine]
+        # a saved change that needs a restart is reported and then shown as pending
+        new = {
+            "daemon": {"shutdown_grace": 6.0, "log_level": "DEBUG"},
+            "engine": {"workers": 3},
+            "hath": {"client_key": "***"},  # kept as it is
+        }
+        reply = await admin.put("/api/v1/config", json={"config": new})
+        assert reply.json()["restart_required"] == ["daemon.log_level"]
+
+        async def pending() -> bool:
+            got = (await admin.get("/api/v1/config/restart")).json()
+            return bool(got["pending"] == ["daemon.log_level"])
+
+        await _wait_for(pending)
+        shown = (await admin.get("/api/v1/config")).json()
+        assert shown["engine"]["workers"] == 3  # a live key applied at once
+        assert shown["daemon"]["log_level"] != "DEBUG"  # the running value stays until restart

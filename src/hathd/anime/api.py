@@ -15,6 +15,9 @@
   or trigger the watchlist check (scan + followed series) in the background (``true``, 202).
 - ``GET``/``PUT /api/v1/anime/scheduler`` — ``{"interval", "at", "last_run", "next_run"}``;
   ``PUT {"interval"?: seconds, "at"?: "HH:MM" | null}``.
+- ``GET /covers/<key>`` — the series' cover image, fetched from its provider once and kept in
+  the state directory (:mod:`hathd.anime.covers`); a series without a usable cover (or an
+  unknown key) gets a placeholder SVG with ``X-Hathd-Cover: placeholder``, never an error.
 
 Errors are ``{"error": message}``: ``400`` bad input, ``404`` unknown series, ``502`` a provider
 request failed or its page changed (the message names the field).
@@ -26,9 +29,10 @@ import re
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from quart import Blueprint, request
+from quart import Blueprint, Response, request
 
 from hathd.anime.config import LANGUAGES
+from hathd.anime.covers import PLACEHOLDER_SVG
 from hathd.anime.library import LibraryError, parse_range
 from hathd.anime.providers.base import ProviderError
 from hathd.anime.watchlist import Schedule
@@ -183,6 +187,22 @@ def create_blueprint(service: AnimeService) -> Blueprint:
             service.scheduler.trigger()
             return {"triggered": True}, 202
         return await lib.scan(), 200
+
+    @bp.get("/covers/<key>")
+    async def cover(key: str) -> Response:
+        series = await lib.db.series(key)
+        provider = lib.providers.get(series.site) if series else None
+        found = None
+        if series is not None and provider is not None:
+            found = await service.covers.get(key, series.cover_url, provider.domain)
+        if found is None:
+            return Response(
+                PLACEHOLDER_SVG,
+                mimetype="image/svg+xml",
+                headers={"X-Hathd-Cover": "placeholder"},
+            )
+        body, mime = found
+        return Response(body, mimetype=mime, headers={"X-Hathd-Cover": "provider"})
 
     @bp.get("/api/v1/anime/<key>")
     @guard

@@ -42,6 +42,22 @@ class ProviderFetcher:
         :raises ProviderError: HTTP status >= 400, a redirect loop or too many redirects, a
             body above :data:`MAX_PAGE` bytes, a network error.
         """
+        body, _ = await self.fetch(method, url, form=form)
+        return body
+
+    async def fetch(
+        self,
+        method: str,
+        url: str,
+        *,
+        form: dict[str, str] | None = None,
+        limit: int = MAX_PAGE,
+    ) -> tuple[bytes, str]:
+        """``(body, Content-Type)`` of ``url`` after redirects; ``limit`` bytes at most (a
+        larger ``Content-Length`` is refused before the body is read).
+
+        :raises ProviderError: as :meth:`request`, with ``limit`` for :data:`MAX_PAGE`.
+        """
         seen: set[str] = set()
         for _ in range(MAX_REDIRECTS + 1):
             if url in seen:
@@ -61,12 +77,15 @@ class ProviderFetcher:
                             continue
                         if response.status_code >= 400:
                             raise ProviderError(f"HTTP {response.status_code} from {url}")
+                        announced = response.headers.get("content-length", "")
+                        if announced.isdigit() and int(announced) > limit:
+                            raise ProviderError(f"body larger than {limit} bytes: {url}")
                         body = bytearray()
                         async for chunk in response.aiter_bytes():
                             body += chunk
-                            if len(body) > MAX_PAGE:
-                                raise ProviderError(f"page larger than {MAX_PAGE} bytes: {url}")
-                        return bytes(body)
+                            if len(body) > limit:
+                                raise ProviderError(f"body larger than {limit} bytes: {url}")
+                        return bytes(body), response.headers.get("content-type", "")
                     finally:
                         await response.aclose()
             except httpx.HTTPError as exc:

@@ -34,6 +34,7 @@ import trio
 
 from hathd.anime import episode as episode_job
 from hathd.anime.config import AnimeConfig
+from hathd.anime.covers import CoverCache
 from hathd.anime.fetch import ProviderFetcher
 from hathd.anime.gate import DomainGate
 from hathd.anime.health import HosterHealth
@@ -79,6 +80,7 @@ class AnimeService:
         self.gate = DomainGate(table.settings_for)
         self.fetcher = ProviderFetcher(self.gate, timeout=config.request_timeout)
         self.db = AnimeStore(rt.store)
+        self.covers = CoverCache(rt.paths.state_dir / "covers", self.fetcher)
         self.health = HosterHealth()
         self.health_keeper = HealthKeeper(self.health, self.db)
         self.library = AnimeLibrary(
@@ -215,7 +217,7 @@ class AnimePlugin(BasePlugin):
         ]
 
     def blueprint(self, rt: Runtime) -> Blueprint | None:
-        """``/api/v1/anime``."""
+        """``/api/v1/anime`` and ``/covers/<key>``."""
         if self.service is None:
             return None
         from hathd.anime.api import create_blueprint

@@ -1,6 +1,6 @@
 """The configuration API: read, validate and change the TOML file, with backups.
 
-- ``GET /api/v1/config`` (read) — the effective configuration; a secret shows as ``"***"``
+- ``GET /api/v1/config`` (admin) — the effective configuration; a secret shows as ``"***"``
   when set (a list of URLs keeps each scheme: ``["tgram://***"]``) and as its empty default
   when unset. Secrets are never returned.
 - ``POST /api/v1/config/validate`` (admin) ``{"config": {...}}`` — ``{"ok": bool,
@@ -18,8 +18,11 @@
 
 Backups live in ``<state>/config-backups/``; the newest :data:`KEEP` are kept.
 
-A changed key under ``admin``, ``daemon.state_dir``, ``daemon.log_level`` or an ``enabled``
-switch takes effect at the next start: such keys are listed in ``restart_required``.
+- ``GET /api/v1/config/restart`` (admin) — ``{"keys": [key paths a reload cannot apply],
+  "pending": [changed keys waiting for a restart now]}``, for the settings page.
+
+Which keys a reload applies is decided by :mod:`hathd.reload` alone (:func:`hathd.reload.is_live`):
+every other changed key is listed in ``restart_required`` and takes effect at the next start.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import trio
 from quart import Blueprint, Response, request
 
 from hathd import config as config_mod
+from hathd import reload as reload_mod
 from hathd.errors import ConfigError
 from hathd.runtime import Runtime
 from hathd.web.auth import error, require
@@ -138,19 +142,15 @@ def _leaves(data: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def restart_required(old: config_mod.Config, new: config_mod.Config) -> list[str]:
-    """Changed keys that take effect only at the next start (sorted)."""
-    before = _leaves(config_mod.converter.unstructure(old))
-    after = _leaves(config_mod.converter.unstructure(new))
-    changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
-    return sorted(k for k in changed if _needs_restart(k))
+    """Changed keys that take effect only at the next start (sorted), as
+    :func:`hathd.reload.restart_keys` decides."""
+    return reload_mod.restart_keys(old, new)
 
 
-RESTART_KEYS: Final = frozenset({"daemon.state_dir", "daemon.log_level"})
-"""Keys read once at start, besides every ``admin.*`` key and every ``enabled`` switch."""
-
-
-def _needs_restart(key: str) -> bool:
-    return key in RESTART_KEYS or key.startswith("admin.") or key.endswith(".enabled")
+def restart_keys_of(shown: dict[str, Any]) -> list[str]:
+    """The leaf key paths of ``shown`` (the configuration as ``GET`` returns it) that a reload
+    cannot apply, sorted."""
+    return sorted(k for k in _leaves(shown) if reload_mod.needs_restart(k))
 
 
 def validate(data: Any, environ: Mapping[str, str]) -> config_mod.Config:
@@ -286,9 +286,15 @@ def blueprint(rt: Runtime, files: ConfigFiles) -> Blueprint:
         return {"ok": True, "backup": backup, "restart_required": restart}
 
     @bp.get("/api/v1/config")
-    @require("read")
+    @require("admin")
     async def get_config() -> dict[str, Any]:
         return config_mod.unstructure_redacted(rt.config)
+
+    @bp.get("/api/v1/config/restart")
+    @require("admin")
+    async def restart_keys() -> dict[str, Any]:
+        shown = config_mod.unstructure_redacted(rt.config)
+        return {"keys": restart_keys_of(shown), "pending": list(rt.restart_pending)}
 
     @bp.post("/api/v1/config/validate")
     @require("admin")

@@ -8,7 +8,8 @@ Routes (all ``GET``; every page but ``/login`` and ``/setup`` needs a login, see
 - ``/setup`` — first run: set the admin password (loopback, or the one-time setup code).
 - ``/login`` — the login form; logging out is a button in the navigation bar.
 - ``/queue`` — pending (numbered, drag or keyboard reorder), active, completed and failed jobs.
-- ``/library`` — the anime library's series grid, when that API is there.
+- ``/library`` — the anime library's series grid (covers, missing counts), search and add.
+- ``/library/<key>`` — one series: seasons and episodes to tick and queue, follow, rescan.
 - ``/work`` — uploads, fanfiction and seedbox transfers: recent jobs, add a URL or a folder.
 - ``/requests`` — ask for a series or a story; operators approve or reject.
 - ``/log`` — the audit trail: who changed what (operators and admins).
@@ -70,8 +71,8 @@ def blueprint(rt: Runtime) -> Blueprint:
         # the app already routes /static/<path> (Quart always adds it): point it at the assets
         state.app.static_folder = str(HERE / "static")
 
-    async def page(template: str, path: str, title: str) -> str:
-        return await render_template(template, nav=visible_nav(), active=path, title=title)
+    async def page(template: str, path: str, title: str, **extra: str) -> str:
+        return await render_template(template, nav=visible_nav(), active=path, title=title, **extra)
 
     @bp.get("/setup")
     @public
@@ -99,5 +100,11 @@ def blueprint(rt: Runtime) -> Blueprint:
 
     for path, label in NAV:  # one page per navigation entry, each behind the login
         logged_in_page(path, label)
+
+    async def series(key: str) -> str:
+        # the key only goes into a data attribute (escaped); the script reads the series
+        return await page("series.html", "/library", key, series_key=key)
+
+    bp.add_url_rule("/library/<key>", "series", login_required(series), methods=["GET"])
 
     return bp

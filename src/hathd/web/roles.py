@@ -70,6 +70,8 @@ ROUTES: Final[Mapping[tuple[str, str], Needed]] = {
     ("GET", "/"): _READ,
     ("GET", "/queue"): _READ,
     ("GET", "/library"): _READ,
+    ("GET", "/library/<key>"): _READ,
+    ("GET", "/covers/<key>"): _READ,
     ("GET", "/work"): _READ,
     ("GET", "/requests"): _READ,
     ("GET", "/log"): _CONTROL,
@@ -98,6 +100,7 @@ ROUTES: Final[Mapping[tuple[str, str], Needed]] = {
     ("GET", "/api/v1/audit"): _CONTROL,
     # configuration (settings): admin only, reading included
     ("GET", "/api/v1/config"): _ADMIN,
+    ("GET", "/api/v1/config/restart"): _ADMIN,
     ("POST", "/api/v1/config/validate"): _ADMIN,
     ("PUT", "/api/v1/config"): _ADMIN,
     ("GET", "/api/v1/config/backups"): _ADMIN,

@@ -250,7 +250,7 @@ function jobLabel(job) {
 
 function pendingRow(job, index) {
   const handle = el("button", {
-    type: "button", class: "handle", draggable: "true",
+    type: "button", class: "handle",
     "aria-label": `Move ${job.target} (position ${index + 1}); use the up and down arrow keys`,
     title: "Drag, or use the arrow keys",
   }, "⠿");
@@ -336,32 +336,41 @@ async function saveOrder() {
 let lastHandle = null; /* the id of the pending row whose handle had the focus last */
 let dragged = null; /* the pending row being dragged: live reloads wait until it is dropped */
 
+/* Drag by pointer events (mouse, pen, touch alike; HTML5 drag and drop gives no pointer
+   position to scripts on touch screens and cannot be driven by WebDriver input). */
 function initReorder() {
   const list = $("#pending");
-  list.addEventListener("dragstart", (ev) => {
-    dragged = ev.target.closest("li");
-    if (!dragged) return;
-    dragged.classList.add("dragging");
-    ev.dataTransfer.effectAllowed = "move";
-    ev.dataTransfer.setData("text/plain", dragged.dataset.id);
-  });
-  list.addEventListener("dragover", (ev) => {
-    if (!dragged) return;
+  let moved = false;
+  list.addEventListener("pointerdown", (ev) => {
+    const handle = ev.target.closest(".handle");
+    if (!handle || ev.button !== 0) return;
     ev.preventDefault();
-    const over = ev.target.closest("li");
+    dragged = handle.closest("li");
+    moved = false;
+    dragged.classList.add("dragging");
+    handle.setPointerCapture(ev.pointerId);
+  });
+  list.addEventListener("pointermove", (ev) => {
+    if (!dragged) return;
+    const under = document.elementFromPoint(ev.clientX, ev.clientY);
+    const over = under && under.closest("#pending > li");
     if (!over || over === dragged) return;
     const box = over.getBoundingClientRect();
     const after = ev.clientY > box.top + box.height / 2;
-    over.parentNode.insertBefore(dragged, after ? over.nextSibling : over);
+    list.insertBefore(dragged, after ? over.nextSibling : over);
+    moved = true;
     renumber();
   });
-  list.addEventListener("drop", (ev) => { ev.preventDefault(); });
-  list.addEventListener("dragend", () => {
+  const drop = () => {
     if (!dragged) return;
     dragged.classList.remove("dragging");
+    const handle = dragged.querySelector(".handle");
     dragged = null;
-    saveOrder();
-  });
+    if (handle) handle.focus();
+    if (moved) saveOrder();
+  };
+  list.addEventListener("pointerup", drop);
+  list.addEventListener("pointercancel", drop);
   list.addEventListener("keydown", (ev) => {
     const handle = ev.target.closest(".handle");
     if (!handle || !["ArrowUp", "ArrowDown"].includes(ev.key)) return;
@@ -409,6 +418,49 @@ function initQueue() {
 
 /* -- library -------------------------------------------------------------------------- */
 
+const NO_COVER = "data:image/svg+xml," + encodeURIComponent(
+  '<svg xmlns="http://www.w3.org/2000/svg" width="200" height="300"><rect width="200" height="300" fill="#d9d9de"/>'
+  + '<text x="100" y="155" font-family="sans-serif" font-size="18" text-anchor="middle" fill="#3c3c44">no cover</text></svg>');
+
+/* A cover image served by hathd (/covers/<key>); a failed load shows the placeholder. */
+function coverImg(key) {
+  const img = el("img", { class: "cover", src: `/covers/${encodeURIComponent(key)}`, alt: "", loading: "lazy" });
+  img.addEventListener("error", () => { if (img.src !== NO_COVER) img.src = NO_COVER; }, { once: true });
+  return img;
+}
+
+function seriesFacts(s) {
+  return [s.year || "", s.status || "", `${s.present} on disk`, `${s.missing} missing`,
+    s.followed ? "followed" : ""].filter(Boolean).join(" · ");
+}
+
+/* Rescan progress from the "anime" room: scan-progress per folder, scan-done at the end. */
+function scanEvent(ev) {
+  const box = $("#rescan-state");
+  if (!box || ev.room !== "anime") return;
+  const d = ev.data || {};
+  if (ev.type === "scan-progress") box.textContent = `Scanning: folder ${d.index} of ${d.total} (${d.folder})`;
+  else if (ev.type === "scan-done") {
+    box.textContent = `Scan done: ${d.folders} folder(s), ${d.matched} matched`
+      + (d.unmatched && d.unmatched.length ? `, not matched: ${d.unmatched.join(", ")}` : "")
+      + (d.errors && d.errors.length ? `, ${d.errors.length} error(s)` : "");
+  }
+}
+
+function initRescan(after) {
+  const button = $("#rescan");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    $("#rescan-state").textContent = "Scanning…";
+    try {
+      const d = await api("POST", "/api/v1/anime/rescan", {});
+      scanEvent({ room: "anime", type: "scan-done", data: d });
+    } catch (e) { flash(e.message); $("#rescan-state").textContent = ""; }
+    button.disabled = false;
+    after();
+  });
+}
+
 async function loadLibrary() {
   const state = $("#library-state");
   let data;
@@ -417,53 +469,219 @@ async function loadLibrary() {
   } catch (err) {
     state.textContent = err.status === 404
       ? "The anime library is not enabled on this node." : `The library is unavailable: ${err.message}`;
-    return;
+    if (err.status === 404) for (const part of document.querySelectorAll("#main section")) part.hidden = true;
+    return false;
   }
   const series = data.series || [];
-  state.textContent = series.length ? `${series.length} series` : "The library is empty.";
-  $("#series").replaceChildren(...series.map((s) => {
-    const follow = el("button", { type: "button", class: "small", text: s.followed ? "Unfollow" : "Follow" });
-    follow.addEventListener("click", async () => {
-      try { await api("POST", `/api/v1/anime/${encodeURIComponent(s.key)}/follow`, { follow: !s.followed }); }
-      catch (e) { flash(e.message); }
-      loadLibrary();
-    });
-    const fill = el("button", { type: "button", class: "small", text: "Queue missing", disabled: !s.missing });
-    fill.addEventListener("click", async () => {
-      try {
-        const r = await api("POST", `/api/v1/anime/${encodeURIComponent(s.key)}/queue`, {});
-        flash(`${(r.jobs || []).length} episode(s) queued`, "info");
-      } catch (e) { flash(e.message); }
-      loadLibrary();
-    });
-    const facts = [s.year || "", s.status || "", `${s.present} on disk`, `${s.missing} missing`,
-      s.followed ? "followed" : ""].filter(Boolean).join(" · ");
-    return el("li", { class: "tile", "data-key": s.key },
-      el("strong", { text: s.name || s.key }), el("span", { text: facts }), follow, fill);
-  }));
+  const missing = series.reduce((n, s) => n + (s.missing || 0), 0);
+  state.textContent = series.length ? `${series.length} series, ${missing} episode(s) missing` : "The library is empty: search a series to add it.";
+  $("#series").replaceChildren(...series.map((s) => el("li", { class: "cover-tile", "data-key": s.key },
+    el("a", { href: `/library/${encodeURIComponent(s.key)}` }, coverImg(s.key), el("strong", { text: s.name || s.key })),
+    el("span", { class: "facts", text: seriesFacts(s) }),
+    s.missing ? el("span", { class: "badge missing", text: `${s.missing} missing` }) : el("span", { class: "complete", text: "complete" }))));
+  return true;
+}
+
+function hitRow(h) {
+  const status = el("span", { class: "hit-state", role: "status" });
+  const add = async (follow) => {
+    status.textContent = "Adding… (reading every season page)";
+    try {
+      const r = await api("POST", "/api/v1/anime", { ref: h.url || h.key, site: h.site, follow, queue: false });
+      const key = (r.series && r.series.key) || h.key;
+      status.replaceChildren(follow ? "Added and followed. " : "Added. ",
+        el("a", { href: `/library/${encodeURIComponent(key)}`, text: `Open ${r.series ? r.series.name : key}` }));
+    } catch (e) { status.textContent = `Not added: ${e.message}`; }
+    loadLibrary();
+  };
+  const addButton = el("button", { type: "button", class: "secondary add", text: "Add" });
+  addButton.addEventListener("click", () => add(false));
+  const followButton = el("button", { type: "button", class: "secondary add-follow", text: "Add and follow" });
+  followButton.addEventListener("click", () => add(true));
+  return el("li", { "data-key": h.key, "data-site": h.site },
+    el("strong", { text: h.name || h.key }), el("span", { class: "hint", text: ` ${h.site}` }),
+    h.description ? el("p", { class: "hint", text: h.description }) : "",
+    el("div", { class: "toolbar" }, addButton, followButton, status));
 }
 
 async function initLibrary() {
-  await loadLibrary();
-  const form = $("#anime-search");
-  if (!form) return;
-  form.addEventListener("submit", async (ev) => {
+  const reload = debounce(() => loadLibrary(), 500);
+  const enabled = await loadLibrary();
+  initRescan(reload);
+  $("#anime-search").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const text = $("#anime-keyword").value.trim();
     if (!text) return;
+    $("#hits-state").textContent = "Searching…";
     try {
       const r = await api("POST", "/api/v1/anime/search", { text });
-      const hits = r.results || r.matches || [];
-      $("#anime-hits").replaceChildren(...hits.map((h) => {
-        const add = el("button", { type: "button", class: "small", text: "Add" });
-        add.addEventListener("click", async () => {
-          try { await api("POST", "/api/v1/anime", { ref: h.url || h.key, site: h.site, follow: true, queue: false }); flash("added", "info"); }
-          catch (e) { flash(e.message); }
-          loadLibrary();
-        });
-        return el("li", {}, el("span", { text: `${h.name || h.title || h.key} ` }), add);
-      }));
-    } catch (e) { flash(e.message); }
+      const hits = r.results || [];
+      $("#hits-state").textContent = hits.length ? `${hits.length} result(s)` : "Nothing found.";
+      $("#anime-hits").replaceChildren(...hits.map(hitRow));
+    } catch (e) {
+      $("#hits-state").textContent = e.status === 404 ? "The anime library is not enabled on this node." : `Search failed: ${e.message}`;
+    }
+  });
+  if (enabled) live(["anime"], (ev) => { scanEvent(ev); if (ev.type === "queued" || ev.type === "scan-done") reload(); });
+}
+
+/* -- one series ----------------------------------------------------------------------- */
+
+const ACTIVE_STATES = ["queued", "waiting", "paused", "running"];
+
+function seasonName(n) { return n === 0 ? "Films and specials" : `Season ${n}`; }
+
+function episodeState(ep, job) {
+  if (ep.file_path) return { state: "present", text: "on disk" };
+  if (job && ACTIVE_STATES.includes(job.state)) {
+    const p = job.progress || {};
+    const pct = job.state === "running" && p.total ? ` ${Math.min(100, (100 * p.done) / p.total).toFixed(1)} %` : "";
+    return { state: job.state, text: `${job.state}${pct}` };
+  }
+  if (job && job.state === "failed") return { state: "failed", text: `failed: ${job.error || "?"}` };
+  if (!ep.offered) return { state: "gone", text: "not offered" };
+  return { state: "missing", text: "missing" };
+}
+
+function initSeries() {
+  const key = $("#series-root").dataset.key;
+  const path = `/api/v1/anime/${encodeURIComponent(key)}`;
+  const selected = new Set();
+  let jobs = {};
+  let followed = false;
+  let episodes = [];
+
+  /* the episode jobs that are not over (and the failed ones): a done job's file is on disk */
+  async function loadJobs() {
+    if (!episodes.some((e) => e.job && !e.file_path)) { jobs = {}; return; }
+    const r = await api("GET", `/api/v1/jobs?kind=anime-episode&state=${[...ACTIVE_STATES, "failed"].join(",")}&limit=1000`);
+    jobs = Object.fromEntries(r.jobs.map((j) => [j.id, j]));
+  }
+
+  function render() {
+    const focused = document.activeElement && document.activeElement.id;
+    const bySeason = new Map();
+    for (const ep of episodes) {
+      if (!bySeason.has(ep.season)) bySeason.set(ep.season, []);
+      bySeason.get(ep.season).push(ep);
+    }
+    const seasons = [...bySeason.keys()].sort((a, b) => a - b);
+    $("#seasons").replaceChildren(...seasons.map((n) => {
+      const eps = bySeason.get(n);
+      const present = eps.filter((e) => e.file_path).length;
+      return el("fieldset", { class: "season", "data-season": n },
+        el("legend", { text: `${seasonName(n)} — ${present} of ${eps.length} on disk` }),
+        el("ul", { class: "episodes" }, ...eps.map((ep) => {
+          const job = ep.job ? jobs[ep.job] : null;
+          const st = episodeState(ep, job);
+          const id = `ep-${ep.code}`;
+          const box = el("input", { type: "checkbox", id, "data-code": ep.code, "data-season": ep.season, "data-number": ep.number,
+            checked: st.state === "present" || selected.has(ep.code), disabled: st.state === "present" || !ep.offered });
+          const langs = (ep.languages || []).join(", ");
+          return el("li", { "data-code": ep.code, "data-state": st.state, "data-job": ep.job || "" },
+            box, el("label", { for: id }, el("span", { class: "code", text: ep.code }), ` ${ep.title || ""}`),
+            el("span", { class: `state state-${st.state}`, text: st.text }),
+            langs ? el("span", { class: "hint", text: langs }) : "");
+        })));
+    }));
+    if (!episodes.length) $("#seasons").replaceChildren(el("p", { text: "No episodes known yet." }));
+    if (focused) { const again = document.getElementById(focused); if (again) again.focus(); }
+  }
+
+  async function load() {
+    let data;
+    try { data = await api("GET", path); } catch (err) {
+      $("#series-state").textContent = err.status === 404 ? "This series is not in the library (or the library is not enabled)." : err.message;
+      return;
+    }
+    const s = data.series;
+    episodes = data.episodes || [];
+    followed = !!s.followed;
+    await loadJobs();
+    document.title = `${s.name} · hathd`;
+    $("h1").textContent = s.name;
+    $("#series-cover").alt = `Cover of ${s.name}`;
+    const missing = episodes.filter((e) => e.offered && !e.file_path).length;
+    const present = episodes.filter((e) => e.file_path).length;
+    $("#series-state").textContent = `${present} on disk, ${missing} missing${followed ? ", followed" : ""}`;
+    $("#series-facts").textContent = [s.year, s.status, s.site, s.folder ? `folder “${s.folder}”` : ""].filter(Boolean).join(" · ");
+    $("#series-description").textContent = s.description || "";
+    const follow = $("#follow");
+    follow.textContent = followed ? "Following (click to unfollow)" : "Follow";
+    follow.setAttribute("aria-pressed", String(followed));
+    render();
+  }
+
+  const reload = debounce(() => load().catch((e) => flash(e.message)), 300);
+  load().catch((e) => flash(e.message));
+  initRescan(reload);
+  $("#series-cover").addEventListener("error", (ev) => { if (ev.target.src !== NO_COVER) ev.target.src = NO_COVER; }, { once: true });
+  $("#seasons").addEventListener("change", (ev) => {
+    const box = ev.target.closest("input[type=checkbox]");
+    if (!box) return;
+    if (box.checked) selected.add(box.dataset.code); else selected.delete(box.dataset.code);
+  });
+  $("#select-missing").addEventListener("click", () => {
+    for (const li of document.querySelectorAll('#seasons li[data-state="missing"], #seasons li[data-state="failed"]')) {
+      const box = li.querySelector("input");
+      if (box.disabled) continue;
+      box.checked = true;
+      selected.add(box.dataset.code);
+    }
+  });
+  $("#select-none").addEventListener("click", () => {
+    selected.clear();
+    for (const box of document.querySelectorAll("#seasons input:not([disabled])")) box.checked = false;
+  });
+  $("#follow").addEventListener("click", async () => {
+    try { await api("POST", `${path}/follow`, { follow: !followed }); } catch (e) { flash(e.message); }
+    await load();
+  });
+  $("#episodes-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const boxes = [...document.querySelectorAll("#seasons input:checked:not([disabled])")];
+    if (!boxes.length) return showError("#queue-error", "Tick the episodes to queue first (or Select missing).");
+    showError("#queue-error", "");
+    const bySeason = new Map();
+    for (const b of boxes) {
+      const n = Number(b.dataset.season);
+      if (!bySeason.has(n)) bySeason.set(n, []);
+      bySeason.get(n).push(b.dataset.number);
+    }
+    const lang = $("#language").value;
+    const button = $("#queue-selected");
+    button.disabled = true;
+    let queued = 0;
+    const skipped = [];
+    try {
+      for (const [season, numbers] of bySeason) {
+        const body = { seasons: [season], episodes: numbers.join(",") };
+        if (lang) body.languages = [lang];
+        const r = await api("POST", `${path}/queue`, body);
+        for (const j of r.jobs || []) {
+          if (j.job) queued += 1;
+          else skipped.push(`S${String(j.season).padStart(2, "0")}E${String(j.episode).padStart(2, "0")}: ${j.skipped}`);
+        }
+      }
+      selected.clear();
+      flash(`${queued} episode(s) queued` + (skipped.length ? `; skipped ${skipped.join("; ")}` : "") + ".", skipped.length ? "error" : "ok");
+    } catch (e) { showError("#queue-error", `Not queued: ${e.message}`); }
+    button.disabled = false;
+    await load();
+  });
+  live(["jobs", "progress", "anime"], (ev) => {
+    if (ev.type === "hello") return;
+    scanEvent(ev);
+    const d = ev.data || {};
+    if (ev.room === "progress") {
+      const li = $(`#seasons li[data-job="${CSS.escape(d.id || "")}"]`);
+      if (li && d.total) li.querySelector(".state").textContent = `running ${Math.min(100, (100 * d.done) / d.total).toFixed(1)} %`;
+      return;
+    }
+    if (ev.room === "jobs" && !(d.kind === "anime-episode" || (d.id && jobs[d.id]))) return;
+    if (ev.room === "anime" && ev.type === "queued" && d.series !== key) return;
+    if (ev.room === "anime" && ev.type === "scan-progress") return;
+    reload();
   });
 }
 
@@ -481,15 +699,49 @@ async function loadWork() {
     el("td", { text: when(j.updated_at) }))));
 }
 
+function safeLink(url, text) {
+  return typeof url === "string" && /^https?:\/\//.test(url) ? el("a", { href: url, rel: "noopener", text }) : null;
+}
+
+async function loadBatches() {
+  let listing;
+  try {
+    listing = await api("GET", "/api/v1/uploads?limit=10");
+  } catch (err) {
+    $("#batches-state").textContent = err.status === 404 ? "Uploads are not enabled on this node." : err.message;
+    return;
+  }
+  const batches = await Promise.all(listing.batches.map((b) => api("GET", `/api/v1/uploads/${encodeURIComponent(b.batch)}`).catch(() => null)));
+  $("#batches-state").textContent = batches.length ? "" : "No upload yet.";
+  $("#batches tbody").replaceChildren(...batches.filter(Boolean).map((b) => {
+    const links = [];
+    const g = b.gallery || {};
+    const gallery = safeLink(g.url, `gallery ${g.name || ""}`.trim());
+    if (gallery) links.push(gallery, " ");
+    const text = (b.output && b.output.links) || "";
+    if (text) {
+      links.push(el("details", {}, el("summary", { text: `links of ${b.counts.done} file(s)` }),
+        el("textarea", { readonly: true, rows: "4", "aria-label": `links of batch ${b.batch}` }, text)));
+    }
+    const c = b.counts;
+    return el("tr", { "data-id": b.batch },
+      el("td", {}, el("code", { text: b.batch })), el("td", { text: b.service }),
+      el("td", {}, el("span", { class: `state state-${b.state}`, text: b.state }),
+        ` ${c.done} done, ${c.failed} failed, ${c.active} active`),
+      el("td", {}, ...(links.length ? links : ["—"])), el("td", { text: when(b.created_at) }));
+  }));
+}
+
 async function initWork() {
-  const reload = debounce(() => loadWork().catch((e) => flash(e.message)), 300);
+  const reload = debounce(() => { loadWork().catch((e) => flash(e.message)); loadBatches(); }, 300);
   loadWork().catch((e) => flash(e.message));
+  loadBatches();
   const kind = $("#add-kind");
   kind.addEventListener("change", () => { $("#service-row").hidden = kind.value !== "upload"; });
   try {
     const r = await api("GET", "/api/v1/recipes");
-    const names = Array.isArray(r.recipes) ? r.recipes.map((x) => (typeof x === "string" ? x : x.name)) : Object.keys(r.recipes || {});
-    $("#add-service").replaceChildren(...names.map((n) => el("option", { value: n, text: n })));
+    const hosts = (r.recipes || []).filter((x) => x.kind === "upload");
+    $("#add-service").replaceChildren(...hosts.map((x) => el("option", { value: x.id, text: x.name === x.id ? x.id : `${x.name} (${x.id})` })));
   } catch (_e) { $("#add-service").replaceChildren(el("option", { value: "", text: "uploads are not enabled" })); }
   $("#add-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -512,10 +764,9 @@ async function initWork() {
 
 /* -- settings ------------------------------------------------------------------------- */
 
-function needsRestart(key) {
-  const parts = key.split(".");
-  return ["admin", "daemon"].includes(parts[0]) || parts[parts.length - 1] === "enabled";
-}
+/* Keys a reload cannot apply (hathd.reload decides; GET /api/v1/config/restart lists them)
+   and the changed ones waiting for a restart now. */
+let restartInfo = { keys: [], pending: [] };
 
 function fieldId(key) { return `f-${key.replaceAll(".", "-")}`; }
 
@@ -540,7 +791,8 @@ function configFields(obj, prefix, root) {
     input.dataset.type = type;
     input.setAttribute("aria-describedby", `${id}-err`);
     const label = el("label", { for: id }, k);
-    if (needsRestart(key)) label.append(" ", el("span", { class: "badge", text: "restart" }));
+    if (restartInfo.pending.includes(key)) label.append(" ", el("span", { class: "badge pending", text: "restart pending" }));
+    else if (restartInfo.keys.includes(key)) label.append(" ", el("span", { class: "badge", text: "needs restart" }));
     root.append(el("div", { class: "field" }, label, input,
       el("span", { class: "error field-error", id: `${id}-err`, hidden: true })));
   }
@@ -591,7 +843,8 @@ function showProblems(problems) {
 }
 
 async function loadConfig() {
-  const data = await api("GET", "/api/v1/config");
+  const [data, restart] = await Promise.all([api("GET", "/api/v1/config"), api("GET", "/api/v1/config/restart")]);
+  restartInfo = restart;
   const cfg = data.config || data;
   const root = $("#config-fields");
   root.replaceChildren();
@@ -664,7 +917,7 @@ function initSettings() {
 
 const PAGES = {
   setup: initSetup, login: initLogin, overview: initOverview, queue: initQueue,
-  library: initLibrary, work: initWork, settings: initSettings,
+  library: initLibrary, series: initSeries, work: initWork, settings: initSettings,
 };
 
 document.addEventListener("DOMContentLoaded", () => {
