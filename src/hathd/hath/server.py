@@ -42,12 +42,13 @@ import attrs
 import httpx
 import trio
 
+from hathd.hath import hitread, wire
 from hathd.hath import protocol as p
-from hathd.hath import wire
 from hathd.hath.cache import Cache
 from hathd.hath.limits import FloodControl, OverloadNotice, UploadThrottle, is_local
 from hathd.hath.proxy import FlightFailed, SrfetchProxy
 from hathd.hath.pruning import needs_touch
+from hathd.hath.tlssock import TLSSocketStream
 from hathd.metrics import observe_hath_request
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,7 @@ class ImageServer:
         self._sent = 0
         self._statuses: Counter[int] = Counter()
         self._random_block = os.urandom(64 * 1024)
+        self._buffers = hitread.BufferPool()
         self._nursery: trio.Nursery | None = None
 
     def statistics(self) -> ServerStatistics:
@@ -184,27 +186,25 @@ class ImageServer:
         async with listener:
             while True:
                 try:
-                    tcp = await listener.accept()
+                    accepted, addr = await listener.socket.accept()
                 except OSError as exc:  # EMFILE and friends: back off, keep the listener
                     log.warning("accept failed: %s", exc)
                     await trio.sleep(0.1)
                     continue
-                try:
-                    ip = str(tcp.socket.getpeername()[0])
-                except OSError:
-                    await trio.aclose_forcefully(tcp)
-                    continue
+                # the connection leaves Trio's socket wrapper: TLSSocketStream drives the fd
+                sock = socket.socket(fileno=accepted.detach())
+                ip = str(addr[0])
                 if ip.startswith("::ffff:"):
                     ip = ip[7:]
                 verdict = self.admit(ip, trio.current_time())
                 if verdict is None:
                     self._refused += 1
-                    _reset(tcp)
-                    await trio.aclose_forcefully(tcp)
+                    _reset(sock)
+                    sock.close()
                     continue
                 self._accepted += 1
                 self.open += 1
-                nursery.start_soon(self._connection, tcp, ip, verdict)
+                nursery.start_soon(self._connection, sock, ip, verdict)
 
     def admit(self, ip: str, now: float) -> bool | None:
         """Admission decision for a new connection from ``ip`` at ``now`` (seconds):
@@ -227,8 +227,15 @@ class ImageServer:
 
     # -- one connection ----------------------------------------------------------------------
 
-    async def _connection(self, tcp: trio.SocketStream, ip: str, metered: bool) -> None:
-        stream = trio.SSLStream(tcp, self.tls_context(), server_side=True, https_compatible=True)
+    async def _connection(self, sock: socket.socket, ip: str, metered: bool) -> None:
+        clean = False
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            stream = TLSSocketStream(sock, self.tls_context())
+        except (OSError, ssl.SSLError):
+            self.open -= 1
+            sock.close()
+            return
         try:
             head: wire.RequestHead | None = None
             error: wire.HttpError | None = None
@@ -240,6 +247,7 @@ class ImageServer:
                     error = exc
             if error is not None:
                 await self._send_error(stream, error.status, error.extra, metered)
+                clean = True
             elif head is not None:
                 # the reaper: 180 s per connection, 1800 s for servercmd (J162 doTimeoutCheck)
                 limit = SERVERCMD_LIFETIME if head.path.startswith("/servercmd/") else LIFETIME
@@ -252,16 +260,17 @@ class ImageServer:
                     route = head.parts[1] if len(head.parts) > 1 else ""
                     observe_hath_request(route, trio.current_time() - began, counted[0])
                     _SENT.reset(token)
+                clean = True
         except (trio.BrokenResourceError, trio.ClosedResourceError, FlightFailed):
             pass
         except Exception:
             log.exception("connection from %s failed", ip)
         finally:
             self.open -= 1
-            await trio.aclose_forcefully(stream)
+            stream.close(notify=clean)
 
     async def _send(
-        self, stream: trio.SSLStream[trio.SocketStream], data: bytes, metered: bool
+        self, stream: TLSSocketStream, data: bytes | bytearray | memoryview, metered: bool
     ) -> None:
         view = memoryview(data)
         step = 64 * 1024 if metered and self.throttle.rate > 0 else len(data) or 1
@@ -278,7 +287,7 @@ class ImageServer:
 
     async def _send_error(
         self,
-        stream: trio.SSLStream[trio.SocketStream],
+        stream: TLSSocketStream,
         status: int,
         extra: tuple[tuple[str, str], ...] = (),
         metered: bool = False,
@@ -291,7 +300,7 @@ class ImageServer:
 
     async def _dispatch(
         self,
-        stream: trio.SSLStream[trio.SocketStream],
+        stream: TLSSocketStream,
         head: wire.RequestHead,
         ip: str,
         metered: bool,
@@ -324,7 +333,7 @@ class ImageServer:
 
     async def _text(
         self,
-        stream: trio.SSLStream[trio.SocketStream],
+        stream: TLSSocketStream,
         head: wire.RequestHead,
         status: int,
         body: bytes,
@@ -337,9 +346,7 @@ class ImageServer:
 
     # -- /h/ --------------------------------------------------------------------------------
 
-    async def _h(
-        self, stream: trio.SSLStream[trio.SocketStream], head: wire.RequestHead, metered: bool
-    ) -> None:
+    async def _h(self, stream: TLSSocketStream, head: wire.RequestHead, metered: bool) -> None:
         parts = head.parts
         if len(parts) < 4:
             await self._send_error(stream, 400, metered=metered, head_only=head.head_only)
@@ -375,38 +382,88 @@ class ImageServer:
 
     async def _fast_hit(
         self,
-        stream: trio.SSLStream[trio.SocketStream],
+        stream: TLSSocketStream,
         fid: p.FileId,
         extra: tuple[tuple[str, str], ...],
         metered: bool,
     ) -> bool:
-        """A plain GET of a file up to 2 MiB: stat, read (and verify) in one worker-thread trip.
+        """A plain GET of a file up to 2 MiB. Unverified: read on the Trio thread from the page
+        cache, the rest (a cold file) in one worker-thread trip (:mod:`hathd.hath.hitread`).
+        Verified (first serve in a while): stat, read and SHA-1 in one worker-thread trip.
         ``False`` if it is not cached or turned out corrupt (deleted)."""
         now = time.time()
         _newly, verify = self.cache.mark_accessed(fid, now)
         verify = verify and self.policy.verify_on_serve
         path = self.cache.path_of(fid)
-        loaded = await trio.to_thread.run_sync(_load_whole, path, fid.size, verify and fid.hash)
-        if loaded is None:
-            return False
-        mtime, body, intact = loaded
-        if not intact:
-            log.warning("cached %s is corrupt; deleting it", fid)
-            await self.cache.delete([str(fid)], reason="corrupt")
-            return False
-        self._hits += 1
-        self._statuses[200] += 1
         data = wire.response_head(
             200, content_type=fid.mime_type, length=fid.size, now=now, extra=extra, immutable=True
         )
-        await self._send(stream, data + body, metered)
+        if verify:
+            loaded = await trio.to_thread.run_sync(_load_whole, path, fid.size, fid.hash)
+            if loaded is None:
+                return False
+            mtime, body, intact = loaded
+            if not intact:
+                log.warning("cached %s is corrupt; deleting it", fid)
+                await self.cache.delete([str(fid)], reason="corrupt")
+                return False
+            self._hits += 1
+            self._statuses[200] += 1
+            await self._send(stream, data + body, metered)
+        else:
+            opened = hitread.open_hit(path, fid.size)
+            if opened is None:
+                return False
+            fd, mtime = opened
+            try:
+                self._hits += 1
+                self._statuses[200] += 1
+                await self._send_pieces(stream, data, fd, fid.size, metered)
+            finally:
+                os.close(fd)
         if needs_touch(mtime, now) and self._nursery is not None:
             self._nursery.start_soon(self.cache.touch_if_old, fid, mtime)
         return True
 
+    async def _send_pieces(
+        self, stream: TLSSocketStream, head: bytes, fd: int, size: int, metered: bool
+    ) -> None:
+        """Send ``head`` then ``size`` bytes of ``fd`` in :data:`hitread.PIECE` pieces through
+        a pooled buffer; page-cache reads inline, the rest in a worker thread.
+
+        :raises trio.BrokenResourceError: the file ended early or cannot be read (the head
+            is out already, so the connection is cut).
+        """
+        buf = self._buffers.take()
+        try:
+            view = memoryview(buf)
+            pos = 0
+            start = len(head)
+            if start >= len(buf):  # a huge head: send it alone
+                await self._send(stream, head, metered)
+                start = 0
+            else:
+                buf[:start] = head
+            while True:
+                n = min(len(buf) - start, size - pos)
+                target = view[start : start + n]
+                done = hitread.read_cached(fd, target, pos)
+                if done < n and not await trio.to_thread.run_sync(
+                    hitread.read_rest, fd, target, done, pos
+                ):
+                    raise trio.BrokenResourceError("cached file shrank or failed while serving")
+                await self._send(stream, view[: start + n], metered)
+                pos += n
+                start = 0
+                if pos >= size:
+                    break
+            del view, target
+        finally:
+            self._buffers.give(buf)
+
     async def _hit(
         self,
-        stream: trio.SSLStream[trio.SocketStream],
+        stream: TLSSocketStream,
         head: wire.RequestHead,
         fid: p.FileId,
         st: os.stat_result,
@@ -482,7 +539,7 @@ class ImageServer:
 
     async def _stream_file(
         self,
-        stream: trio.SSLStream[trio.SocketStream],
+        stream: TLSSocketStream,
         path: os.PathLike[str],
         offset: int,
         length: int,
@@ -509,7 +566,7 @@ class ImageServer:
 
     async def _miss(
         self,
-        stream: trio.SSLStream[trio.SocketStream],
+        stream: TLSSocketStream,
         head: wire.RequestHead,
         fid: p.FileId,
         fileindex: str,
@@ -555,7 +612,7 @@ class ImageServer:
 
     async def _servercmd(
         self,
-        stream: trio.SSLStream[trio.SocketStream],
+        stream: TLSSocketStream,
         head: wire.RequestHead,
         ip: str,
         metered: bool,
@@ -636,7 +693,7 @@ class ImageServer:
     # -- /t/ --------------------------------------------------------------------------------
 
     async def _speedtest(
-        self, stream: trio.SSLStream[trio.SocketStream], head: wire.RequestHead, metered: bool
+        self, stream: TLSSocketStream, head: wire.RequestHead, metered: bool
     ) -> None:
         parts = head.parts
         if len(parts) < 5 or not parts[2].isdigit() or not parts[3].isdigit():
@@ -650,7 +707,7 @@ class ImageServer:
 
     async def _random_body(
         self,
-        stream: trio.SSLStream[trio.SocketStream],
+        stream: TLSSocketStream,
         head: wire.RequestHead,
         size: int,
         metered: bool,
@@ -672,7 +729,7 @@ class ImageServer:
             left -= len(piece)
 
 
-async def _read_head(stream: trio.SSLStream[trio.SocketStream]) -> wire.RequestHead | None:
+async def _read_head(stream: TLSSocketStream) -> wire.RequestHead | None:
     """Read up to the blank line; ``None`` if the peer closed first.
 
     :raises wire.HttpError: over the size limits or malformed.
@@ -729,9 +786,9 @@ def _read_range(path: os.PathLike[str], offset: int, length: int) -> bytes:
         return f.read(length)
 
 
-def _reset(tcp: trio.SocketStream) -> None:
+def _reset(sock: socket.socket) -> None:
     """Make the close send RST (linger 0), as RS does for refused sources."""
     try:
-        tcp.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     except OSError:
         pass
