@@ -36,7 +36,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import httpx
@@ -44,7 +44,6 @@ import trio
 
 from hathd.hath import hitread, wire
 from hathd.hath import protocol as p
-from hathd.hath.cache import Cache
 from hathd.hath.limits import FloodControl, OverloadNotice, UploadThrottle, is_local
 from hathd.hath.proxy import FlightFailed, SrfetchProxy
 from hathd.hath.pruning import needs_touch
@@ -65,6 +64,35 @@ ROBOTS = b"User-agent: *\nDisallow: /"
 _SENT: ContextVar[list[int] | None] = ContextVar("hath_request_sent", default=None)
 """Bytes sent for the request the current connection task serves (for the metrics)."""
 _SAFE_NAME = re.compile(r"^[\w.\- ()\[\]]{1,255}$")
+
+
+class Stream(Protocol):
+    """What a response is written to: a client's :class:`TLSSocketStream`, or the unix-socket
+    stream of a request forwarded by a serving process (:mod:`hathd.hath.workers`)."""
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray: ...
+
+
+class HitCache(Protocol):
+    """The part of :class:`~hathd.hath.cache.Cache` the image server uses (a serving process
+    has a stand-in that asks the owner of the index to delete or touch files)."""
+
+    def path_of(self, fid: p.FileId) -> Any: ...
+
+    def stat_hit(self, fid: p.FileId) -> os.stat_result | None: ...
+
+    def mark_accessed(self, fid: p.FileId, now: float) -> tuple[bool, bool]: ...
+
+    async def delete(self, fileids: list[str], *, reason: str = "delete") -> int: ...
+
+    async def touch_if_old(self, fid: p.FileId, mtime: float) -> None: ...
+
+
+Forward = Callable[[TLSSocketStream, bytes, str, bool], Awaitable[None]]
+"""``forward(stream, raw_head, ip, metered)``: hand a request to the process that owns the
+cache index and relay its response (serving processes only)."""
 
 
 @attrs.define
@@ -107,6 +135,25 @@ class ServerStatistics:
     statuses: dict[int, int]
     overload_notices: int
     flood_blocked: int
+    forwarded: int = 0
+    """Requests a serving process handed to the owner of the index (:mod:`hathd.hath.workers`)."""
+
+    def plus(self, other: ServerStatistics) -> ServerStatistics:
+        """The sum of two processes' counters."""
+        statuses = Counter(self.statuses)
+        statuses.update(other.statuses)
+        return ServerStatistics(
+            open_connections=self.open_connections + other.open_connections,
+            accepted=self.accepted + other.accepted,
+            refused=self.refused + other.refused,
+            hits=self.hits + other.hits,
+            misses=self.misses + other.misses,
+            bytes_sent=self.bytes_sent + other.bytes_sent,
+            statuses=dict(statuses),
+            overload_notices=self.overload_notices + other.overload_notices,
+            flood_blocked=self.flood_blocked + other.flood_blocked,
+            forwarded=self.forwarded + other.forwarded,
+        )
 
 
 class ImageServer:
@@ -118,17 +165,26 @@ class ImageServer:
         *,
         creds: p.Credentials,
         clock: p.ServerClock,
-        cache: Cache,
-        proxy: SrfetchProxy,
+        cache: HitCache,
+        proxy: SrfetchProxy | None,
         tls_context: Callable[[], ssl.SSLContext],
         policy: ServerPolicy | None = None,
         hooks: ServerHooks | None = None,
         throttle: UploadThrottle | None = None,
+        forward: Forward | None = None,
     ) -> None:
         self.creds = creds
         self.clock = clock
         self.cache = cache
         self.proxy = proxy
+        self.forward = forward
+        """Set in a serving process: misses and every route but ``/h/`` hits go to the owner."""
+        self.peer_statistics: Callable[[], list[ServerStatistics]] = list
+        """The latest counters of the serving processes (set by the owner; summed in
+        :meth:`statistics`)."""
+        self.observe: Callable[[str, float, int], None] = observe_hath_request
+        """Where per-request metrics go (a serving process batches them to the owner)."""
+        self._forwarded = 0
         self.tls_context = tls_context
         self.policy = policy or ServerPolicy()
         self.hooks = hooks or ServerHooks()
@@ -148,7 +204,14 @@ class ImageServer:
         self._nursery: trio.Nursery | None = None
 
     def statistics(self) -> ServerStatistics:
-        """Current counters."""
+        """Current counters, summed over this process and the serving processes."""
+        total = self.own_statistics()
+        for peer in self.peer_statistics():
+            total = total.plus(peer)
+        return total
+
+    def own_statistics(self) -> ServerStatistics:
+        """Current counters of this process alone."""
         return ServerStatistics(
             open_connections=self.open,
             accepted=self._accepted,
@@ -159,6 +222,7 @@ class ImageServer:
             statuses=dict(self._statuses),
             overload_notices=self.overload.sent,
             flood_blocked=self.flood.blocked_total,
+            forwarded=self._forwarded,
         )
 
     def server_time(self) -> int:
@@ -167,14 +231,20 @@ class ImageServer:
     # -- accept & admission ------------------------------------------------------------------
 
     async def serve(
-        self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+        self,
+        host: str,
+        port: int,
+        *,
+        reuse_port: bool = False,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Listen on ``host:port`` (0 = any free port) and serve until cancelled; reports the
-        bound port through ``task_status``.
+        bound port through ``task_status``. ``reuse_port`` sets ``SO_REUSEPORT``, so serving
+        processes can bind the same port and the kernel spreads connections over them.
 
         :raises OSError: the port cannot be bound.
         """
-        listeners = await trio.open_tcp_listeners(port, host=host, backlog=512)
+        listeners = await _listen(host, port, reuse_port)
         self.port = listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -239,27 +309,21 @@ class ImageServer:
         try:
             head: wire.RequestHead | None = None
             error: wire.HttpError | None = None
+            raw = b""
             with trio.move_on_after(self.policy.request_timeout):
                 await stream.do_handshake()
                 try:
-                    head = await _read_head(stream)
+                    got = await read_head(stream)
                 except wire.HttpError as exc:
                     error = exc
+                else:
+                    if got is not None:
+                        head, raw = got
             if error is not None:
                 await self._send_error(stream, error.status, error.extra, metered)
                 clean = True
             elif head is not None:
-                # the reaper: 180 s per connection, 1800 s for servercmd (J162 doTimeoutCheck)
-                limit = SERVERCMD_LIFETIME if head.path.startswith("/servercmd/") else LIFETIME
-                began, counted = trio.current_time(), [0]
-                token = _SENT.set(counted)
-                try:
-                    with trio.move_on_after(limit):
-                        await self._dispatch(stream, head, ip, metered)
-                finally:
-                    route = head.parts[1] if len(head.parts) > 1 else ""
-                    observe_hath_request(route, trio.current_time() - began, counted[0])
-                    _SENT.reset(token)
+                await self.serve_request(stream, head, ip, metered, raw=raw, tls=stream)
                 clean = True
         except (trio.BrokenResourceError, trio.ClosedResourceError, FlightFailed):
             pass
@@ -269,8 +333,48 @@ class ImageServer:
             self.open -= 1
             stream.close(notify=clean)
 
+    async def serve_request(
+        self,
+        stream: Stream,
+        head: wire.RequestHead,
+        ip: str,
+        metered: bool,
+        *,
+        raw: bytes = b"",
+        tls: TLSSocketStream | None = None,
+    ) -> None:
+        """Answer one parsed request within the connection lifetime (180 s; 1800 s for
+        ``/servercmd/``, J162 ``doTimeoutCheck``) and record its metrics. ``raw`` and ``tls``
+        (the head's bytes and the client connection) let a serving process forward it.
+        The owner calls this for requests that serving processes forward."""
+        limit = SERVERCMD_LIFETIME if head.path.startswith("/servercmd/") else LIFETIME
+        began, counted = trio.current_time(), [0]
+        token = _SENT.set(counted)
+        try:
+            with trio.move_on_after(limit):
+                if self.forward is not None and tls is not None:
+                    if not await self._serve_local(tls, head, metered):
+                        self._forwarded += 1
+                        await self.forward(tls, raw, ip, metered)
+                else:
+                    await self._dispatch(stream, head, ip, metered)
+        finally:
+            route = head.parts[1] if len(head.parts) > 1 else ""
+            self.observe(route, trio.current_time() - began, counted[0])
+            _SENT.reset(token)
+
+    async def _serve_local(
+        self, stream: TLSSocketStream, head: wire.RequestHead, metered: bool
+    ) -> bool:
+        """In a serving process: answer ``/h/`` hits (and every refusal before the cache is
+        looked at) here; ``False`` for what only the owner of the index can answer."""
+        parts = head.parts
+        if len(parts) < 2 or parts[1] != "h":
+            return False
+        return await self._h(stream, head, metered, local_only=True)
+
     async def _send(
-        self, stream: TLSSocketStream, data: bytes | bytearray | memoryview, metered: bool
+        self, stream: Stream, data: bytes | bytearray | memoryview, metered: bool
     ) -> None:
         view = memoryview(data)
         step = 64 * 1024 if metered and self.throttle.rate > 0 else len(data) or 1
@@ -287,7 +391,7 @@ class ImageServer:
 
     async def _send_error(
         self,
-        stream: TLSSocketStream,
+        stream: Stream,
         status: int,
         extra: tuple[tuple[str, str], ...] = (),
         metered: bool = False,
@@ -300,7 +404,7 @@ class ImageServer:
 
     async def _dispatch(
         self,
-        stream: TLSSocketStream,
+        stream: Stream,
         head: wire.RequestHead,
         ip: str,
         metered: bool,
@@ -333,7 +437,7 @@ class ImageServer:
 
     async def _text(
         self,
-        stream: TLSSocketStream,
+        stream: Stream,
         head: wire.RequestHead,
         status: int,
         body: bytes,
@@ -346,23 +450,27 @@ class ImageServer:
 
     # -- /h/ --------------------------------------------------------------------------------
 
-    async def _h(self, stream: TLSSocketStream, head: wire.RequestHead, metered: bool) -> None:
+    async def _h(
+        self, stream: Stream, head: wire.RequestHead, metered: bool, *, local_only: bool = False
+    ) -> bool:
+        """``/h/``: keystamp and fileid checks, then a hit, else a miss through the proxy.
+        With ``local_only`` (a serving process) a miss is not served: returns ``False``."""
         parts = head.parts
         if len(parts) < 4:
             await self._send_error(stream, 400, metered=metered, head_only=head.head_only)
-            return
+            return True
         fid_s, add = parts[2], p.parse_additional(parts[3])
         if not p.check_keystamp(
             add.get("keystamp"), fid_s, self.creds.client_key, self.server_time()
         ):
             await self._send_error(stream, 403, metered=metered, head_only=head.head_only)
-            return
+            return True
         fid = p.FileId.try_parse(fid_s)
         fileindex = add.get("fileindex", "")
         xres = add.get("xres", "")
         if fid is None or not fileindex.isdigit() or not (xres == "org" or xres.isdigit()):
             await self._send_error(stream, 404, metered=metered, head_only=head.head_only)
-            return
+            return True
         filename = parts[4] if len(parts) > 4 else ""
         extra: list[tuple[str, str]] = [
             ("ETag", wire.etag_for(fid.hash)),
@@ -373,16 +481,19 @@ class ImageServer:
         plain = not head.head_only and not ({"range", "if-none-match"} & head.headers.keys())
         if plain and fid.size <= WHOLE_READ_LIMIT:
             if await self._fast_hit(stream, fid, tuple(extra), metered):
-                return
+                return True
         else:
             st = await trio.to_thread.run_sync(self.cache.stat_hit, fid)
             if st is not None and await self._hit(stream, head, fid, st, tuple(extra), metered):
-                return
+                return True
+        if local_only:
+            return False
         await self._miss(stream, head, fid, fileindex, xres, tuple(extra), metered)
+        return True
 
     async def _fast_hit(
         self,
-        stream: TLSSocketStream,
+        stream: Stream,
         fid: p.FileId,
         extra: tuple[tuple[str, str], ...],
         metered: bool,
@@ -426,7 +537,7 @@ class ImageServer:
         return True
 
     async def _send_pieces(
-        self, stream: TLSSocketStream, head: bytes, fd: int, size: int, metered: bool
+        self, stream: Stream, head: bytes, fd: int, size: int, metered: bool
     ) -> None:
         """Send ``head`` then ``size`` bytes of ``fd`` in :data:`hitread.PIECE` pieces through
         a pooled buffer; page-cache reads inline, the rest in a worker thread.
@@ -463,7 +574,7 @@ class ImageServer:
 
     async def _hit(
         self,
-        stream: TLSSocketStream,
+        stream: Stream,
         head: wire.RequestHead,
         fid: p.FileId,
         st: os.stat_result,
@@ -539,7 +650,7 @@ class ImageServer:
 
     async def _stream_file(
         self,
-        stream: TLSSocketStream,
+        stream: Stream,
         path: os.PathLike[str],
         offset: int,
         length: int,
@@ -566,7 +677,7 @@ class ImageServer:
 
     async def _miss(
         self,
-        stream: TLSSocketStream,
+        stream: Stream,
         head: wire.RequestHead,
         fid: p.FileId,
         fileindex: str,
@@ -575,6 +686,9 @@ class ImageServer:
         metered: bool,
     ) -> None:
         self._misses += 1
+        if self.proxy is None:
+            await self._send_error(stream, 404, metered=metered, head_only=head.head_only)
+            return
         flight = self.proxy.join(fid, fileindex, xres)
         try:
             failed = await flight.wait_started()
@@ -612,7 +726,7 @@ class ImageServer:
 
     async def _servercmd(
         self,
-        stream: TLSSocketStream,
+        stream: Stream,
         head: wire.RequestHead,
         ip: str,
         metered: bool,
@@ -692,9 +806,7 @@ class ImageServer:
 
     # -- /t/ --------------------------------------------------------------------------------
 
-    async def _speedtest(
-        self, stream: TLSSocketStream, head: wire.RequestHead, metered: bool
-    ) -> None:
+    async def _speedtest(self, stream: Stream, head: wire.RequestHead, metered: bool) -> None:
         parts = head.parts
         if len(parts) < 5 or not parts[2].isdigit() or not parts[3].isdigit():
             await self._send_error(stream, 403, metered=metered, head_only=head.head_only)
@@ -707,7 +819,7 @@ class ImageServer:
 
     async def _random_body(
         self,
-        stream: TLSSocketStream,
+        stream: Stream,
         head: wire.RequestHead,
         size: int,
         metered: bool,
@@ -729,8 +841,9 @@ class ImageServer:
             left -= len(piece)
 
 
-async def _read_head(stream: TLSSocketStream) -> wire.RequestHead | None:
-    """Read up to the blank line; ``None`` if the peer closed first.
+async def read_head(stream: Stream) -> tuple[wire.RequestHead, bytes] | None:
+    """Read up to the blank line: the parsed head and its raw bytes; ``None`` if the peer
+    closed first.
 
     :raises wire.HttpError: over the size limits or malformed.
     """
@@ -738,7 +851,8 @@ async def _read_head(stream: TLSSocketStream) -> wire.RequestHead | None:
     while True:
         end = wire.find_head_end(buf)
         if end >= 0:
-            return wire.parse_head(bytes(buf[:end]))
+            raw = bytes(buf[:end])
+            return wire.parse_head(raw), raw
         if len(buf) > wire.MAX_HEAD_BYTES:
             raise wire.HttpError(400)
         try:
@@ -784,6 +898,32 @@ def _read_range(path: os.PathLike[str], offset: int, length: int) -> bytes:
     with open(path, "rb") as f:
         f.seek(offset)
         return f.read(length)
+
+
+async def _listen(host: str, port: int, reuse_port: bool) -> list[trio.SocketListener]:
+    """Bound, listening sockets for ``host:port`` (backlog 512), as ``trio.open_tcp_listeners``
+    makes them, plus ``SO_REUSEPORT`` when ``reuse_port``.
+
+    :raises OSError: nothing could be bound.
+    """
+    if not reuse_port:
+        return await trio.open_tcp_listeners(port, host=host, backlog=512)
+    infos = await trio.socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    listeners = []
+    for family, type_, proto, _name, addr in infos[:1]:
+        sock = trio.socket.socket(family, type_, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            await sock.bind(addr)
+            sock.listen(512)
+        except OSError:
+            sock.close()
+            raise
+        listeners.append(trio.SocketListener(sock))
+    return listeners
 
 
 def _reset(sock: socket.socket) -> None:

@@ -76,8 +76,8 @@ class TLSSocketStream:
         if not waited:
             await trio.lowlevel.cancel_shielded_checkpoint()
 
-    async def receive_some(self, max_bytes: int = 65536) -> bytes:
-        """Up to ``max_bytes`` of decrypted data; ``b""`` at end of file.
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """Up to ``max_bytes`` (default 65536) of decrypted data; ``b""`` at end of file.
 
         :raises trio.BrokenResourceError: reset or TLS error.
         """
@@ -86,7 +86,7 @@ class TLSSocketStream:
         waited = False
         while True:
             try:
-                data = self.tls.recv(max_bytes)
+                data = self.tls.recv(max_bytes or 65536)
                 break
             except ssl.SSLWantReadError:
                 waited = True
