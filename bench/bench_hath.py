@@ -77,21 +77,39 @@ def make_files(cache: Path, count: int, rng: random.Random, load: str) -> list[s
     return fids
 
 
-def tree_rss(pid: int) -> int:
-    """Resident size in bytes of ``pid`` and all its descendants (Linux ``/proc``)."""
-    total = 0
-    todo = [pid]
+def _pids(pid: int) -> list[int]:
+    """``pid`` and all its live descendants (Linux ``/proc``)."""
+    found, todo = [], [pid]
     while todo:
         current = todo.pop()
+        found.append(current)
         try:
-            status = Path(f"/proc/{current}/status").read_text()
-            m = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
-            total += int(m.group(1)) * 1024 if m else 0
             for task in Path(f"/proc/{current}/task").iterdir():
                 todo.extend(int(c) for c in (task / "children").read_text().split())
         except OSError:
             continue
-    return total
+    return found
+
+
+def _proc_kb(pid: int, name: str, field: str) -> int:
+    try:
+        text = Path(f"/proc/{pid}/{name}").read_text()
+    except OSError:
+        return 0
+    m = re.search(rf"^{field}:\s+(\d+) kB", text, re.M)
+    return int(m.group(1)) * 1024 if m else 0
+
+
+def tree_rss(pid: int) -> int:
+    """Resident size in bytes of ``pid`` and its descendants, summed (pages shared between
+    the processes count once per process)."""
+    return sum(_proc_kb(x, "status", "VmRSS") for x in _pids(pid))
+
+
+def tree_pss(pid: int) -> int:
+    """Proportional set size in bytes of ``pid`` and its descendants: shared pages are split
+    between the processes that map them, so the sum is the tree's real footprint."""
+    return sum(_proc_kb(x, "smaps_rollup", "Pss") for x in _pids(pid))
 
 
 NGINX_CONF = """
@@ -162,12 +180,15 @@ def _find(pattern: str, text: str) -> str:
 
 
 def run_wrk(url: str, lua: Path, duration: int, conns: int) -> dict[str, float]:
-    out = subprocess.run(
+    done = subprocess.run(
         ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "-s", str(lua), url],
         capture_output=True,
         text=True,
-        check=True,
-    ).stdout
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr}{done.stdout}")
+    out = done.stdout
     rps = float(_find(r"Requests/sec:\s+([\d.]+)", out))
     requests = float(_find(r"(\d+) requests in", out))
     mbs = _mb(_find(r"Transfer/sec:\s+(\S+)", out))
@@ -247,8 +268,10 @@ def tree_cpu(pid: int) -> float:
 
 
 async def _sample_rss(pid: int, peak: list[int]) -> None:
+    """Keep ``peak`` = [highest summed RSS, highest PSS] of the node's processes."""
     while True:
         peak[0] = max(peak[0], tree_rss(pid))
+        peak[1] = max(peak[1], tree_pss(pid))
         await trio.sleep(0.25)
 
 
@@ -278,8 +301,13 @@ async def bench_throughput(
         try:
             await trio.sleep(2)
             out["rss_idle"] = tree_rss(node.pid)
+            out["pss_idle"] = tree_pss(node.pid)
             out["rss_idle_load"] = load_avg()
-            print(f"node RSS idle {out['rss_idle'] / 2**20:.1f} MB ({load_avg()})", flush=True)
+            print(
+                f"node RSS idle {out['rss_idle'] / 2**20:.1f} MB, PSS "
+                f"{out['pss_idle'] / 2**20:.1f} MB ({load_avg()})",
+                flush=True,
+            )
             luas = {}
             for load in LOADS:
                 paths_file = work / f"paths-{load}.txt"
@@ -293,7 +321,7 @@ async def bench_throughput(
                     await _wait_ready(c, port, fake.keystamped_path(fid), fid)
             duration = 4 if quick else 10
             conns = 16 if quick else 32
-            peak = [0]
+            peak = [0, 0]
             for load in LOADS:
                 for rnd in range(rounds):
                     for name, port in (("hathd", node_port), ("nginx", nginx_port)):
@@ -317,9 +345,13 @@ async def bench_throughput(
                         }
                         rows.append(row)
                         print(row, flush=True)
-            out["rss_peak"] = peak[0]
+            out["rss_peak"], out["pss_peak"] = peak
             out["rss_peak_load"] = load_avg()
-            print(f"node RSS peak under load {peak[0] / 2**20:.1f} MB ({load_avg()})", flush=True)
+            print(
+                f"node RSS peak under load {peak[0] / 2**20:.1f} MB, PSS "
+                f"{peak[1] / 2**20:.1f} MB ({load_avg()})",
+                flush=True,
+            )
         finally:
             nginx.terminate()
             node.terminate()
@@ -460,14 +492,16 @@ def report(results: dict[str, Any], startup: dict[str, float], quick: bool) -> N
             f"{h['mbs'] / n['mbs']:.2f} | {h['p50'] / n['p50']:.2f} | {h['p99'] / n['p99']:.2f} "
             f"| {h['cpu_us'] / n['cpu_us']:.2f} | {target}; p99 ≤ 2.00 |"
         )
-    print("\n## memory of the node (RSS summed over its processes)\n")
+    print("\n## memory of the node (RSS and PSS summed over its processes)\n")
     print(
-        f"idle with {startup['files']:.0f} indexed files: "
-        f"{results['rss_idle'] / 2**20:.1f} MB ({results['rss_idle_load']}; target ≤ 60 MB)"
+        f"idle with {startup['files']:.0f} indexed files: RSS "
+        f"{results['rss_idle'] / 2**20:.1f} MB, PSS {results['pss_idle'] / 2**20:.1f} MB "
+        f"({results['rss_idle_load']}; target ≤ 60 MB)"
     )
     print(
-        f"peak under the {16 if quick else 32}-connection load: "
-        f"{results['rss_peak'] / 2**20:.1f} MB ({results['rss_peak_load']}; target ≤ 150 MB)"
+        f"peak under the {16 if quick else 32}-connection load: RSS "
+        f"{results['rss_peak'] / 2**20:.1f} MB, PSS {results['pss_peak'] / 2**20:.1f} MB "
+        f"({results['rss_peak_load']}; target ≤ 150 MB)"
     )
     print(f"\n## start-up with {startup['files']:.0f} indexed files\n")
     print(

@@ -350,17 +350,20 @@ class ImageServer:
         limit = SERVERCMD_LIFETIME if head.path.startswith("/servercmd/") else LIFETIME
         began, counted = trio.current_time(), [0]
         token = _SENT.set(counted)
+        forwarded = False
         try:
             with trio.move_on_after(limit):
                 if self.forward is not None and tls is not None:
                     if not await self._serve_local(tls, head, metered):
+                        forwarded = True
                         self._forwarded += 1
                         await self.forward(tls, raw, ip, metered)
                 else:
                     await self._dispatch(stream, head, ip, metered)
         finally:
-            route = head.parts[1] if len(head.parts) > 1 else ""
-            self.observe(route, trio.current_time() - began, counted[0])
+            if not forwarded:  # a forwarded request is recorded by the owner, which served it
+                route = head.parts[1] if len(head.parts) > 1 else ""
+                self.observe(route, trio.current_time() - began, counted[0])
             _SENT.reset(token)
 
     async def _serve_local(

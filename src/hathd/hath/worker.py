@@ -7,16 +7,19 @@ directory itself: TLS, admission, keystamp and path checks, the hit rule and SHA
 verification run here exactly as in the owner. Whatever needs the cache index or the control
 server — misses (``srfetch``), ``/servercmd/``, ``/t/`` and every other route — is forwarded
 over a unix socket to the owner, which answers it as if the client had connected to it, and
-the response is relayed. Deleting a corrupt file and touching an old one are asked of the
-owner (it owns the index).
+the response is relayed. A corrupt file is unlinked at once and its index row is left to the
+owner, as is touching an old file (the owner owns the index).
 
 Pipes (JSON, one object per line):
 
 - stdin, owner → worker: first the setup (``host``, ``port``, ``cache_root``, ``data_dir``,
   ``client_id``, ``client_key``, ``forward``: the owner's unix socket, ``share``: the number of
   processes the connection cap is split over), then state pushes ``{"seq", "policy",
-  "throttle", "clock", "cert"}``, each acknowledged with ``{"ack": seq}``. End of file (the
-  owner is gone) ends the process; so does the owner's death through ``PR_SET_PDEATHSIG``.
+  "throttle", "clock", "cert"}``, each acknowledged with ``{"ack": seq}``. End of file ends
+  the process: the owner closes the pipe to stop it, and the kernel closes it when the owner
+  dies in any way, SIGKILL included. (``PR_SET_PDEATHSIG`` is not used: it fires when the
+  *thread* that forked exits, and Trio starts processes from its worker threads, which end
+  after 10 s idle — measured: the serving process got SIGTERM seconds after start.)
 - stdout, worker → owner: ``{"ready": port}`` once listening, then every
   :data:`REPORT_INTERVAL` seconds ``{"stats", "observe", "delete", "touch"}``.
 
@@ -25,11 +28,9 @@ The client key travels over the pipe, never on the command line.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import os
-import signal
 import socket
 import sys
 import time
@@ -52,7 +53,6 @@ log = logging.getLogger("hathd.hath.worker")
 
 REPORT_INTERVAL = 0.5
 """Seconds between reports to the owner (counters, metrics, delete and touch requests)."""
-PR_SET_PDEATHSIG = 1
 POLICY_FIELDS = (
     "rpc_ips",
     "own_host",
@@ -65,19 +65,6 @@ POLICY_FIELDS = (
     "startup_only",
 )
 """The :class:`ServerPolicy` fields the owner pushes."""
-
-
-def die_with_parent() -> None:
-    """Ask Linux to send SIGTERM when the owner dies (``prctl(PR_SET_PDEATHSIG)``); exit at
-    once if it is already gone. Elsewhere the stdin end-of-file watch does the same job."""
-    parent = os.getppid()
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:
-        os._exit(0)
 
 
 class WorkerCache:
@@ -112,9 +99,23 @@ class WorkerCache:
         return newly, verify
 
     async def delete(self, fileids: list[str], *, reason: str = "delete") -> int:
+        """Unlink the files now (so that the owner, asked next, never serves them) and queue
+        the index update for the owner. Returns how many files were on disk."""
+        paths = [self.path_of(f) for f in map(p.FileId.try_parse, fileids) if f is not None]
+
+        def unlink() -> int:
+            gone = 0
+            for path in paths:
+                try:
+                    path.unlink()
+                    gone += 1
+                except OSError:
+                    pass  # already gone; the owner's delete settles the index either way
+            return gone
+
+        gone = await trio.to_thread.run_sync(unlink)
         self.deletes.append((list(fileids), reason))
-        await trio.lowlevel.checkpoint()
-        return 0
+        return gone
 
     async def touch_if_old(self, fid: p.FileId, mtime: float) -> None:
         if needs_touch(mtime, time.time()):
@@ -236,7 +237,6 @@ async def json_lines(stream: trio.abc.ReceiveStream) -> AsyncIterator[Any]:
 
 async def main() -> None:
     """Run one serving process on the pipes described in the module docstring."""
-    die_with_parent()
     stdin = trio.lowlevel.FdStream(os.dup(0))
     stdout = trio.lowlevel.FdStream(os.dup(1))
     lines = json_lines(stdin)
@@ -244,8 +244,11 @@ async def main() -> None:
     worker = Worker(setup)
     await worker.apply(setup)
 
+    lock = trio.Lock()  # reports and acknowledgements come from two tasks
+
     async def send(msg: dict[str, Any]) -> None:
-        await stdout.send_all(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
+        async with lock:
+            await stdout.send_all(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
 
     async def report_loop() -> None:
         while True:

@@ -18,7 +18,7 @@ others only read files. So:
   to every serving process (:meth:`ServingProcesses.sync`, and every second), and sums their
   counters into its own :meth:`ImageServer.statistics
   <hathd.hath.server.ImageServer.statistics>` and its ``/metrics``;
-- a serving process dies with the owner (``PR_SET_PDEATHSIG`` and the end of file on its
+- a serving process dies with the owner (the end of file on its
   stdin); one that dies is started again after a second.
 
 Pipe protocol: :mod:`hathd.hath.worker`.
@@ -71,6 +71,8 @@ class _Peer:
     pid: int = 0
     acked: int = 0
     started: bool = False
+    lock: trio.Lock = attrs.field(factory=trio.Lock)
+    """Held while writing to ``stdin`` (pushes come from more than one task)."""
     stats: ServerStatistics = attrs.field(factory=_zero)
 
 
@@ -152,7 +154,9 @@ class ServingProcesses:
     async def _push_all(self) -> None:
         line = json.dumps(self._state()).encode() + b"\n"
         for peer in self.peers:
-            if peer.stdin is not None:
+            async with peer.lock:
+                if peer.stdin is None:
+                    continue
                 try:
                     await peer.stdin.send_all(line)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -226,9 +230,10 @@ class ServingProcesses:
         )
         assert process.stdin is not None
         assert process.stdout is not None
-        peer.process, peer.stdin, peer.pid = process, process.stdin, process.pid
         try:
-            await process.stdin.send_all(json.dumps(setup).encode() + b"\n")
+            async with peer.lock:
+                await process.stdin.send_all(json.dumps(setup).encode() + b"\n")
+                peer.process, peer.stdin, peer.pid = process, process.stdin, process.pid
             lines = json_lines(process.stdout)
             with trio.fail_after(READY_TIMEOUT):
                 first = await anext(lines, None)
@@ -244,7 +249,8 @@ class ServingProcesses:
         finally:
             peer.process = peer.stdin = None
             with trio.CancelScope(shield=True):
-                await process.stdin.aclose()  # end of file: the process leaves by itself
+                async with peer.lock:
+                    await process.stdin.aclose()  # end of file: the process leaves by itself
                 with trio.move_on_after(2):
                     await process.wait()
                 if process.returncode is None:
@@ -262,12 +268,15 @@ class ServingProcesses:
             peer.stats = ServerStatistics(**stats)
         for route, seconds, sent in msg.get("observe", ()):
             observe_hath_request(str(route), float(seconds), int(sent))
-        for fileids, reason in msg.get("delete", ()):
-            await self.cache.delete([str(f) for f in fileids], reason=str(reason))
-        for fileid, mtime in msg.get("touch", ()):
-            fid = p.FileId.try_parse(str(fileid))
-            if fid is not None:
-                await self.cache.touch_if_old(fid, float(mtime))
+        try:
+            for fileids, reason in msg.get("delete", ()):
+                await self.cache.delete([str(f) for f in fileids], reason=str(reason))
+            for fileid, mtime in msg.get("touch", ()):
+                fid = p.FileId.try_parse(str(fileid))
+                if fid is not None:
+                    await self.cache.touch_if_old(fid, float(mtime))
+        except OSError as exc:  # a cache error must not take the serving processes down
+            log.warning("cache request of serving process %d failed: %s", peer.index, exc)
 
     async def _handle_forwarded(self, stream: trio.SocketStream) -> None:
         """Answer one request a serving process forwarded: ``<ip> <metered>\\n`` then the
