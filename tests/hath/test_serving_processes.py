@@ -139,6 +139,39 @@ async def test_a_killed_serving_process_is_replaced(tmp_path: Path) -> None:
                     await trio.sleep(0.1)
 
 
+async def test_a_corrupt_file_is_never_served_whichever_process_checks_it(
+    tmp_path: Path,
+) -> None:
+    """The first serve of a file SHA-1-checks it (one check per process every 2 s); a corrupt
+    file is deleted and fetched again, so its bytes never go out, in the node or in a serving
+    process (six files: the chance that the serving process checks none of them is 2^-6)."""
+    with trio.fail_after(120):
+        async with (
+            open_fake_control(CREDS) as fake,
+            run_node(tmp_path, fake, serving_processes=2) as node,
+        ):
+            assert node.cache is not None
+            assert node.processes is not None
+            async with client(fake) as c:
+                for i in range(6):
+                    data = os.urandom(20_000 + i)
+                    fid = fake.add_file(data)
+                    src = tmp_path / "src.bin"
+                    src.write_bytes(data)
+                    assert await node.cache.import_file(src, p.FileId.parse(fid))
+                    node.cache.path_of(p.FileId.parse(fid)).write_bytes(bytes(len(data)))
+                    node.cache.lru = type(node.cache.lru)()  # the import marked it as checked
+                    await trio.sleep(2.1)  # past both processes' verification cooldown
+                    for _ in range(3):
+                        r = await c.get(base_url(node) + fake.keystamped_path(fid))
+                        assert r.status_code == 200
+                        assert r.content == data
+            with trio.fail_after(10):
+                while node.cache.statistics().corrupt_deleted < 6:
+                    await trio.sleep(0.05)
+            assert node.cache.count == 6  # fetched again, intact
+
+
 NODE_SCRIPT = """
 import sys, trio
 from hathd.events import EventBus

@@ -36,19 +36,28 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
-import httpx
 import trio
 
 from hathd.hath import hitread, wire
 from hathd.hath import protocol as p
-from hathd.hath.limits import FloodControl, OverloadNotice, UploadThrottle, is_local
-from hathd.hath.proxy import FlightFailed, SrfetchProxy
+from hathd.hath.limits import (
+    FlightFailed,
+    FloodControl,
+    OverloadNotice,
+    UploadThrottle,
+    is_local,
+)
 from hathd.hath.pruning import needs_touch
 from hathd.hath.tlssock import TLSSocketStream
 from hathd.metrics import observe_hath_request
+
+if TYPE_CHECKING:
+    import httpx
+
+    from hathd.hath.proxy import SrfetchProxy
 
 log = logging.getLogger(__name__)
 
@@ -784,6 +793,8 @@ class ImageServer:
             tkey = args["testkey"]
         except (KeyError, ValueError):
             return "INVALID_COMMAND"
+        import httpx  # only here: serving processes never load the HTTP client
+
         results: list[int] = []
 
         async def one(client: httpx.AsyncClient) -> None:

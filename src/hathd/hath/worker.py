@@ -7,8 +7,9 @@ directory itself: TLS, admission, keystamp and path checks, the hit rule and SHA
 verification run here exactly as in the owner. Whatever needs the cache index or the control
 server — misses (``srfetch``), ``/servercmd/``, ``/t/`` and every other route — is forwarded
 over a unix socket to the owner, which answers it as if the client had connected to it, and
-the response is relayed. A corrupt file is unlinked at once and its index row is left to the
-owner, as is touching an old file (the owner owns the index).
+the response is relayed. A corrupt file is deleted by the owner, which owns the index, before
+the request is forwarded (``DELETE`` on the same socket, waited for); touching an old file is
+queued for the owner with the next report.
 
 Pipes (JSON, one object per line):
 
@@ -72,8 +73,9 @@ class WorkerCache:
     directory, keeps its own LRU marks (official ``markRecentlyAccessed``, §4.3), and queues
     deletes and touches for the owner."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, forward_path: str) -> None:
         self.root = root
+        self.forward_path = forward_path
         self.lru = LruTable()
         self._verify_cooldown_until = 0.0
         self.deletes: list[tuple[list[str], str]] = []
@@ -99,9 +101,19 @@ class WorkerCache:
         return newly, verify
 
     async def delete(self, fileids: list[str], *, reason: str = "delete") -> int:
-        """Unlink the files now (so that the owner, asked next, never serves them) and queue
-        the index update for the owner. Returns how many files were on disk."""
-        paths = [self.path_of(f) for f in map(p.FileId.try_parse, fileids) if f is not None]
+        """Have the owner delete the files (disk and index) and wait until it has, so that a
+        request forwarded next finds them gone. Returns how many the owner removed. If the
+        owner cannot be reached, the files are unlinked here and the index update is queued
+        for the next report.
+        """
+        names = [str(f) for f in map(p.FileId.try_parse, fileids) if f is not None]
+        if not names:
+            return 0
+        try:
+            return await owner_delete(self.forward_path, names, reason)
+        except (OSError, trio.BrokenResourceError, ValueError):
+            pass
+        paths = [self.root / p.FileId.parse(n).relpath for n in names]
 
         def unlink() -> int:
             gone = 0
@@ -110,17 +122,48 @@ class WorkerCache:
                     path.unlink()
                     gone += 1
                 except OSError:
-                    pass  # already gone; the owner's delete settles the index either way
+                    pass
             return gone
 
         gone = await trio.to_thread.run_sync(unlink)
-        self.deletes.append((list(fileids), reason))
+        self.deletes.append((names, reason))
         return gone
 
     async def touch_if_old(self, fid: p.FileId, mtime: float) -> None:
         if needs_touch(mtime, time.time()):
             self.touches.append((str(fid), mtime))
         await trio.lowlevel.checkpoint()
+
+
+async def _connect(path: str) -> trio.SocketStream:
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        await sock.connect(path)
+    except OSError as exc:
+        sock.close()
+        raise trio.BrokenResourceError(f"owner unreachable: {exc}") from exc
+    return trio.SocketStream(sock)
+
+
+async def owner_delete(path: str, fileids: list[str], reason: str) -> int:
+    """Ask the owner, over its unix socket, to delete ``fileids`` (a line
+    ``DELETE <reason> <fileid>…``; the reply is ``OK <removed>``) and wait for it.
+
+    :raises trio.BrokenResourceError: the owner cannot be reached.
+    :raises ValueError: the reply is not ``OK <n>``.
+    """
+    async with await _connect(path) as owner:
+        await owner.send_all(f"DELETE {reason} {' '.join(fileids)}\n".encode("ascii"))
+        reply = b""
+        while not reply.endswith(b"\n"):
+            data = await owner.receive_some(100)
+            if not data:
+                break
+            reply += data
+    word, _, count = reply.decode("ascii", "replace").strip().partition(" ")
+    if word != "OK":
+        raise ValueError(f"owner refused the delete: {reply!r}")
+    return int(count)
 
 
 async def forward(
@@ -131,13 +174,7 @@ async def forward(
 
     :raises trio.BrokenResourceError: the owner cannot be reached or the client is gone.
     """
-    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        await sock.connect(path)
-    except OSError as exc:
-        sock.close()
-        raise trio.BrokenResourceError(f"owner unreachable: {exc}") from exc
-    async with trio.SocketStream(sock) as owner:
+    async with await _connect(path) as owner:
         await owner.send_all(f"{ip} {int(metered)}\n".encode("ascii") + raw_head)
         while True:
             data = await owner.receive_some(256 * 1024)
@@ -154,7 +191,7 @@ class Worker:
         self.share = max(1, int(setup.get("share", 1)))
         self.data_dir = Path(setup["data_dir"])
         self.creds = p.Credentials(int(setup["client_id"]), str(setup["client_key"]))
-        self.cache = WorkerCache(Path(setup["cache_root"]))
+        self.cache = WorkerCache(Path(setup["cache_root"]), str(setup["forward"]))
         self.policy = ServerPolicy()
         self.throttle = UploadThrottle(0)
         self.clock = p.ServerClock()

@@ -280,12 +280,18 @@ class ServingProcesses:
 
     async def _handle_forwarded(self, stream: trio.SocketStream) -> None:
         """Answer one request a serving process forwarded: ``<ip> <metered>\\n`` then the
-        request head; the response goes back on the same socket."""
+        request head; the response goes back on the same socket. Or a ``DELETE <reason>
+        <fileid>…\\n`` line (a corrupt file it found): delete, reply ``OK <removed>\\n``."""
         async with stream:
             try:
                 with trio.fail_after(self.policy.request_timeout):
                     got = await _read_forwarded(stream)
                 if got is None:
+                    return
+                if isinstance(got, list):
+                    reason, *fileids = got
+                    removed = await self.cache.delete(fileids, reason=reason)
+                    await stream.send_all(f"OK {removed}\n".encode("ascii"))
                     return
                 ip, metered, head = got
                 await self.server.serve_request(stream, head, ip, metered)
@@ -297,10 +303,16 @@ class ServingProcesses:
                 log.exception("forwarded request failed")
 
 
-async def _read_forwarded(stream: trio.SocketStream) -> tuple[str, bool, wire.RequestHead] | None:
+async def _read_forwarded(
+    stream: trio.SocketStream,
+) -> tuple[str, bool, wire.RequestHead] | list[str] | None:
+    """A forwarded request ``(ip, metered, head)``, a delete ``[reason, fileid, …]``, or
+    ``None`` if the socket closed first."""
     buf = bytearray()
     while True:
         nl = buf.find(b"\n")
+        if nl >= 0 and buf.startswith(b"DELETE "):
+            return bytes(buf[7:nl]).decode("ascii").split()
         if nl >= 0:
             end = wire.find_head_end(buf[nl + 1 :])
             if end >= 0:
