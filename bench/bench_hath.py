@@ -1,14 +1,21 @@
 """Benchmarks of the H@H image node; results go to docs/perf-hath.md.
 
 1. ``/h/`` throughput, H@H-shaped: a new TLS connection per request (``Connection: close``),
-   keystamped URLs, files from 50 KB to 2 MB (log-uniform), against the hathd node (own
-   process) and nginx (one worker) serving the same cache directory with the same certificate,
-   same run: req/s, MB/s, p50/p99 and hathd/nginx ratios (load: ``wrk``).
+   keystamped URLs, two loads — 60 KB files and a 50 KB–2 MB mix (log-uniform) — against the
+   hathd node (own process, :file:`bench/hath_node.py`) and nginx (one worker) serving the same
+   cache directory with the same certificate, same run: req/s, MB/s, p50/p99, non-2xx and
+   socket errors per round; medians over the rounds (3; 1 with ``--quick``) and the
+   hathd/nginx ratios of the medians (load: ``wrk -t1 -c32``).
 2. Start-up with N indexed files (1 000 000; 100 000 with ``--quick``): ``Cache.open`` time
    against a reference that reads every index row (what a full in-memory index would cost).
+   The throughput node then starts on that same index, so its resident size (RSS, summed over
+   the node's processes) is reported idle with N indexed files and at its peak under load.
 3. Time to first byte of a proxied miss vs fetching the same upstream file directly.
 
-Run: ``.venv/bin/python bench/bench_hath.py [--quick]`` (needs ``nginx`` and ``wrk``).
+Every figure is printed with the load average (``os.getloadavg()``) at the time it was taken.
+
+Run: ``.venv/bin/python bench/bench_hath.py [--quick] [--serving-processes N]`` (needs
+``nginx`` and ``wrk``).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import trio
@@ -41,11 +49,25 @@ from hathd.store import open_store  # noqa: E402
 CREDS = p.Credentials(424242, "BenchKey0123456789ab")
 
 
-def make_files(cache: Path, count: int, rng: random.Random) -> list[str]:
-    """Write ``count`` random files (50 KB..2 MB, log-uniform) into ``cache``; return fileids."""
+LOADS = ("60k", "mix")
+"""The two loads: every file 60,000 bytes, and 50 KB–2 MB log-uniform (issue 16's table)."""
+
+
+def load_avg() -> str:
+    """The 1/5/15-minute load averages, printed with every figure."""
+    one, five, fifteen = os.getloadavg()
+    return f"load {one:.2f}/{five:.2f}/{fifteen:.2f}"
+
+
+def make_files(cache: Path, count: int, rng: random.Random, load: str) -> list[str]:
+    """Write ``count`` random files into ``cache`` (60,000 bytes each for ``60k``, 50 KB..2 MB
+    log-uniform for ``mix``); return their fileids."""
     fids = []
     for _ in range(count):
-        size = int(math.exp(rng.uniform(math.log(50_000), math.log(2_000_000))))
+        if load == "60k":
+            size = 60_000
+        else:
+            size = int(math.exp(rng.uniform(math.log(50_000), math.log(2_000_000))))
         data = rng.randbytes(size)
         fid = f"{hashlib.sha1(data).hexdigest()}-{size}-1280-1800-jpg"
         path = cache / fid[:2] / fid[2:4] / fid
@@ -53,6 +75,41 @@ def make_files(cache: Path, count: int, rng: random.Random) -> list[str]:
         path.write_bytes(data)
         fids.append(fid)
     return fids
+
+
+def _pids(pid: int) -> list[int]:
+    """``pid`` and all its live descendants (Linux ``/proc``)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return found
+
+
+def _proc_kb(pid: int, name: str, field: str) -> int:
+    try:
+        text = Path(f"/proc/{pid}/{name}").read_text()
+    except OSError:
+        return 0
+    m = re.search(rf"^{field}:\s+(\d+) kB", text, re.M)
+    return int(m.group(1)) * 1024 if m else 0
+
+
+def tree_rss(pid: int) -> int:
+    """Resident size in bytes of ``pid`` and its descendants, summed (pages shared between
+    the processes count once per process)."""
+    return sum(_proc_kb(x, "status", "VmRSS") for x in _pids(pid))
+
+
+def tree_pss(pid: int) -> int:
+    """Proportional set size in bytes of ``pid`` and its descendants: shared pages are split
+    between the processes that map them, so the sum is the tree's real footprint."""
+    return sum(_proc_kb(x, "smaps_rollup", "Pss") for x in _pids(pid))
 
 
 NGINX_CONF = """
@@ -123,110 +180,189 @@ def _find(pattern: str, text: str) -> str:
 
 
 def run_wrk(url: str, lua: Path, duration: int, conns: int) -> dict[str, float]:
-    out = subprocess.run(
+    done = subprocess.run(
         ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "-s", str(lua), url],
         capture_output=True,
         text=True,
-        check=True,
-    ).stdout
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr}{done.stdout}")
+    out = done.stdout
     rps = float(_find(r"Requests/sec:\s+([\d.]+)", out))
+    requests = float(_find(r"(\d+) requests in", out))
     mbs = _mb(_find(r"Transfer/sec:\s+(\S+)", out))
-    p50 = _ms(_find(r"50%\s+(\S+)", out))
-    p99 = _ms(_find(r"99%\s+(\S+)", out))
+    p50 = _ms(_find(r"(?m)^\s+50%\s+(\S+)", out))
+    p99 = _ms(_find(r"(?m)^\s+99%\s+(\S+)", out))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
+    sock_err = 0.0
     if socket_errors:
-        print("wrk socket errors:", socket_errors.group(1), flush=True)
+        sock_err = float(sum(int(n) for n in re.findall(r"\d+", socket_errors.group(1))))
     return {
         "rps": rps,
         "mbs": mbs,
         "p50": p50,
         "p99": p99,
         "non2xx": float(errors.group(1)) if errors else 0.0,
+        "sockerr": sock_err,
+        "requests": requests,
     }
 
 
-async def start_node(fake: FakeControlServer, state: Path) -> tuple[trio.Process, int]:
+async def start_node(
+    fake: FakeControlServer, state: Path, serving_processes: int | None = None
+) -> tuple[trio.Process, int]:
     """Start ``bench/hath_node.py`` against ``fake``; returns the process and its HTTPS port
     (read from the ``port N`` line it prints once listening)."""
-    node = await trio.lowlevel.open_process(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "hath_node.py"),
-            "--rpc",
-            fake.rpc_host,
-            "--state",
-            str(state),
-            "--cid",
-            str(CREDS.client_id),
-            "--key",
-            CREDS.client_key,
-        ],
-        stdout=subprocess.PIPE,
-    )
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "hath_node.py"),
+        "--rpc",
+        fake.rpc_host,
+        "--state",
+        str(state),
+        "--cid",
+        str(CREDS.client_id),
+        "--key",
+        CREDS.client_key,
+    ]
+    if serving_processes is not None:
+        cmd += ["--serving-processes", str(serving_processes)]
+    node = await trio.lowlevel.open_process(cmd, stdout=subprocess.PIPE)
     assert node.stdout is not None
     line = b""
-    with trio.fail_after(60):
+    with trio.fail_after(120):
         while not line.endswith(b"\n"):
             line += await node.stdout.receive_some(1)
     return node, int(line.split()[1])
 
 
-async def bench_throughput(work: Path, quick: bool) -> dict[str, dict[str, float]]:
+async def _wait_ready(c: httpx.AsyncClient, port: int, path: str, fid: str) -> None:
+    with trio.fail_after(30):
+        while True:
+            try:
+                r = await c.get(f"https://127.0.0.1:{port}{path}")
+                break
+            except httpx.ConnectError:
+                await trio.sleep(0.1)
+    assert r.status_code == 200, r.status_code
+    assert hashlib.sha1(r.content).hexdigest() == fid[:40]
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its live descendants."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return total
+
+
+async def _sample_rss(pid: int, peak: list[int]) -> None:
+    """Keep ``peak`` = [highest summed RSS, highest PSS] of the node's processes."""
+    while True:
+        peak[0] = max(peak[0], tree_rss(pid))
+        peak[1] = max(peak[1], tree_pss(pid))
+        await trio.sleep(0.25)
+
+
+async def bench_throughput(
+    work: Path, quick: bool, rounds: int, serving_processes: int | None
+) -> dict[str, Any]:
+    """Both loads, ``rounds`` rounds each of hathd then nginx; per-round rows, idle and peak
+    RSS of the node, and the TTFB figures (key ``_ttfb``)."""
     rng = random.Random(1)
     state = work / "node"
     cache = state / "cache"
-    fids = make_files(cache, 40 if quick else 200, rng)
-    results: dict[str, dict[str, float]] = {}
+    fids = {
+        "60k": make_files(cache, 40 if quick else 100, rng, "60k"),
+        "mix": make_files(cache, 40 if quick else 200, rng, "mix"),
+    }
+    rows: list[dict[str, object]] = []
+    out: dict[str, Any] = {"rows": rows}
     async with open_fake_control(CREDS) as fake:
         pem = work / "cert.pem"
         fake.leaf.private_key_and_cert_chain_pem.write_to_path(str(pem))
-        node, node_port = await start_node(fake, state)
+        node, node_port = await start_node(fake, state, serving_processes)
         nginx_port = free_port()
         conf = work / "nginx.conf"
         user = "user root;" if os.geteuid() == 0 else ""
         conf.write_text(NGINX_CONF.format(user=user, d=work, port=nginx_port, pem=pem, cache=cache))
         nginx = await trio.lowlevel.open_process(["nginx", "-c", str(conf), "-p", str(work)])
         try:
-            paths_file = work / "paths.txt"
-            # keystamps stay valid for 900 s: generate them right before the runs
-            paths_file.write_text("\n".join(fake.keystamped_path(f) for f in fids) + "\n")
-            lua = work / "paths.lua"
-            lua.write_text(WRK_LUA.format(paths=paths_file, seed=7))
+            await trio.sleep(2)
+            out["rss_idle"] = tree_rss(node.pid)
+            out["pss_idle"] = tree_pss(node.pid)
+            out["rss_idle_load"] = load_avg()
+            print(
+                f"node RSS idle {out['rss_idle'] / 2**20:.1f} MB, PSS "
+                f"{out['pss_idle'] / 2**20:.1f} MB ({load_avg()})",
+                flush=True,
+            )
+            luas = {}
+            for load in LOADS:
+                paths_file = work / f"paths-{load}.txt"
+                # keystamps stay valid for 900 s: generate them right before the runs
+                paths_file.write_text("\n".join(fake.keystamped_path(f) for f in fids[load]) + "\n")
+                luas[load] = work / f"paths-{load}.lua"
+                luas[load].write_text(WRK_LUA.format(paths=paths_file, seed=7))
             async with httpx.AsyncClient(verify=fake.ca_context()) as c:
                 for port in (node_port, nginx_port):
-                    with trio.fail_after(30):
-                        while True:
-                            try:
-                                r = await c.get(
-                                    f"https://127.0.0.1:{port}{fake.keystamped_path(fids[0])}"
-                                )
-                                break
-                            except httpx.ConnectError:
-                                await trio.sleep(0.1)
-                    assert r.status_code == 200
-                    assert hashlib.sha1(r.content).hexdigest() == fids[0][:40]
+                    fid = fids["mix"][0]
+                    await _wait_ready(c, port, fake.keystamped_path(fid), fid)
             duration = 4 if quick else 10
             conns = 16 if quick else 32
-            for rep in range(1 if quick else 2):
-                for name, port in (("hathd", node_port), ("nginx", nginx_port)):
-                    res = await trio.to_thread.run_sync(
-                        run_wrk, f"https://127.0.0.1:{port}", lua, duration, conns
-                    )
-                    key = f"{name}#{rep}"
-                    results[key] = res
-                    print(key, res, flush=True)
+            peak = [0, 0]
+            for load in LOADS:
+                for rnd in range(rounds):
+                    for name, port in (("hathd", node_port), ("nginx", nginx_port)):
+                        pid = node.pid if name == "hathd" else nginx.pid
+                        cpu0 = tree_cpu(pid)
+                        async with trio.open_nursery() as sampler:
+                            if name == "hathd":
+                                sampler.start_soon(_sample_rss, node.pid, peak)
+                            res = await trio.to_thread.run_sync(
+                                run_wrk, f"https://127.0.0.1:{port}", luas[load], duration, conns
+                            )
+                            sampler.cancel_scope.cancel()
+                        cpu = tree_cpu(pid) - cpu0
+                        row: dict[str, object] = {
+                            "load": load,
+                            "round": rnd,
+                            "server": name,
+                            "la": load_avg(),
+                            "cpu_us": cpu / max(res["requests"], 1.0) * 1e6,
+                            **res,
+                        }
+                        rows.append(row)
+                        print(row, flush=True)
+            out["rss_peak"], out["pss_peak"] = peak
+            out["rss_peak_load"] = load_avg()
+            print(
+                f"node RSS peak under load {peak[0] / 2**20:.1f} MB, PSS "
+                f"{peak[1] / 2**20:.1f} MB ({load_avg()})",
+                flush=True,
+            )
         finally:
             nginx.terminate()
             node.terminate()
             with trio.move_on_after(10):
                 await nginx.wait()
                 await node.wait()
-        results["_ttfb"] = await bench_ttfb(fake, quick=quick, work=work)
-    return results
+        out["_ttfb"] = await bench_ttfb(fake, quick=quick, work=work)
+    return out
 
 
-async def bench_ttfb(fake: FakeControlServer, quick: bool, work: Path) -> dict[str, float]:
+async def bench_ttfb(fake: FakeControlServer, quick: bool, work: Path) -> dict[str, Any]:
     """Median TTFB (ms) of a proxied miss vs a direct upstream GET of the same file size."""
     state = work / "node2"
     node, port = await start_node(fake, state)
@@ -260,6 +396,7 @@ async def bench_ttfb(fake: FakeControlServer, quick: bool, work: Path) -> dict[s
         "direct_ms": statistics.median(direct),
         "proxied_ms": statistics.median(proxied),
         "hit_ms": statistics.median(hit),
+        "la": load_avg(),
     }
 
 
@@ -272,16 +409,20 @@ def _read_all_rows(conn: sqlite3.Connection) -> int:
 
 
 async def bench_startup(work: Path, n: int) -> dict[str, float]:
-    db = work / "startup.sqlite3"
+    """Build an index of ``n`` files in the throughput node's store and time ``Cache.open``."""
+    db = work / "node" / "hathd.sqlite3"
+    db.parent.mkdir(parents=True, exist_ok=True)
     async with open_store(db) as store:
-        await Cache.open(store, work / "startup-cache")
+        await Cache.open(store, work / "node" / "cache")
     rng = random.Random(2)
     conn = sqlite3.connect(db)
     now = int(time.time())
     rows = []
     for _ in range(n):
         h = f"{rng.getrandbits(160):040x}"
-        size = rng.randrange(50_000, 2_000_000)
+        # small sizes keep the index under the fake's 10 GB disk limit, so the node does not
+        # spend the benchmark pruning rows whose files do not exist
+        size = rng.randrange(1_000, 4_000)
         rows.append((f"{h}-{size}-1280-1800-jpg", h[:4], size, now - rng.randrange(10**7)))
     began = time.perf_counter()
     with conn:
@@ -298,7 +439,7 @@ async def bench_startup(work: Path, n: int) -> dict[str, float]:
     for _ in range(3):
         async with open_store(db) as store:
             t0 = time.perf_counter()
-            cache = await Cache.open(store, work / "startup-cache")
+            cache = await Cache.open(store, work / "node" / "cache")
             timings_open.append(time.perf_counter() - t0)
             assert cache.count == n
             t0 = time.perf_counter()
@@ -309,57 +450,99 @@ async def bench_startup(work: Path, n: int) -> dict[str, float]:
 
 
 async def main(args: argparse.Namespace) -> None:
+    rounds = args.rounds or (1 if args.quick else 3)
     with tempfile.TemporaryDirectory(prefix="bench-hath-") as tmp:
         work = Path(tmp)
         os.chmod(work, 0o755)
         startup = await bench_startup(work, 100_000 if args.quick else 1_000_000)
-        print("startup", startup, flush=True)
-        results = await bench_throughput(work, args.quick)
-        ttfb = results.pop("_ttfb")
-    report(results, startup, ttfb, args.quick)
+        print("startup", startup, load_avg(), flush=True)
+        results = await bench_throughput(work, args.quick, rounds, args.serving_processes)
+    report(results, startup, args.quick)
 
 
-def report(
-    results: dict[str, dict[str, float]],
-    startup: dict[str, float],
-    ttfb: dict[str, float],
-    quick: bool,
-) -> None:
-    print("\n## /h/ throughput, new TLS connection per request\n")
-    print("| run | server | req/s | MB/s | p50 ms | p99 ms | non-2xx |")
-    print("|---|---|---|---|---|---|---|")
-    for key, r in results.items():
-        name, rep = key.split("#")
+def _median(rows: list[dict[str, Any]], load: str, server: str, key: str) -> float:
+    values = [float(r[key]) for r in rows if r["load"] == load and r["server"] == server]
+    return statistics.median(values)
+
+
+def _median_ratio(rows: list[dict[str, Any]], load: str, key: str) -> float:
+    """Median over the rounds of hathd's ``key`` divided by nginx's in the same round."""
+    by_round: dict[int, dict[str, float]] = {}
+    for r in rows:
+        if r["load"] == load:
+            by_round.setdefault(int(r["round"]), {})[str(r["server"])] = float(r[key])
+    return statistics.median(v["hathd"] / v["nginx"] for v in by_round.values() if v["nginx"])
+
+
+def report(results: dict[str, Any], startup: dict[str, float], quick: bool) -> None:
+    rows: list[dict[str, Any]] = results["rows"]
+    print("\n## /h/ throughput, new TLS connection per request (wrk -t1, Connection: close)\n")
+    print(
+        "| load | round | server | req/s | MB/s | p50 ms | p99 ms | non-2xx | sock err | load avg |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
         print(
-            f"| {rep} | {name} | {r['rps']:.0f} | {r['mbs']:.1f} | {r['p50']:.1f} | "
-            f"{r['p99']:.1f} | {r['non2xx']:.0f} |"
+            f"| {r['load']} | {r['round']} | {r['server']} | {r['rps']:.0f} | {r['mbs']:.1f} | "
+            f"{r['p50']:.1f} | {r['p99']:.1f} | {r['cpu_us']:.0f} | {r['non2xx']:.0f} | "
+            f"{r['sockerr']:.0f} | "
+            f"{r['la']} |"
         )
-    reps = {k.split("#")[1] for k in results}
-    for rep in sorted(reps):
-        h, n = results[f"hathd#{rep}"], results[f"nginx#{rep}"]
+    print("\n### medians over the rounds\n")
+    print(
+        "Ratios are hathd / nginx within each round (the two ran back to back), then the "
+        "median over the rounds; the absolute columns are medians too.\n"
+    )
+    print("| load | hathd req/s | nginx req/s | req/s | MB/s | p50 | p99 | CPU/req | target |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    keys = ("rps", "mbs", "p50", "p99", "cpu_us")
+    for load in LOADS:
+        h = {k: _median(rows, load, "hathd", k) for k in keys}
+        n = {k: _median(rows, load, "nginx", k) for k in keys}
+        q = {k: _median_ratio(rows, load, k) for k in keys}
+        target = "req/s ≥ 0.30" if load == "60k" else "req/s, MB/s ≥ 0.50"
         print(
-            f"\nrun {rep}: hathd/nginx req/s {h['rps'] / n['rps']:.2f}, MB/s "
-            f"{h['mbs'] / n['mbs']:.2f}, p50 {h['p50'] / n['p50']:.2f}, "
-            f"p99 {h['p99'] / n['p99']:.2f}"
+            f"| {load} | {h['rps']:.0f} | {n['rps']:.0f} | **{q['rps']:.2f}** | "
+            f"{q['mbs']:.2f} | {q['p50']:.2f} | {q['p99']:.2f} "
+            f"| {q['cpu_us']:.2f} | {target}; p99 ≤ 2.00 |"
         )
+    print("\n## memory of the node (RSS and PSS summed over its processes)\n")
+    print(
+        f"idle with {startup['files']:.0f} indexed files: RSS "
+        f"{results['rss_idle'] / 2**20:.1f} MB, PSS {results['pss_idle'] / 2**20:.1f} MB "
+        f"({results['rss_idle_load']}; target ≤ 60 MB)"
+    )
+    print(
+        f"peak under the {16 if quick else 32}-connection load: RSS "
+        f"{results['rss_peak'] / 2**20:.1f} MB, PSS {results['pss_peak'] / 2**20:.1f} MB "
+        f"({results['rss_peak_load']}; target ≤ 150 MB)"
+    )
     print(f"\n## start-up with {startup['files']:.0f} indexed files\n")
     print(
         f"Cache.open {startup['open_s'] * 1000:.1f} ms; reference (read every index row) "
         f"{startup['ref_s'] * 1000:.1f} ms; ratio {startup['open_s'] / startup['ref_s']:.4f}"
     )
+    ttfb: dict[str, Any] = results["_ttfb"]
     print("\n## TTFB of a proxied miss (500 KB)\n")
     print(
         f"direct upstream (plain HTTP) {ttfb['direct_ms']:.1f} ms; proxied miss (TLS) "
         f"{ttfb['proxied_ms']:.1f} ms; the same file as a hit (TLS) {ttfb['hit_ms']:.1f} ms; "
         f"extra over direct {ttfb['proxied_ms'] - ttfb['direct_ms']:.1f} ms "
-        f"(ratio {ttfb['proxied_ms'] / ttfb['direct_ms']:.2f}); extra over a hit "
-        f"{ttfb['proxied_ms'] - ttfb['hit_ms']:.1f} ms"
+        f"(ratio {ttfb['proxied_ms'] / ttfb['direct_ms']:.2f}; target ≤ 1.20); extra over a hit "
+        f"{ttfb['proxied_ms'] - ttfb['hit_ms']:.1f} ms ({ttfb['la']})"
     )
     if quick:
-        print("\n(--quick: shorter runs, fewer files)")
+        print("\n(--quick: shorter runs, fewer files, one round)")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="short runs (CI smoke)")
+    parser.add_argument("--rounds", type=int, default=0, help="rounds per load (3; 1 quick)")
+    parser.add_argument(
+        "--serving-processes",
+        type=int,
+        default=None,
+        help="the node's serving_processes setting (default: the config default)",
+    )
     trio.run(main, parser.parse_args())

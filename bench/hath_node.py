@@ -1,6 +1,7 @@
 """Run one H@H node (``HathNode``) in its own process for ``bench_hath.py``.
 
-Usage: ``python bench/hath_node.py --rpc 127.0.0.1:PORT --state DIR --cid N --key KEY``.
+Usage: ``python bench/hath_node.py --rpc 127.0.0.1:PORT --state DIR --cid N --key KEY
+[--serving-processes N]``.
 Prints ``PORT <n>`` on stdout once the image server listens, then serves until SIGTERM/SIGINT.
 """
 
@@ -29,6 +30,7 @@ async def main(args: argparse.Namespace) -> None:
         listen_host="127.0.0.1",
         prune_interval=3600.0,
         verify_on_serve=False,
+        **({"serving_processes": args.serving_processes} if args.serving_processes else {}),
     )
     state = Path(args.state)
     async with open_store(state / "hathd.sqlite3") as store, trio.open_nursery() as nursery:
@@ -54,5 +56,6 @@ if __name__ == "__main__":
     parser.add_argument("--state", required=True)
     parser.add_argument("--cid", type=int, required=True)
     parser.add_argument("--key", required=True)
+    parser.add_argument("--serving-processes", type=int, default=0, help="0: the config default")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     trio.run(main, parser.parse_args())

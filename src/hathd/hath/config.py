@@ -68,3 +68,6 @@ class HathConfig:
     """Seconds without bytes from an srfetch upstream before it counts as failed."""
     request_timeout: float = attrs.field(default=10.0, validator=in_range(0.1, 600))
     """Seconds a client has to complete the TLS handshake and send its request head."""
+    serving_processes: int = attrs.field(default=1, validator=in_range(1, 64))
+    """Processes that accept H@H connections on the port (``SO_REUSEPORT``); 1 = the node
+    alone. Extra ones serve cache hits and forward the rest to the node (docs/hath.md)."""

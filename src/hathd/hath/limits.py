@@ -146,3 +146,9 @@ class OverloadNotice:
         self._last = now
         self.sent += 1
         return True
+
+
+class FlightFailed(Exception):
+    """The upstream download of a proxied miss failed after the response had begun; the
+    server aborts the connection (raised by :mod:`hathd.hath.proxy`; it lives here so that
+    the image server can catch it without importing the proxy and its HTTP client)."""

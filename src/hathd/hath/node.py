@@ -42,6 +42,7 @@ import ipaddress
 import logging
 import shutil
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ from hathd.hath.proxy import SrfetchProxy
 from hathd.hath.rpc import RpcClient, RpcUnavailable
 from hathd.hath.server import ImageServer, ServerHooks, ServerPolicy
 from hathd.hath.tls import CertHolder, expires_soon
+from hathd.hath.workers import ServingProcesses
 from hathd.store import Store
 
 log = logging.getLogger(__name__)
@@ -144,7 +146,10 @@ class NodeStatistics:
     downloader_requests: int
     cache: Any
     server: Any
+    """The image server's counters, summed over the serving processes."""
     proxy: Any
+    serving_pids: list[int] = attrs.field(factory=list)
+    """Process ids of the serving processes besides this one (``hath.serving_processes``)."""
 
 
 class HathNode:
@@ -192,6 +197,8 @@ class HathNode:
         self.cache: Cache | None = None
         self.proxy: SrfetchProxy | None = None
         self.server: ImageServer | None = None
+        self.processes: ServingProcesses | None = None
+        """The serving processes (``hath.serving_processes`` > 1), once started."""
         self.state = "starting"
         self.reason: str | None = None
         """Why the node stopped for good or idles (see :class:`NodeStatistics`)."""
@@ -219,6 +226,8 @@ class HathNode:
         self.policy.max_connections = p.max_connections(
             self.throttle.rate, self.cfg.max_connections or self.settings.max_connections
         )
+        if self.processes is not None:
+            self.processes.push_soon()
 
     def disk_limit(self) -> int:
         """The cache limit in bytes: the smaller of the server's and the configured one."""
@@ -243,6 +252,7 @@ class HathNode:
             cache=attrs.asdict(self.cache.statistics()) if self.cache else None,
             server=attrs.asdict(self.server.statistics()) if self.server else None,
             proxy=attrs.asdict(self.proxy.statistics()) if self.proxy else None,
+            serving_pids=self.processes.pids() if self.processes else [],
         )
 
     def _publish(self, kind: str, **data: Any) -> None:
@@ -353,10 +363,30 @@ class HathNode:
             ),
         )
         await nursery.start(self.proxy.serve)
-        port: int = await nursery.start(self.server.serve, cfg.listen_host, self.settings.port)
+        several = cfg.serving_processes > 1
+        port: int = await nursery.start(
+            partial(self.server.serve, cfg.listen_host, self.settings.port, reuse_port=several)
+        )
+        if several:
+            self.processes = ServingProcesses(
+                cfg.serving_processes,
+                self.server,
+                cache,
+                host=cfg.listen_host,
+                port=port,
+                creds=self.creds,
+                data_dir=self.data_dir,
+                policy=self.policy,
+                throttle=self.throttle,
+                clock=self.clock,
+                cert_id=lambda: str(self.certs.swaps),
+            )
+            await nursery.start(self.processes.run)
         start = await self.rpc.call("client_start")
         if start.ok:
             self.policy.startup_only = False
+            if self.processes is not None:
+                await self.processes.sync()
         elif start.is_null:
             raise NodeError(f"client_start: no usable reply ({start.status or 'empty'})")
         elif start.failed_with("FAIL_OTHER_CLIENT_CONNECTED"):
@@ -412,6 +442,8 @@ class HathNode:
         except OSError as exc:
             raise NodeError(f"get_cert: cannot save the certificate: {exc}") from None
         info = self.certs.swap(prepared)
+        if self.processes is not None:
+            self.processes.push_soon()
         self._publish("cert", serial=format(info.serial, "x"), not_after=info.not_after.isoformat())
 
     async def refresh_settings(self) -> None:

@@ -37,6 +37,7 @@ import trio
 
 from hathd.hath import protocol as p
 from hathd.hath.cache import Cache
+from hathd.hath.limits import FlightFailed
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +55,6 @@ class FlightState(enum.Enum):
     STREAMING = "streaming"
     DONE = "done"
     FAILED = "failed"
-
-
-class FlightFailed(Exception):
-    """The upstream download failed after the response had begun; abort the connection."""
 
 
 @attrs.define(eq=False)

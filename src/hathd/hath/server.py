@@ -36,19 +36,28 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
-import httpx
 import trio
 
+from hathd.hath import hitread, wire
 from hathd.hath import protocol as p
-from hathd.hath import wire
-from hathd.hath.cache import Cache
-from hathd.hath.limits import FloodControl, OverloadNotice, UploadThrottle, is_local
-from hathd.hath.proxy import FlightFailed, SrfetchProxy
+from hathd.hath.limits import (
+    FlightFailed,
+    FloodControl,
+    OverloadNotice,
+    UploadThrottle,
+    is_local,
+)
 from hathd.hath.pruning import needs_touch
+from hathd.hath.tlssock import TLSSocketStream
 from hathd.metrics import observe_hath_request
+
+if TYPE_CHECKING:
+    import httpx
+
+    from hathd.hath.proxy import SrfetchProxy
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +73,35 @@ ROBOTS = b"User-agent: *\nDisallow: /"
 _SENT: ContextVar[list[int] | None] = ContextVar("hath_request_sent", default=None)
 """Bytes sent for the request the current connection task serves (for the metrics)."""
 _SAFE_NAME = re.compile(r"^[\w.\- ()\[\]]{1,255}$")
+
+
+class Stream(Protocol):
+    """What a response is written to: a client's :class:`TLSSocketStream`, or the unix-socket
+    stream of a request forwarded by a serving process (:mod:`hathd.hath.workers`)."""
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray: ...
+
+
+class HitCache(Protocol):
+    """The part of :class:`~hathd.hath.cache.Cache` the image server uses (a serving process
+    has a stand-in that asks the owner of the index to delete or touch files)."""
+
+    def path_of(self, fid: p.FileId) -> Any: ...
+
+    def stat_hit(self, fid: p.FileId) -> os.stat_result | None: ...
+
+    def mark_accessed(self, fid: p.FileId, now: float) -> tuple[bool, bool]: ...
+
+    async def delete(self, fileids: list[str], *, reason: str = "delete") -> int: ...
+
+    async def touch_if_old(self, fid: p.FileId, mtime: float) -> None: ...
+
+
+Forward = Callable[[TLSSocketStream, bytes, str, bool], Awaitable[None]]
+"""``forward(stream, raw_head, ip, metered)``: hand a request to the process that owns the
+cache index and relay its response (serving processes only)."""
 
 
 @attrs.define
@@ -106,6 +144,25 @@ class ServerStatistics:
     statuses: dict[int, int]
     overload_notices: int
     flood_blocked: int
+    forwarded: int = 0
+    """Requests a serving process handed to the owner of the index (:mod:`hathd.hath.workers`)."""
+
+    def plus(self, other: ServerStatistics) -> ServerStatistics:
+        """The sum of two processes' counters."""
+        statuses = Counter(self.statuses)
+        statuses.update(other.statuses)
+        return ServerStatistics(
+            open_connections=self.open_connections + other.open_connections,
+            accepted=self.accepted + other.accepted,
+            refused=self.refused + other.refused,
+            hits=self.hits + other.hits,
+            misses=self.misses + other.misses,
+            bytes_sent=self.bytes_sent + other.bytes_sent,
+            statuses=dict(statuses),
+            overload_notices=self.overload_notices + other.overload_notices,
+            flood_blocked=self.flood_blocked + other.flood_blocked,
+            forwarded=self.forwarded + other.forwarded,
+        )
 
 
 class ImageServer:
@@ -117,17 +174,26 @@ class ImageServer:
         *,
         creds: p.Credentials,
         clock: p.ServerClock,
-        cache: Cache,
-        proxy: SrfetchProxy,
+        cache: HitCache,
+        proxy: SrfetchProxy | None,
         tls_context: Callable[[], ssl.SSLContext],
         policy: ServerPolicy | None = None,
         hooks: ServerHooks | None = None,
         throttle: UploadThrottle | None = None,
+        forward: Forward | None = None,
     ) -> None:
         self.creds = creds
         self.clock = clock
         self.cache = cache
         self.proxy = proxy
+        self.forward = forward
+        """Set in a serving process: misses and every route but ``/h/`` hits go to the owner."""
+        self.peer_statistics: Callable[[], list[ServerStatistics]] = list
+        """The latest counters of the serving processes (set by the owner; summed in
+        :meth:`statistics`)."""
+        self.observe: Callable[[str, float, int], None] = observe_hath_request
+        """Where per-request metrics go (a serving process batches them to the owner)."""
+        self._forwarded = 0
         self.tls_context = tls_context
         self.policy = policy or ServerPolicy()
         self.hooks = hooks or ServerHooks()
@@ -143,10 +209,18 @@ class ImageServer:
         self._sent = 0
         self._statuses: Counter[int] = Counter()
         self._random_block = os.urandom(64 * 1024)
+        self._buffers = hitread.BufferPool()
         self._nursery: trio.Nursery | None = None
 
     def statistics(self) -> ServerStatistics:
-        """Current counters."""
+        """Current counters, summed over this process and the serving processes."""
+        total = self.own_statistics()
+        for peer in self.peer_statistics():
+            total = total.plus(peer)
+        return total
+
+    def own_statistics(self) -> ServerStatistics:
+        """Current counters of this process alone."""
         return ServerStatistics(
             open_connections=self.open,
             accepted=self._accepted,
@@ -157,6 +231,7 @@ class ImageServer:
             statuses=dict(self._statuses),
             overload_notices=self.overload.sent,
             flood_blocked=self.flood.blocked_total,
+            forwarded=self._forwarded,
         )
 
     def server_time(self) -> int:
@@ -165,14 +240,20 @@ class ImageServer:
     # -- accept & admission ------------------------------------------------------------------
 
     async def serve(
-        self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+        self,
+        host: str,
+        port: int,
+        *,
+        reuse_port: bool = False,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Listen on ``host:port`` (0 = any free port) and serve until cancelled; reports the
-        bound port through ``task_status``.
+        bound port through ``task_status``. ``reuse_port`` sets ``SO_REUSEPORT``, so serving
+        processes can bind the same port and the kernel spreads connections over them.
 
         :raises OSError: the port cannot be bound.
         """
-        listeners = await trio.open_tcp_listeners(port, host=host, backlog=512)
+        listeners = await _listen(host, port, reuse_port)
         self.port = listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -184,27 +265,25 @@ class ImageServer:
         async with listener:
             while True:
                 try:
-                    tcp = await listener.accept()
+                    accepted, addr = await listener.socket.accept()
                 except OSError as exc:  # EMFILE and friends: back off, keep the listener
                     log.warning("accept failed: %s", exc)
                     await trio.sleep(0.1)
                     continue
-                try:
-                    ip = str(tcp.socket.getpeername()[0])
-                except OSError:
-                    await trio.aclose_forcefully(tcp)
-                    continue
+                # the connection leaves Trio's socket wrapper: TLSSocketStream drives the fd
+                sock = socket.socket(fileno=accepted.detach())
+                ip = str(addr[0])
                 if ip.startswith("::ffff:"):
                     ip = ip[7:]
                 verdict = self.admit(ip, trio.current_time())
                 if verdict is None:
                     self._refused += 1
-                    _reset(tcp)
-                    await trio.aclose_forcefully(tcp)
+                    _reset(sock)
+                    sock.close()
                     continue
                 self._accepted += 1
                 self.open += 1
-                nursery.start_soon(self._connection, tcp, ip, verdict)
+                nursery.start_soon(self._connection, sock, ip, verdict)
 
     def admit(self, ip: str, now: float) -> bool | None:
         """Admission decision for a new connection from ``ip`` at ``now`` (seconds):
@@ -227,41 +306,87 @@ class ImageServer:
 
     # -- one connection ----------------------------------------------------------------------
 
-    async def _connection(self, tcp: trio.SocketStream, ip: str, metered: bool) -> None:
-        stream = trio.SSLStream(tcp, self.tls_context(), server_side=True, https_compatible=True)
+    async def _connection(self, sock: socket.socket, ip: str, metered: bool) -> None:
+        clean = False
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            stream = TLSSocketStream(sock, self.tls_context())
+        except (OSError, ssl.SSLError):
+            self.open -= 1
+            sock.close()
+            return
         try:
             head: wire.RequestHead | None = None
             error: wire.HttpError | None = None
+            raw = b""
             with trio.move_on_after(self.policy.request_timeout):
                 await stream.do_handshake()
                 try:
-                    head = await _read_head(stream)
+                    got = await read_head(stream)
                 except wire.HttpError as exc:
                     error = exc
+                else:
+                    if got is not None:
+                        head, raw = got
             if error is not None:
                 await self._send_error(stream, error.status, error.extra, metered)
+                clean = True
             elif head is not None:
-                # the reaper: 180 s per connection, 1800 s for servercmd (J162 doTimeoutCheck)
-                limit = SERVERCMD_LIFETIME if head.path.startswith("/servercmd/") else LIFETIME
-                began, counted = trio.current_time(), [0]
-                token = _SENT.set(counted)
-                try:
-                    with trio.move_on_after(limit):
-                        await self._dispatch(stream, head, ip, metered)
-                finally:
-                    route = head.parts[1] if len(head.parts) > 1 else ""
-                    observe_hath_request(route, trio.current_time() - began, counted[0])
-                    _SENT.reset(token)
+                await self.serve_request(stream, head, ip, metered, raw=raw, tls=stream)
+                clean = True
         except (trio.BrokenResourceError, trio.ClosedResourceError, FlightFailed):
             pass
         except Exception:
             log.exception("connection from %s failed", ip)
         finally:
             self.open -= 1
-            await trio.aclose_forcefully(stream)
+            stream.close(notify=clean)
+
+    async def serve_request(
+        self,
+        stream: Stream,
+        head: wire.RequestHead,
+        ip: str,
+        metered: bool,
+        *,
+        raw: bytes = b"",
+        tls: TLSSocketStream | None = None,
+    ) -> None:
+        """Answer one parsed request within the connection lifetime (180 s; 1800 s for
+        ``/servercmd/``, J162 ``doTimeoutCheck``) and record its metrics. ``raw`` and ``tls``
+        (the head's bytes and the client connection) let a serving process forward it.
+        The owner calls this for requests that serving processes forward."""
+        limit = SERVERCMD_LIFETIME if head.path.startswith("/servercmd/") else LIFETIME
+        began, counted = trio.current_time(), [0]
+        token = _SENT.set(counted)
+        forwarded = False
+        try:
+            with trio.move_on_after(limit):
+                if self.forward is not None and tls is not None:
+                    if not await self._serve_local(tls, head, metered):
+                        forwarded = True
+                        self._forwarded += 1
+                        await self.forward(tls, raw, ip, metered)
+                else:
+                    await self._dispatch(stream, head, ip, metered)
+        finally:
+            if not forwarded:  # a forwarded request is recorded by the owner, which served it
+                route = head.parts[1] if len(head.parts) > 1 else ""
+                self.observe(route, trio.current_time() - began, counted[0])
+            _SENT.reset(token)
+
+    async def _serve_local(
+        self, stream: TLSSocketStream, head: wire.RequestHead, metered: bool
+    ) -> bool:
+        """In a serving process: answer ``/h/`` hits (and every refusal before the cache is
+        looked at) here; ``False`` for what only the owner of the index can answer."""
+        parts = head.parts
+        if len(parts) < 2 or parts[1] != "h":
+            return False
+        return await self._h(stream, head, metered, local_only=True)
 
     async def _send(
-        self, stream: trio.SSLStream[trio.SocketStream], data: bytes, metered: bool
+        self, stream: Stream, data: bytes | bytearray | memoryview, metered: bool
     ) -> None:
         view = memoryview(data)
         step = 64 * 1024 if metered and self.throttle.rate > 0 else len(data) or 1
@@ -278,7 +403,7 @@ class ImageServer:
 
     async def _send_error(
         self,
-        stream: trio.SSLStream[trio.SocketStream],
+        stream: Stream,
         status: int,
         extra: tuple[tuple[str, str], ...] = (),
         metered: bool = False,
@@ -291,7 +416,7 @@ class ImageServer:
 
     async def _dispatch(
         self,
-        stream: trio.SSLStream[trio.SocketStream],
+        stream: Stream,
         head: wire.RequestHead,
         ip: str,
         metered: bool,
@@ -324,7 +449,7 @@ class ImageServer:
 
     async def _text(
         self,
-        stream: trio.SSLStream[trio.SocketStream],
+        stream: Stream,
         head: wire.RequestHead,
         status: int,
         body: bytes,
@@ -338,24 +463,26 @@ class ImageServer:
     # -- /h/ --------------------------------------------------------------------------------
 
     async def _h(
-        self, stream: trio.SSLStream[trio.SocketStream], head: wire.RequestHead, metered: bool
-    ) -> None:
+        self, stream: Stream, head: wire.RequestHead, metered: bool, *, local_only: bool = False
+    ) -> bool:
+        """``/h/``: keystamp and fileid checks, then a hit, else a miss through the proxy.
+        With ``local_only`` (a serving process) a miss is not served: returns ``False``."""
         parts = head.parts
         if len(parts) < 4:
             await self._send_error(stream, 400, metered=metered, head_only=head.head_only)
-            return
+            return True
         fid_s, add = parts[2], p.parse_additional(parts[3])
         if not p.check_keystamp(
             add.get("keystamp"), fid_s, self.creds.client_key, self.server_time()
         ):
             await self._send_error(stream, 403, metered=metered, head_only=head.head_only)
-            return
+            return True
         fid = p.FileId.try_parse(fid_s)
         fileindex = add.get("fileindex", "")
         xres = add.get("xres", "")
         if fid is None or not fileindex.isdigit() or not (xres == "org" or xres.isdigit()):
             await self._send_error(stream, 404, metered=metered, head_only=head.head_only)
-            return
+            return True
         filename = parts[4] if len(parts) > 4 else ""
         extra: list[tuple[str, str]] = [
             ("ETag", wire.etag_for(fid.hash)),
@@ -366,47 +493,100 @@ class ImageServer:
         plain = not head.head_only and not ({"range", "if-none-match"} & head.headers.keys())
         if plain and fid.size <= WHOLE_READ_LIMIT:
             if await self._fast_hit(stream, fid, tuple(extra), metered):
-                return
+                return True
         else:
             st = await trio.to_thread.run_sync(self.cache.stat_hit, fid)
             if st is not None and await self._hit(stream, head, fid, st, tuple(extra), metered):
-                return
+                return True
+        if local_only:
+            return False
         await self._miss(stream, head, fid, fileindex, xres, tuple(extra), metered)
+        return True
 
     async def _fast_hit(
         self,
-        stream: trio.SSLStream[trio.SocketStream],
+        stream: Stream,
         fid: p.FileId,
         extra: tuple[tuple[str, str], ...],
         metered: bool,
     ) -> bool:
-        """A plain GET of a file up to 2 MiB: stat, read (and verify) in one worker-thread trip.
+        """A plain GET of a file up to 2 MiB. Unverified: read on the Trio thread from the page
+        cache, the rest (a cold file) in one worker-thread trip (:mod:`hathd.hath.hitread`).
+        Verified (first serve in a while): stat, read and SHA-1 in one worker-thread trip.
         ``False`` if it is not cached or turned out corrupt (deleted)."""
         now = time.time()
         _newly, verify = self.cache.mark_accessed(fid, now)
         verify = verify and self.policy.verify_on_serve
         path = self.cache.path_of(fid)
-        loaded = await trio.to_thread.run_sync(_load_whole, path, fid.size, verify and fid.hash)
-        if loaded is None:
-            return False
-        mtime, body, intact = loaded
-        if not intact:
-            log.warning("cached %s is corrupt; deleting it", fid)
-            await self.cache.delete([str(fid)], reason="corrupt")
-            return False
-        self._hits += 1
-        self._statuses[200] += 1
         data = wire.response_head(
             200, content_type=fid.mime_type, length=fid.size, now=now, extra=extra, immutable=True
         )
-        await self._send(stream, data + body, metered)
+        if verify:
+            loaded = await trio.to_thread.run_sync(_load_whole, path, fid.size, fid.hash)
+            if loaded is None:
+                return False
+            mtime, body, intact = loaded
+            if not intact:
+                log.warning("cached %s is corrupt; deleting it", fid)
+                await self.cache.delete([str(fid)], reason="corrupt")
+                return False
+            self._hits += 1
+            self._statuses[200] += 1
+            await self._send(stream, data + body, metered)
+        else:
+            opened = hitread.open_hit(path, fid.size)
+            if opened is None:
+                return False
+            fd, mtime = opened
+            try:
+                self._hits += 1
+                self._statuses[200] += 1
+                await self._send_pieces(stream, data, fd, fid.size, metered)
+            finally:
+                os.close(fd)
         if needs_touch(mtime, now) and self._nursery is not None:
             self._nursery.start_soon(self.cache.touch_if_old, fid, mtime)
         return True
 
+    async def _send_pieces(
+        self, stream: Stream, head: bytes, fd: int, size: int, metered: bool
+    ) -> None:
+        """Send ``head`` then ``size`` bytes of ``fd`` in :data:`hitread.PIECE` pieces through
+        a pooled buffer; page-cache reads inline, the rest in a worker thread.
+
+        :raises trio.BrokenResourceError: the file ended early or cannot be read (the head
+            is out already, so the connection is cut).
+        """
+        buf = self._buffers.take()
+        try:
+            view = memoryview(buf)
+            pos = 0
+            start = len(head)
+            if start >= len(buf):  # a huge head: send it alone
+                await self._send(stream, head, metered)
+                start = 0
+            else:
+                buf[:start] = head
+            while True:
+                n = min(len(buf) - start, size - pos)
+                target = view[start : start + n]
+                done = hitread.read_cached(fd, target, pos)
+                if done < n and not await trio.to_thread.run_sync(
+                    hitread.read_rest, fd, target, done, pos
+                ):
+                    raise trio.BrokenResourceError("cached file shrank or failed while serving")
+                await self._send(stream, view[: start + n], metered)
+                pos += n
+                start = 0
+                if pos >= size:
+                    break
+            del view, target
+        finally:
+            self._buffers.give(buf)
+
     async def _hit(
         self,
-        stream: trio.SSLStream[trio.SocketStream],
+        stream: Stream,
         head: wire.RequestHead,
         fid: p.FileId,
         st: os.stat_result,
@@ -482,7 +662,7 @@ class ImageServer:
 
     async def _stream_file(
         self,
-        stream: trio.SSLStream[trio.SocketStream],
+        stream: Stream,
         path: os.PathLike[str],
         offset: int,
         length: int,
@@ -509,7 +689,7 @@ class ImageServer:
 
     async def _miss(
         self,
-        stream: trio.SSLStream[trio.SocketStream],
+        stream: Stream,
         head: wire.RequestHead,
         fid: p.FileId,
         fileindex: str,
@@ -518,6 +698,9 @@ class ImageServer:
         metered: bool,
     ) -> None:
         self._misses += 1
+        if self.proxy is None:
+            await self._send_error(stream, 404, metered=metered, head_only=head.head_only)
+            return
         flight = self.proxy.join(fid, fileindex, xres)
         try:
             failed = await flight.wait_started()
@@ -555,7 +738,7 @@ class ImageServer:
 
     async def _servercmd(
         self,
-        stream: trio.SSLStream[trio.SocketStream],
+        stream: Stream,
         head: wire.RequestHead,
         ip: str,
         metered: bool,
@@ -610,6 +793,8 @@ class ImageServer:
             tkey = args["testkey"]
         except (KeyError, ValueError):
             return "INVALID_COMMAND"
+        import httpx  # only here: serving processes never load the HTTP client
+
         results: list[int] = []
 
         async def one(client: httpx.AsyncClient) -> None:
@@ -635,9 +820,7 @@ class ImageServer:
 
     # -- /t/ --------------------------------------------------------------------------------
 
-    async def _speedtest(
-        self, stream: trio.SSLStream[trio.SocketStream], head: wire.RequestHead, metered: bool
-    ) -> None:
+    async def _speedtest(self, stream: Stream, head: wire.RequestHead, metered: bool) -> None:
         parts = head.parts
         if len(parts) < 5 or not parts[2].isdigit() or not parts[3].isdigit():
             await self._send_error(stream, 403, metered=metered, head_only=head.head_only)
@@ -650,7 +833,7 @@ class ImageServer:
 
     async def _random_body(
         self,
-        stream: trio.SSLStream[trio.SocketStream],
+        stream: Stream,
         head: wire.RequestHead,
         size: int,
         metered: bool,
@@ -672,8 +855,9 @@ class ImageServer:
             left -= len(piece)
 
 
-async def _read_head(stream: trio.SSLStream[trio.SocketStream]) -> wire.RequestHead | None:
-    """Read up to the blank line; ``None`` if the peer closed first.
+async def read_head(stream: Stream) -> tuple[wire.RequestHead, bytes] | None:
+    """Read up to the blank line: the parsed head and its raw bytes; ``None`` if the peer
+    closed first.
 
     :raises wire.HttpError: over the size limits or malformed.
     """
@@ -681,7 +865,8 @@ async def _read_head(stream: trio.SSLStream[trio.SocketStream]) -> wire.RequestH
     while True:
         end = wire.find_head_end(buf)
         if end >= 0:
-            return wire.parse_head(bytes(buf[:end]))
+            raw = bytes(buf[:end])
+            return wire.parse_head(raw), raw
         if len(buf) > wire.MAX_HEAD_BYTES:
             raise wire.HttpError(400)
         try:
@@ -729,9 +914,35 @@ def _read_range(path: os.PathLike[str], offset: int, length: int) -> bytes:
         return f.read(length)
 
 
-def _reset(tcp: trio.SocketStream) -> None:
+async def _listen(host: str, port: int, reuse_port: bool) -> list[trio.SocketListener]:
+    """Bound, listening sockets for ``host:port`` (backlog 512), as ``trio.open_tcp_listeners``
+    makes them, plus ``SO_REUSEPORT`` when ``reuse_port``.
+
+    :raises OSError: nothing could be bound.
+    """
+    if not reuse_port:
+        return await trio.open_tcp_listeners(port, host=host, backlog=512)
+    infos = await trio.socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    listeners = []
+    for family, type_, proto, _name, addr in infos[:1]:
+        sock = trio.socket.socket(family, type_, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            await sock.bind(addr)
+            sock.listen(512)
+        except OSError:
+            sock.close()
+            raise
+        listeners.append(trio.SocketListener(sock))
+    return listeners
+
+
+def _reset(sock: socket.socket) -> None:
     """Make the close send RST (linger 0), as RS does for refused sources."""
     try:
-        tcp.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     except OSError:
         pass

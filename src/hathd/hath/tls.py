@@ -89,6 +89,32 @@ class PreparedCert:
     info: CertInfo
 
 
+def load_context(data: bytes, password: str, tmp_dir: Path) -> PreparedCert:
+    """A new server context holding the PKCS#12 ``data`` (``password`` = the client key); the
+    key passes through a 0600 temporary file in ``tmp_dir`` (``load_cert_chain`` reads files
+    only), removed at once. Saves nothing else (serving processes load the owner's
+    certificate with it). Blocking.
+
+    :raises ProtocolError: bad PKCS#12, a key that does not match the certificate, or a
+        certificate expiring within 24 h.
+    """
+    pem, info = decode_pkcs12(data, password)
+    if expires_soon(info):
+        raise ProtocolError(f"certificate expires at {info.not_after:%Y-%m-%d %H:%M} UTC")
+    context = server_context()
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=tmp_dir, prefix=".hathcert-", suffix=".pem")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+        context.load_cert_chain(name)
+    except ssl.SSLError as exc:
+        raise ProtocolError(f"get_cert PKCS#12 does not load: {exc}") from None
+    finally:
+        os.unlink(name)
+    return PreparedCert(context, info)
+
+
 class CertHolder:
     """Owns the server ``SSLContext`` (TLS 1.2+, HTTP/1.1 ALPN) and swaps in new ones.
 
@@ -114,20 +140,7 @@ class CertHolder:
             certificate expiring within 24 h (nothing is saved then).
         :raises OSError: ``data/hathcert.p12`` cannot be written.
         """
-        pem, info = decode_pkcs12(data, password)
-        if expires_soon(info):
-            raise ProtocolError(f"certificate expires at {info.not_after:%Y-%m-%d %H:%M} UTC")
-        context = server_context()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=self.data_dir, prefix=".hathcert-", suffix=".pem")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(pem)
-            context.load_cert_chain(name)
-        except ssl.SSLError as exc:
-            raise ProtocolError(f"get_cert PKCS#12 does not load: {exc}") from None
-        finally:
-            os.unlink(name)
+        prepared = load_context(data, password, self.data_dir)
         p12 = self.data_dir / "hathcert.p12"
         tmp = p12.with_suffix(".p12.tmp")
         try:
@@ -137,7 +150,7 @@ class CertHolder:
         except OSError:
             tmp.unlink(missing_ok=True)
             raise
-        return PreparedCert(context, info)
+        return prepared
 
     def swap(self, prepared: PreparedCert) -> CertInfo:
         """Make ``prepared`` the context for new connections. Call on the Trio thread (one
