@@ -370,3 +370,23 @@ def test_gallery_line_in_each_format() -> None:
     assert render_gallery("links", "n", url) == url
     assert render_gallery("bbcode", "n", "javascript:alert(1)") == ""
     assert render_gallery("mine", "n", url) == ""
+
+
+async def test_upload_refused_before_its_result_page_gives_the_hosts_message(
+    vipr: FakeVipr, images: list[Path]
+) -> None:
+    """An upload reply without the hand-over (no file code) is a refused upload carrying the
+    host's own message; no result request is sent."""
+    async with uploader(vipr_im=vipr.base_url) as up:
+        session = up.session("vipr.im")
+        with trio.fail_after(30):
+            await session.login()
+            vipr.inject(
+                "/cgi-bin/upload.cgi",
+                200,
+                body=b'<html><div class="err">Quota exceeded</div></html>',
+            )
+            with pytest.raises(PermanentError) as caught:
+                await session.upload(images[0])
+    assert str(caught.value) == "vipr.im: upload of photo0.jpg refused: Quota exceeded"
+    assert vipr.lines()[-1] == "POST /cgi-bin/upload.cgi"

@@ -52,7 +52,7 @@ from hathd.recipes.plan import (
 from hathd.recipes.ratelimit import Limiter, new_bucket
 from hathd.recipes.redact import install_log_filter, redact, register
 from hathd.recipes.retry import Verdict, backoff, classify
-from hathd.recipes.template import TemplateError, render
+from hathd.recipes.template import TemplateError, placeholders, render
 from hathd.recipes.thumbnails import Thumbnail, Thumbnailer
 from hathd.retryafter import parse_retry_after
 from hathd.tokenbucket import TokenBucket
@@ -630,6 +630,7 @@ class ServiceSession:
             links = (outcome.url, outcome.thumb, outcome.delete)
             found = outcome.values
             if spec.result:
+                self._check_handover(path, view, found)
                 links, found = await self._upload_result(path, {**values, **found}, found)
             self.stats.uploads += 1
             return UploadResult(
@@ -644,6 +645,34 @@ class ServiceSession:
         raise PermanentError(
             f"{self.recipe.id}: the session expired again right after logging in; check"
             " session.relogin_status / session.relogin_url of the recipe"
+        )
+
+    def _check_handover(self, path: Path, view: ResponseView, found: Mapping[str, str]) -> None:
+        """Refuse an upload whose reply lacks a value of ``upload.response.extract`` that the
+        first ``[[upload.result]]`` steps need (the result page's address, a file code): the
+        host did not take the file, and its ``error`` message (when found) says why.
+
+        :raises PermanentError: such a value is missing.
+        """
+        response = self._host.upload.response
+        needed: list[str] = []
+        for step in self._host.upload.result:
+            templates = [step.url, *step.headers.values(), *step.query.values()]
+            templates += step.form.values()
+            for template in templates:
+                try:
+                    names = placeholders(template)
+                except TemplateError:
+                    continue  # the loader refuses such recipes; render() reports it
+                needed += [n for n in names if n in response.extract and n not in found]
+        if not needed:
+            return
+        message = try_extract("error", response.error, view) if response.error else None
+        if not message:
+            listed = ", ".join(dict.fromkeys(needed))
+            message = f"HTTP {view.status}: no {listed} in reply"
+        raise PermanentError(
+            self._redact(f"{self.recipe.id}: upload of {path.name} refused: {message}")
         )
 
     async def _upload_result(
