@@ -257,6 +257,14 @@ def _template_problems(recipe: Recipe) -> Iterator[tuple[str, str]]:
             if name not in declared:
                 yield f"gallery.credentials[{i}]", f"no credential named {name!r}"
     yield from _step_problems(check, chains)
+    # a result step's extractors are templates too (a file's own entry on a shared page)
+    result_chains = [("upload.result", recipe.upload.result)]
+    if recipe.gallery is not None:
+        result_chains.append(("gallery.result", recipe.gallery.result))
+    for chain_path, chain in result_chains:
+        for path, step in _walk_steps(chain, chain_path):
+            for name, ex in step.extract.items():
+                yield from check(_join(f"{path}.extract", name), ex.arg)
     up = recipe.upload
     yield from check("upload.url", up.url)
     yield from check_map("upload.headers", up.headers)

@@ -161,8 +161,10 @@ class UploadSpec:
     jar, rate limiter and retries as every step, seeing every known value plus the reply's
     ``response.extract`` values. Every value they extract is required (one that is missing
     fails the upload naming the recipe, step and value); then ``response.url``, ``thumb`` and
-    ``delete`` are rendered over all of them. A result step never logs in again (that would
-    send the file twice).
+    ``delete`` are rendered over all of them. A result step's extractors are templates too,
+    each value escaped for the extractor's kind (:func:`hathd.recipes.extract.bind_extractor`),
+    so a page listing many files is searched for the file's own entry (``{filename}``). A
+    result step never logs in again (that would send the file twice).
     """
 
     url: str = attrs.field(default="", validator=_nonempty)
@@ -189,7 +191,8 @@ class GallerySpec:
       follow-up requests whose extracted values (all required) are added to the gallery's
       values, typically ``gallery_url`` read from a result page that shows the gallery's
       link only after its uploads (ImageBam's ``/upload/complete?session=ID``,
-      TurboImageHost's ``html5_upload_result.tu?upload_id=ID``).
+      TurboImageHost's ``html5_upload_result.tu?upload_id=ID``); their extractors are
+      templates as in ``UploadSpec.result``.
 
     Without a gallery those values are empty strings.
 

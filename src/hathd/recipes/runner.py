@@ -38,7 +38,14 @@ import trio
 
 from hathd.errors import PermanentError, RateLimitedError, RetryableError
 from hathd.recipes import multipart
-from hathd.recipes.extract import ExtractionError, ResponseView, extract_all, try_extract
+from hathd.recipes.extract import (
+    ExtractionError,
+    ExtractorSyntaxError,
+    ResponseView,
+    bind_extractor,
+    extract_all,
+    try_extract,
+)
 from hathd.recipes.model import Recipe, Site, Step
 from hathd.recipes.plan import (
     RequestPlan,
@@ -485,8 +492,16 @@ class ServiceSession:
                     self._redact(f"{self.recipe.id}: {label} {step.name!r}: {exc}")
                 ) from None
             view = await self._request(plan, session_check=session_check)
+            specs = step.extract
+            if chain:
+                try:
+                    specs = {n: bind_extractor(ex, values) for n, ex in specs.items()}
+                except (TemplateError, ExtractorSyntaxError) as exc:
+                    raise PermanentError(
+                        self._redact(f"{self.recipe.id}: {label} {step.name!r}: {exc}")
+                    ) from None
             try:
-                got = extract_all(step.extract, view)
+                got = extract_all(specs, view)
             except ExtractionError as exc:
                 hint = (
                     "the result page does not hold it (the site changed?)"
