@@ -10,13 +10,16 @@ received, so tests can assert the exact requests and the URLs the uploads return
   joining one with ``gallery_id``.
 - :class:`FakePixhost` — anonymous upload with ``Accept: application/json``, galleries.
 - :class:`FakeVipr` — login form (cookie ``xfss``), hidden ``sess_id`` on the home page,
-  HTML reply; an expired session redirects to ``/login.html``; galleries are XFileSharing
-  folders made by ``op=ajax_new_folder`` (reply: ``<option value="ID">NAME</option>``).
-- :class:`FakeTurbo` — the upload endpoint appears only in the home page's JavaScript.
+  the upload's hand-over form, then ``op=upload_result`` with the links; an expired session
+  redirects to ``/login.html``; galleries are XFileSharing folders made by
+  ``op=ajax_new_folder`` (reply: ``<option value="ID">NAME</option>``).
+- :class:`FakeTurbo` — the upload endpoint appears only in the home page's JavaScript; the
+  reply's ``newUrl`` is the result page with the links; galleries share one ``upload_id``.
 - :class:`FakeImageBam` — Laravel-style login: ``_token`` form field, session cookie, a
   ``csrf-token`` meta tag, ``X-CSRF-TOKEN`` header, an upload-session token; 419 on a CSRF
   mismatch, 403 on wrong credentials; an upload session with ``gallery=true`` and a
-  ``gallery_title`` makes the named gallery; ``/upload/complete?session=ID`` links it.
+  ``gallery_title`` makes the named gallery; an upload answers ``{"success": URL}`` of
+  ``/upload/complete?session=ID``, which holds the links and links the gallery.
 - :class:`FakeThumbHost` — a generic host that takes a locally made thumbnail with the
   image (``thumb`` part), for the ``[thumbnail]`` recipe table.
 
@@ -344,8 +347,12 @@ class FakeVipr(FakeHost):
     (imagetwist.com: ``$.post("/", {op: "ajax_new_folder", folder: x})``, a reply not starting
     with ``<option`` is shown as an error) and conniecombs/Version-2.5 ``modules/api.py``
     (``create_vipr_gallery``); like XFileSharing's ``index`` dispatcher, a user-only ``op``
-    without a login answers with the login page. The wording of the fake's error messages is
-    its own (the real texts were not found in public sources)."""
+    without a login answers with the login page. The upload is answered with XFileSharing's
+    hand-over form (``<textarea name='fn'>CODE</textarea>``, ``op`` = ``upload_result``), and
+    ``POST /`` with ``op=upload_result``, ``fn=CODE``, ``st=OK`` gives the page holding
+    ``input[name=link_url]`` and ``input[name=thumb_url]`` (conniecombs/ConniesUploader
+    ``uploader.go`` ``uploadVipr``, conniecombs/Version-2.5 ``ViprUploader``). The wording of
+    the fake's error messages is its own (the real texts were not found in public sources)."""
 
     name = "vipr"
 
@@ -356,6 +363,8 @@ class FakeVipr(FakeHost):
         self.folders: dict[str, dict[str, Any]] = {}
         """fld_id → ``{"name", "images"}``."""
         self._folder_ids = itertools.count(101)
+        self.files: dict[str, str] = {}
+        """file code → file name, of every upload."""
         super().__init__()
 
     def expire_sessions(self) -> None:
@@ -386,8 +395,10 @@ class FakeVipr(FakeHost):
             return _LOGIN_PAGE.format(error=""), 200
 
         @self.app.post("/")
-        async def ajax_new_folder() -> Reply:
+        async def index_post() -> Reply:
             rec = self.last
+            if rec.form.get("op") == "upload_result":
+                return upload_result(rec)
             if rec.cookies.get("xfss", "") not in self.sessions:
                 return _LOGIN_PAGE.format(error=""), 200
             if rec.form.get("op") != "ajax_new_folder":
@@ -398,6 +409,22 @@ class FakeVipr(FakeHost):
             fld_id = str(next(self._folder_ids))
             self.folders[fld_id] = {"name": name, "images": []}
             return f'<option value="{fld_id}">{html.escape(name)}</option>', 200
+
+        def upload_result(rec: Recorded) -> Reply:
+            code = rec.form.get("fn", "")
+            found = self.files.get(code)
+            if found is None or rec.form.get("st") != "OK":
+                return '<html><div class="err">No such file</div></html>', 200
+            link, thumb = self.links(code, found)
+            return (
+                "<html><body><h2>Files uploaded</h2>"
+                f'<div class="grey_block"><div>{html.escape(found)}</div>'
+                f'<a href="{link}"><img src="{thumb}"></a>'
+                f'<input name="link_url" value="{link}">'
+                f'<input name="thumb_url" value="{thumb}"></div>'
+                "</body></html>",
+                200,
+            )
 
         @self.app.get("/")
         async def home() -> Reply:
@@ -432,54 +459,112 @@ class FakeVipr(FakeHost):
                 if fld_id not in self.folders:
                     return '<html><div class="err">No such folder</div></html>', 200
                 self.folders[fld_id]["images"].append(file.filename)
-            ident = content_id(file.data)
-            # UNVERIFIED reply layout (the recipe's input names), see docs/recipes.md
+            code = content_id(file.data)
+            self.files[code] = file.filename
+            # XFileSharing's hand-over to op=upload_result (a form the browser submits)
             return (
-                "<html><body><h2>Files uploaded</h2>"
-                f'<input name="link_direct" value="https://vipr.im/i/{ident}/{file.filename}">'
-                f'<input name="link_thumb" value="https://vipr.im/th/{ident}/{file.filename}">'
-                f'<input name="link_delete" value="https://vipr.im/del/{ident}?killcode=k{ident}">'
-                "</body></html>",
+                "<html><body><form name='F1' action='https://vipr.im/' method='POST'>"
+                f"<textarea name='op'>upload_result</textarea><textarea name='fn'>{code}"
+                "</textarea><textarea name='st'>OK</textarea></form>"
+                "<script>document.forms['F1'].submit();</script></body></html>",
                 200,
             )
 
+    @staticmethod
+    def links(code: str, filename: str = "") -> tuple[str, str]:
+        """The image and thumbnail links the ``upload_result`` page gives a file code."""
+        return f"https://vipr.im/i/{code}/{filename}", f"https://vipr.im/th/{code}/{filename}"
+
 
 class FakeTurbo(FakeHost):
-    """TurboImageHost: the upload endpoint is only named in the home page's JavaScript."""
+    """TurboImageHost: the upload endpoint is only named in the home page's JavaScript.
+
+    ``POST /upload_html5.tu`` takes ``qqfile``, ``upload_id`` (picked by the client),
+    ``thumb_size``, ``imcontent`` and, for a gallery, ``galleryAN=1`` and ``galleryN``; it
+    answers ``{"success": true, "newUrl": result page}``. ``GET
+    /html5_upload_result.tu?upload_id=ID`` lists every image uploaded with that id as
+    ``<div id="im_N" title="NAME"><a href="PAGE" class="thumbUrl"
+    style="background-image:url('THUMB')">`` plus the BBCode (``input#imgCodeIPF`` for one
+    image, ``textarea#imgCodeURF`` for more) and, for a gallery, ``input#imgCodeGG`` holding
+    its ``/album/ID`` link (twwat/bbdrop ``src/network/turbo_image_host_client.py``). The
+    exact value of ``imgCodeGG`` is not shown by the sources: here it is the bare link.
+    ``uploads``: upload_id → ``{"gallery", "album", "images": [(filename, ident)]}``."""
 
     name = "turbo"
 
     def __init__(self) -> None:
-        self.upload_ids: set[str] = set()
+        self.uploads: dict[str, dict[str, Any]] = {}
+        self._albums = itertools.count(7001)
         super().__init__()
+
+    @staticmethod
+    def links(ident: str, filename: str) -> tuple[str, str]:
+        """The image page and thumbnail links of an uploaded file."""
+        return (
+            f"https://www.turboimagehost.com/p/{ident}/{filename}.html",
+            f"https://s8d8.turboimg.net/t1/{ident}_{filename}",
+        )
+
+    def album_url(self, upload_id: str) -> str:
+        """The gallery link shown on the result page of a gallery's ``upload_id``."""
+        found = self.uploads[upload_id]
+        return f"https://www.turboimagehost.com/album/{found['album']}/" + found["gallery"].replace(
+            " ", "_"
+        )
 
     def routes(self) -> None:
         @self.app.get("/")
         async def home() -> tuple[str, int]:
-            upload_id = secrets.token_hex(6)
-            self.upload_ids.add(upload_id)
             return (
                 "<html><head><script>\nvar uploader = new qq.FineUploader({\n"
                 "  request: {\n"
-                f"    endpoint: '{self.base_url}/upload_file.php?upload_id={upload_id}',\n"
+                f"    endpoint: '{self.base_url}/upload_html5.tu',\n"
                 "    inputName: 'qqfile'\n  }\n});\n</script></head><body></body></html>",
                 200,
             )
 
-        @self.app.post("/upload_file.php")
+        @self.app.post("/upload_html5.tu")
         async def upload() -> tuple[dict[str, Any], int]:
             rec = self.last
-            if rec.query.get("upload_id") not in self.upload_ids:
-                return _json_error(403, success=False, error="unknown upload id")
             file = rec.files.get("qqfile")
-            if file is None:
-                return _json_error(400, success=False, error="qqfile missing")
-            ident = content_id(file.data)
+            upload_id = rec.form.get("upload_id", "")
+            if file is None or not upload_id:
+                return _json_error(400, success=False, error="qqfile and upload_id required")
+            gallery = rec.form.get("galleryN") if rec.form.get("galleryAN") == "1" else None
+            found = self.uploads.setdefault(
+                upload_id, {"gallery": gallery, "album": None, "images": []}
+            )
+            if gallery and found["album"] is None:
+                found["album"] = str(next(self._albums))
+            found["images"].append((file.filename, content_id(file.data)))
             return {
                 "success": True,
-                "id": ident,
-                "thumbUrl": f"https://s1.turboimg.net/t1/{ident}_{file.filename}",
+                "newUrl": f"{self.base_url}/html5_upload_result.tu?upload_id={upload_id}",
             }, 200
+
+        @self.app.get("/html5_upload_result.tu")
+        async def result() -> tuple[str, int]:
+            upload_id = self.last.query.get("upload_id", "")
+            found = self.uploads.get(upload_id)
+            if found is None:
+                return "<html><body>No images</body></html>", 200
+            divs, codes = [], []
+            for n, (filename, ident) in enumerate(found["images"]):
+                page, thumb = self.links(ident, filename)
+                name = html.escape(filename)
+                divs.append(
+                    f'<div id="im_{n}" title="{name}"><a href="{page}" class="thumbUrl"'
+                    f' style="background-image:url(\'{thumb}\')" target="_blank"></a></div>'
+                )
+                codes.append(f"[URL={page}][IMG]{thumb}[/IMG][/URL]")
+            if len(codes) == 1:
+                code = f'<input type="text" id="imgCodeIPF" value="{codes[0]}">'
+            else:
+                code = '<textarea id="imgCodeURF">' + "\n".join(codes) + "</textarea>"
+            album = ""
+            if found["album"] is not None:
+                album = f'<input type="text" id="imgCodeGG" value="{self.album_url(upload_id)}">'
+            return "<html><body>" + "".join(divs) + code + album + "</body></html>", 200
 
 
 class FakeImageBam(FakeHost):
@@ -492,10 +577,11 @@ class FakeImageBam(FakeHost):
     (conniecombs/ConniesUploader ``modules/plugins/imagebam.py`` 3.1.0 and the "FastPic
     Upload" userscript). ``GET /upload/complete?session=ID`` is the session's page, naming
     the gallery in ``a#gallery-name`` (its link: ``/gallery/ID``, as gallery-dl's imagebam
-    extractor reads it). The upload reply itself (``data[0].url``…) is NOT the real one —
-    the sources read ``{"success": result page URL}`` — and stays as the recipe expects until
-    recipes can follow a reply with a request (see docs/recipes.md). Validation messages
-    are the fake's own wording."""
+    extractor reads it). An upload is answered ``{"success": URL of that page}``, and the
+    page holds one text input per image of the session with its BBCode
+    ``[URL=https://www.imagebam.com/view/ID][IMG]https://thumbs4.imagebam.com/…_t.jpeg[/IMG][/URL]``,
+    in upload order (the userscript's ``uploadToImageBam``; the order is UNVERIFIED, see
+    docs/recipes.md). Validation messages are the fake's own wording."""
 
     name = "imagebam"
 
@@ -514,7 +600,19 @@ class FakeImageBam(FakeHost):
         adds uploads to it later)."""
         self.session_forms: list[dict[str, str]] = []
         """The form of every accepted upload-session request, in order."""
+        self.token_sessions: dict[str, str] = {}
+        """upload token → its upload session id."""
+        self.session_images: dict[str, list[str]] = {}
+        """upload session id → the ids of its images, in upload order."""
         super().__init__()
+
+    @staticmethod
+    def links(ident: str) -> tuple[str, str]:
+        """The view page and thumbnail links of an uploaded image."""
+        return (
+            f"https://www.imagebam.com/view/{ident}",
+            f"https://thumbs4.imagebam.com/{ident[:2]}/{ident[2:4]}/{ident}_t.jpeg",
+        )
 
     def _session(self) -> tuple[str, dict[str, Any]]:
         key = self.last.cookies.get("imagebam_session", "")
@@ -602,6 +700,8 @@ class FakeImageBam(FakeHost):
                 sess["upload"] = upload_token
             self.upload_tokens[upload_token] = gallery
             self.upload_sessions[session_id] = gallery
+            self.token_sessions[upload_token] = session_id
+            self.session_images[session_id] = []
             return {"status": "success", "data": upload_token, "session": session_id}, 200
 
         @self.app.get("/upload/complete")
@@ -617,7 +717,12 @@ class FakeImageBam(FakeHost):
                     f'<a id="gallery-name" href="https://www.imagebam.com/gallery/{gallery}">'
                     f"{title}</a>"
                 )
-            return f"<html><body>{link}</body></html>", 200
+            codes = "".join(
+                '<div class="image-code"><input type="text" class="form-control" readonly'
+                ' value="[URL={}][IMG]{}[/IMG][/URL]"></div>'.format(*self.links(ident))
+                for ident in self.session_images[session_id]
+            )
+            return f"<html><body>{link}{codes}</body></html>", 200
 
         @self.app.post("/upload")
         async def upload() -> tuple[dict[str, Any], int] | tuple[str, int]:
@@ -639,17 +744,9 @@ class FakeImageBam(FakeHost):
             gallery = self.upload_tokens[token]
             if gallery is not None:
                 self.galleries[gallery]["images"].append(file.filename)
-            ident = content_id(file.data)
-            return {
-                "status": "success",
-                "data": [
-                    {
-                        "url": f"https://www.imagebam.com/view/{ident}",
-                        "thumb": f"https://thumbs4.imagebam.com/{ident}_t.jpeg",
-                        "delete": f"https://www.imagebam.com/remove/{ident}",
-                    }
-                ],
-            }, 200
+            session_id = self.token_sessions[token]
+            self.session_images[session_id].append(content_id(file.data))
+            return {"success": f"{self.base_url}/upload/complete?session={session_id}"}, 200
 
 
 class FakeThumbHost(FakeHost):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -108,16 +109,20 @@ async def test_vipr_two_step_login_reused_across_files(vipr: FakeVipr, images: l
         "POST /login.html",
         "GET /",
         "GET /",
-        "POST /cgi-bin/upload.cgi",
-        "POST /cgi-bin/upload.cgi",
-        "POST /cgi-bin/upload.cgi",
+        *["POST /cgi-bin/upload.cgi", "POST /"] * 3,
     ]
     login = vipr.requests[0]
     assert login.form == {"op": "login", "redirect": "", "login": VIPR_USER, "password": VIPR_PASS}
     # the redirect after login and the explicit home step both carry the session cookie
     cookie = vipr.requests[1].cookies["xfss"]
     sess_id = vipr.sessions[cookie]
-    for rec in vipr.requests[3:]:
+    uploads = [r for r in vipr.requests if r.path == "/cgi-bin/upload.cgi"]
+    results_asked = [r for r in vipr.requests[3:] if r.path == "/"]
+    # each upload is followed by XFileSharing's op=upload_result with the reply's file code
+    assert [r.form for r in results_asked] == [
+        {"op": "upload_result", "fn": content_id(p.read_bytes()), "st": "OK"} for p in images
+    ]
+    for rec in uploads:
         assert rec.cookies == {"xfss": cookie}
         assert rec.query == {"upload_type": "file"}
         assert rec.form == {
@@ -128,13 +133,11 @@ async def test_vipr_two_step_login_reused_across_files(vipr: FakeVipr, images: l
         }
     assert session.stats.logins == 1
     # every hop, the redirect after login included, went through the rate limiter
-    assert session.stats.requests == len(vipr.requests) == 6
-    assert session.limiter.statistics().requests == 6
+    assert session.stats.requests == len(vipr.requests) == 9
+    assert session.limiter.statistics().requests == 9
     for path, result in zip(images, results, strict=True):
-        ident = content_id(path.read_bytes())
-        assert result.url == f"https://vipr.im/i/{ident}/{path.name}"
-        assert result.thumb == f"https://vipr.im/th/{ident}/{path.name}"
-        assert result.delete == f"https://vipr.im/del/{ident}?killcode=k{ident}"
+        link, thumb = vipr.links(content_id(path.read_bytes()), path.name)
+        assert (result.url, result.thumb, result.delete) == (link, thumb, "")
 
 
 async def test_vipr_expired_session_logs_in_again(vipr: FakeVipr, images: list[Path]) -> None:
@@ -144,13 +147,14 @@ async def test_vipr_expired_session_logs_in_again(vipr: FakeVipr, images: list[P
             await session.upload(images[0])
             vipr.expire_sessions()
             result = await session.upload(images[1])
-    assert vipr.lines()[4:] == [
+    assert vipr.lines()[5:] == [
         "POST /cgi-bin/upload.cgi",  # refused: redirected to the login page
         "GET /login.html",
         "POST /login.html",
         "GET /",
         "GET /",
         "POST /cgi-bin/upload.cgi",
+        "POST /",  # op=upload_result
     ]
     assert session.stats.logins == 2
     assert result.url.startswith("https://vipr.im/i/")
@@ -162,16 +166,25 @@ async def test_turbo_endpoint_discovered_in_javascript(
     async with uploader(turboimagehost=turbo.base_url) as up:
         with trio.fail_after(30):
             results = [await up.session("turboimagehost").upload(p) for p in images[:2]]
-    assert turbo.lines() == ["GET /", "POST /upload_file.php", "GET /", "POST /upload_file.php"]
-    first_id = turbo.requests[1].query["upload_id"]
-    second_id = turbo.requests[3].query["upload_id"]
-    assert first_id != second_id
-    assert {first_id, second_id} == turbo.upload_ids
-    assert turbo.requests[1].form == {"imcontent": "all", "thumb_size": "180"}
+    assert turbo.lines() == [
+        "GET /",
+        "POST /upload_html5.tu",
+        "GET /html5_upload_result.tu",  # the reply's newUrl
+        "GET /",
+        "POST /upload_html5.tu",
+        "GET /html5_upload_result.tu",
+    ]
+    first, second = turbo.requests[1], turbo.requests[4]
+    # without a gallery every file gets an upload_id of its own, 20 characters of [0-9a-z]
+    ids = [first.form["upload_id"], second.form["upload_id"]]
+    assert ids[0] != ids[1]
+    assert all(re.fullmatch(r"[0-9a-z]{20}", i) for i in ids)
+    assert [turbo.requests[2].query, turbo.requests[5].query] == [{"upload_id": i} for i in ids]
+    assert first.form == {"upload_id": ids[0], "thumb_size": "180", "imcontent": "all"}
+    assert list(first.files) == ["qqfile"]
     for path, result in zip(images[:2], results, strict=True):
-        ident = content_id(path.read_bytes())
-        assert result.url == f"{turbo.base_url}/p/{ident}/{path.name}.html"
-        assert result.thumb == f"https://s1.turboimg.net/t1/{ident}_{path.name}"
+        page, thumb = turbo.links(content_id(path.read_bytes()), path.name)
+        assert (result.url, result.thumb) == (page, thumb)
 
 
 async def test_imagebam_four_step_csrf_login(imagebam: FakeImageBam, images: list[Path]) -> None:
@@ -186,7 +199,9 @@ async def test_imagebam_four_step_csrf_login(imagebam: FakeImageBam, images: lis
         "GET /",  # the home step
         "POST /upload/session",
         "POST /upload",
+        "GET /upload/complete",
         "POST /upload",
+        "GET /upload/complete",
     ]
     ((key, sess),) = imagebam.sessions.items()
     login_page, login = imagebam.requests[0], imagebam.requests[1]
@@ -204,15 +219,18 @@ async def test_imagebam_four_step_csrf_login(imagebam: FakeImageBam, images: lis
         "content_type": "sfw",
         "comments_enabled": "false",
     }
-    for rec in imagebam.requests[5:]:
+    session_id = imagebam.token_sessions[sess["upload"]]
+    for rec in imagebam.requests[5::2]:
         assert rec.headers["x-csrf-token"] == sess["token"]
         assert rec.form == {"data": sess["upload"], "_token": sess["token"]}
         assert list(rec.files) == ["files[0]"]
+    # each upload's {"success": URL} is followed: the session's result page
+    for rec in imagebam.requests[6::2]:
+        assert rec.line == "GET /upload/complete"
+        assert rec.query == {"session": session_id}
     for path, result in zip(images[:2], results, strict=True):
-        ident = content_id(path.read_bytes())
-        assert result.url == f"https://www.imagebam.com/view/{ident}"
-        assert result.thumb == f"https://thumbs4.imagebam.com/{ident}_t.jpeg"
-        assert result.delete == f"https://www.imagebam.com/remove/{ident}"
+        view, thumb = imagebam.links(content_id(path.read_bytes()))
+        assert (result.url, result.thumb, result.delete) == (view, thumb, "")
 
 
 async def test_empty_and_odd_sized_files_arrive_intact(imx: FakeImx, tmp_path: Path) -> None:
@@ -239,7 +257,7 @@ async def test_imagebam_session_loss_answers_401_and_logs_in_again(
             await session.upload(images[0])
             imagebam.expire_sessions()
             result = await session.upload(images[1])
-    assert imagebam.lines()[6:] == [
+    assert imagebam.lines()[7:] == [
         "POST /upload",  # 401: the session is gone
         "GET /auth/login",
         "POST /auth/login",
@@ -247,11 +265,12 @@ async def test_imagebam_session_loss_answers_401_and_logs_in_again(
         "GET /",
         "POST /upload/session",
         "POST /upload",
+        "GET /upload/complete",
     ]
-    assert imagebam.requests[6].cookies != {}  # the old cookie was still sent
-    assert imagebam.requests[7].cookies == {}  # the jar was cleared before logging in again
+    assert imagebam.requests[7].cookies != {}  # the old cookie was still sent
+    assert imagebam.requests[8].cookies == {}  # the jar was cleared before logging in again
     assert session.stats.logins == 2
-    assert result.url == f"https://www.imagebam.com/view/{content_id(images[1].read_bytes())}"
+    assert result.url == imagebam.links(content_id(images[1].read_bytes()))[0]
 
 
 async def test_login_is_reused_until_its_ttl_passes(vipr: FakeVipr, images: list[Path]) -> None:
@@ -307,3 +326,26 @@ async def test_idle_session_closes_at_once_and_refuses_new_work(
         with pytest.raises(RetryableError, match="shutting down"):
             await session.upload(images[0])
     assert imx.requests == []
+
+
+async def test_result_step_is_retried_and_paced_without_sending_the_file_again(
+    turbo: FakeTurbo, images: list[Path]
+) -> None:
+    """A 503 from the result page is retried as any step is (the recipe's retry policy),
+    through the rate limiter, and the file itself is sent once."""
+    turbo.inject("/html5_upload_result.tu", 503, headers={"Retry-After": "0"})
+    async with uploader(turboimagehost=turbo.base_url) as up:
+        session = up.session("turboimagehost")
+        with trio.fail_after(30):
+            result = await session.upload(images[0])
+    assert turbo.lines() == [
+        "GET /",
+        "POST /upload_html5.tu",
+        "GET /html5_upload_result.tu",  # 503
+        "GET /html5_upload_result.tu",
+    ]
+    assert session.stats.retries == 1
+    assert session.limiter.statistics().requests == 4
+    assert (result.url, result.thumb) == turbo.links(
+        content_id(images[0].read_bytes()), images[0].name
+    )

@@ -238,7 +238,7 @@ async def test_api_rejects_bad_submissions(imx: FakeImx, images: list[Path]) -> 
         ({"paths": ["pics/a.jpg"], "service": "imx.to"}, 400, "paths must be absolute"),
         ({"paths": [str(images[0]) + ".gone"], "service": "imx.to"}, 400, "no such file"),
         (
-            {"paths": [str(images[0])], "service": "turboimagehost", "gallery": "G"},
+            {"paths": [str(images[0])], "service": "plain.example", "gallery": "G"},
             400,
             "does not support galleries",
         ),
@@ -253,8 +253,24 @@ async def test_api_rejects_bad_submissions(imx: FakeImx, images: list[Path]) -> 
     txt = images[0].parent / "readme.txt"
     txt.write_text("x")
     cases.append(({"paths": [str(txt)], "service": "imx.to"}, 400, "accepts only"))
+    # a host without galleries (every built-in one has them)
+    folder = images[0].parent.parent / "recipes"
+    folder.mkdir()
+    (folder / "plain.toml").write_text(
+        'id = "plain.example"\nbase_url = "https://plain.example"\n[upload]\nurl = "/up"\n'
+        '[upload.fields.f]\ntype = "file"\n[upload.response]\nurl = "{link}"\n'
+        'extract = { link = "json:url" }\n',
+        encoding="utf-8",
+    )
+    config = services_config(imx_to=imx.base_url)
+    config = RecipesConfig(
+        services=config.services,
+        global_rate=config.global_rate,
+        roots=config.roots,
+        directory=str(folder),
+    )
     async with (
-        upload_stack(services_config(imx_to=imx.base_url)) as stack,
+        upload_stack(config) as stack,
         AdminClient(stack.rt.paths.socket) as admin,
     ):
         for body, status, message in cases:
@@ -269,7 +285,14 @@ async def test_api_rejects_bad_submissions(imx: FakeImx, images: list[Path]) -> 
     assert imx.requests == []
     by_id = {r["id"]: r for r in listing["recipes"]}
     hosts = sorted(k for k, r in by_id.items() if r["kind"] == "upload")
-    assert hosts == ["imagebam", "imx.to", "pixhost.to", "turboimagehost", "vipr.im"]
+    assert hosts == [
+        "imagebam",
+        "imx.to",
+        "pixhost.to",
+        "plain.example",
+        "turboimagehost",
+        "vipr.im",
+    ]
     assert by_id["vbulletin"]["kind"] == "forum"
     assert by_id["vbulletin"]["limits"] == {"rate": 1.0, "burst": 3, "concurrency": 1}
     assert by_id["imx.to"]["credentials"] == [

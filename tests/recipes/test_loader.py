@@ -240,3 +240,67 @@ def test_root_config_section_validates_with_key_paths() -> None:
     text = str(caught.value)
     assert "recipes.global_rate" in text
     assert "burst" in text
+
+
+RESULT = """
+id = "result.example"
+base_url = "https://img.example"
+[upload]
+url = "/up"
+[upload.fields.f]
+type = "file"
+[upload.response]
+extract = { page = "json:success" }
+url = "{link}"
+[[upload.result]]
+name = "page"
+url = "{page}"
+extract = { link = "css:input#link" }
+[gallery]
+id = "{random_id}"
+[[gallery.result]]
+name = "gallery_page"
+url = "/done?upload_id={gallery_id}"
+extract = { gallery_url = "css:a#gallery::attr(href)" }
+"""
+
+
+def test_result_steps_feed_the_links_and_a_gallery_may_have_only_an_id() -> None:
+    recipe = parse_recipe_text(RESULT, source="r.toml")
+    assert isinstance(recipe, Recipe)
+    assert [s.name for s in recipe.upload.result] == ["page"]
+    assert recipe.gallery is not None
+    assert recipe.gallery.id == "{random_id}"
+    assert recipe.gallery.create == []
+    assert [s.name for s in recipe.gallery.result] == ["gallery_page"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "where", "message"),
+    [
+        (('url = "{page}"', 'url = "{pgae}"'), "upload.result[0].url", "{pgae}"),
+        (
+            ('url = "/done?upload_id={gallery_id}"', 'url = "/done/{gallery}"'),
+            "gallery.result[0].url",
+            "{gallery}",
+        ),
+        (('id = "{random_id}"', 'id = "{randomid}"'), "gallery.id", "{randomid}"),
+        (('id = "{random_id}"\n', ""), "gallery.create", "or an id template"),
+        (
+            ('type = "file"', 'type = "file"\n[upload.fields.g]\nvalue = "1"\notherwise = "2"'),
+            "upload.fields.g.otherwise",
+            "only a text field with 'when'",
+        ),
+        (
+            ('extract = { link = "css:input#link" }', 'extract = { link = "css:input[" }'),
+            "upload.result[0].extract",
+            "bad CSS selector",
+        ),
+    ],
+)
+def test_result_step_problems_are_named(edit: tuple[str, str], where: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_recipe_text(RESULT.replace(*edit), source="r.toml")
+    found = [(p, m) for p, m in caught.value.problems if p.startswith(f"r.toml: {where}")]
+    assert found, caught.value.problems
+    assert message in found[0][1]

@@ -346,3 +346,29 @@ def test_multipart_round_trip(fields: list[tuple[str, str]], data: bytes) -> Non
         assert part.get_param("name", header="content-disposition") == name
         assert part.get_payload(decode=True) == value.encode()
     assert got[-1].get_payload(decode=True) == data
+
+
+def test_result_step_extractors_bind_values_escaped_for_their_kind() -> None:
+    from hathd.recipes.extract import ResponseView, bind_extractor, parse_extractor, run_extractor
+
+    page = ResponseView(
+        200,
+        {},
+        "https://h.example/r",
+        b'<div title="a(1)+.jpg"><a href="https://h.example/1"></a></div>'
+        b'<div title="a1.jpg"><a href="https://h.example/2"></a></div>'
+        b'<div title="it\'s.jpg"><a href="https://h.example/3"></a></div>',
+    )
+    regex = parse_extractor('regex:title="{filename}"><a href="([^"]+)"')
+    css = parse_extractor("css:div[title='{filename}'] a::attr(href)")
+    for name, link in (("a(1)+.jpg", "1"), ("a1.jpg", "2"), ("it's.jpg", "3")):
+        for ex in (regex, css):
+            bound = bind_extractor(ex, {"filename": name})
+            got = run_extractor("link", bound, page)["link"]
+            assert got == f"https://h.example/{link}", (ex.kind, name)
+    # the pattern's own characters are not the value's: "a1.jpg" does not match "a(1)+.jpg"
+    lone = ResponseView(200, {}, "", b'<div title="a(1)+.jpg"><a href="x"></a></div>')
+    with pytest.raises(LookupError):
+        run_extractor("link", bind_extractor(regex, {"filename": "a1.jpg"}), lone)
+    literal = parse_extractor(r"regex:\d{{2}}-{n}")
+    assert bind_extractor(literal, {"n": "x"}).arg == r"\d{2}-x"

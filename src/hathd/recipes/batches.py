@@ -147,15 +147,29 @@ async def recent_batches(store: Store, limit: int) -> list[Batch]:
     return [_batch(r) for r in rows]
 
 
-async def mark_finalized(store: Store, batch_id: str, error: str | None) -> bool:
-    """Record the gallery's finalization (once); return ``False`` when it already was."""
+async def mark_finalized(
+    store: Store,
+    batch_id: str,
+    error: str | None,
+    gallery: Mapping[str, str] | None = None,
+) -> bool:
+    """Record the gallery's finalization (once), with ``gallery`` (when given) replacing the
+    batch's gallery values (the link a ``[[gallery.result]]`` step read); return ``False``
+    when it already was finalized."""
 
     def run(conn: sqlite3.Connection) -> bool:
-        cur = conn.execute(
-            "UPDATE upload_batches SET finalized_at = ?, finalize_error = ?"
-            " WHERE id = ? AND finalized_at IS NULL",
-            (time.time(), error, batch_id),
-        )
+        if gallery is not None:
+            cur = conn.execute(
+                "UPDATE upload_batches SET finalized_at = ?, finalize_error = ?, gallery = ?"
+                " WHERE id = ? AND finalized_at IS NULL",
+                (time.time(), error, json.dumps(dict(gallery)), batch_id),
+            )
+        else:
+            cur = conn.execute(
+                "UPDATE upload_batches SET finalized_at = ?, finalize_error = ?"
+                " WHERE id = ? AND finalized_at IS NULL",
+                (time.time(), error, batch_id),
+            )
         return cur.rowcount == 1
 
     return await store.write(run)

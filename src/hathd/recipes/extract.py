@@ -38,6 +38,8 @@ from cssselect import SelectorError
 from jsonpath_ng.exceptions import JsonPathLexerError, JsonPathParserError
 from jsonpath_ng.ext.parser import parse as jsonpath_parse
 
+from hathd.recipes.template import render
+
 KINDS = ("json", "css", "regex", "header", "final_url", "status")
 _DOT_INDEX = re.compile(r"\.(\d+)(?=\.|$|\[)")
 
@@ -207,6 +209,34 @@ def run_extractor(name: str, ex: Extractor, view: ResponseView) -> dict[str, str
         raise ExtractionError(name, f"{ex.kind}:{ex.arg}" if ex.arg else ex.kind)
     found[name] = value
     return found
+
+
+def _css_string(value: str) -> str:
+    """``value`` safe inside a quoted CSS string (a selector's ``[attr='…']``)."""
+    return "".join("\\" + c if c in "\\'\"" else c for c in value).replace("\n", "\\a ")
+
+
+def bind_extractor(ex: Extractor, values: Mapping[str, str]) -> Extractor:
+    """``ex`` with the ``{name}`` placeholders of its argument replaced by ``values``, each
+    escaped for the kind: ``regex``/``final_url`` patterns get :func:`re.escape` (the value
+    matches literally), ``css`` selectors get a quoted-string escape (write ``'{name}'``
+    inside the selector), the other kinds get the value as it is. ``{{``/``}}`` are literal
+    braces. Used by result steps, whose page lists many files (a file's own entry found by
+    ``{filename}``).
+
+    :raises TemplateError: a placeholder without a value.
+    :raises ExtractorSyntaxError: the bound argument does not parse.
+    """
+    if ex.kind in ("regex", "final_url"):
+        escaped = {k: re.escape(v) for k, v in values.items()}
+    elif ex.kind == "css":
+        escaped = {k: _css_string(v) for k, v in values.items()}
+    else:
+        escaped = dict(values)
+    bound = render(ex.arg, escaped)
+    if bound == ex.arg:
+        return ex
+    return parse_extractor(f"{ex.kind}:{bound}")
 
 
 def extract_all(specs: Mapping[str, Extractor], view: ResponseView) -> dict[str, str]:

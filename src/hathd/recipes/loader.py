@@ -53,12 +53,14 @@ BUILTIN_NAMES = frozenset(
         "index",
         "thumb_filename",
         "thumb_mime",
+        "random_id",
     }
 )
 """Values every template may use: the recipe's base URL; the job's file path, its name, stem,
 extension (no dot), MIME type and size in bytes; the service id; the batch id, the file's
 index in it; the gallery id and name (empty without a gallery); the local thumbnail's file
-name and MIME type (empty without a ``[thumbnail]``)."""
+name and MIME type (empty without a ``[thumbnail]``); ``random_id``, 20 random characters of
+``[0-9a-z]`` new for each upload and each gallery."""
 
 FORUM_NAMES = frozenset({"base_url", "service", "message", "thread_id", "forum_id", "subject"})
 """Values a forum recipe's templates may use besides its credentials, options, derived and
@@ -126,9 +128,14 @@ def _extracted_names(recipe: Site) -> set[str]:
     names: set[str] = set(recipe.derive)
     chains = [recipe.login]
     if isinstance(recipe, Recipe):
-        chains.append(recipe.prepare)
+        chains += [recipe.prepare, recipe.upload.result]
         if recipe.gallery is not None:
-            chains += [recipe.gallery.create, recipe.gallery.finalize, recipe.gallery.rename]
+            chains += [
+                recipe.gallery.create,
+                recipe.gallery.finalize,
+                recipe.gallery.rename,
+                recipe.gallery.result,
+            ]
     for chain in chains:
         for _path, step in _walk_steps(chain, ""):
             for name, ex in step.extract.items():
@@ -231,19 +238,33 @@ def _template_problems(recipe: Recipe) -> Iterator[tuple[str, str]]:
 
     for name, spec in recipe.derive.items():
         yield from check(f"derive.{name}", spec.partition(":")[2])
-    chains: list[tuple[str, list[Step]]] = [("login", recipe.login), ("prepare", recipe.prepare)]
+    chains: list[tuple[str, list[Step]]] = [
+        ("login", recipe.login),
+        ("prepare", recipe.prepare),
+        ("upload.result", recipe.upload.result),
+    ]
     if recipe.gallery is not None:
         chains += [
             ("gallery.create", recipe.gallery.create),
             ("gallery.finalize", recipe.gallery.finalize),
             ("gallery.rename", recipe.gallery.rename),
+            ("gallery.result", recipe.gallery.result),
         ]
         yield from check("gallery.url", recipe.gallery.url)
+        yield from check("gallery.id", recipe.gallery.id)
         declared = {c.name for c in recipe.credentials}
         for i, name in enumerate(recipe.gallery.credentials):
             if name not in declared:
                 yield f"gallery.credentials[{i}]", f"no credential named {name!r}"
     yield from _step_problems(check, chains)
+    # a result step's extractors are templates too (a file's own entry on a shared page)
+    result_chains = [("upload.result", recipe.upload.result)]
+    if recipe.gallery is not None:
+        result_chains.append(("gallery.result", recipe.gallery.result))
+    for chain_path, chain in result_chains:
+        for path, step in _walk_steps(chain, chain_path):
+            for name, ex in step.extract.items():
+                yield from check(_join(f"{path}.extract", name), ex.arg)
     up = recipe.upload
     yield from check("upload.url", up.url)
     yield from check_map("upload.headers", up.headers)
@@ -264,6 +285,11 @@ def _template_problems(recipe: Recipe) -> Iterator[tuple[str, str]]:
             yield from check(f"{fpath}.value", field.value)
         if field.when and field.when not in known:
             yield f"{fpath}.when", f"no value named {field.when!r}"
+        if field.otherwise:
+            if field.type != "text" or not field.when:
+                yield f"{fpath}.otherwise", "only a text field with 'when' has an otherwise"
+            else:
+                yield from check(f"{fpath}.otherwise", field.otherwise)
         if field.type == "file":
             if field.value not in FILE_FIELD_VALUES:
                 yield (
@@ -280,9 +306,9 @@ def _template_problems(recipe: Recipe) -> Iterator[tuple[str, str]]:
         yield "upload.fields", "must have exactly one field of type 'file'"
     for key in ("url", "thumb", "delete"):
         yield from check(f"upload.response.{key}", getattr(up.response, key))
-    if recipe.gallery is not None and not recipe.gallery.create:
-        yield "gallery.create", "a gallery needs at least one create step"
-    if recipe.gallery is not None and recipe.gallery.create:
+    if recipe.gallery is not None and not (recipe.gallery.create or recipe.gallery.id):
+        yield "gallery.create", "a gallery needs at least one create step, or an id template"
+    if recipe.gallery is not None and recipe.gallery.create and not recipe.gallery.id:
         create_names = {n for _p, s in _walk_steps(recipe.gallery.create, "") for n in s.extract}
         if "gallery_id" not in create_names:
             yield "gallery.create", "no step extracts 'gallery_id'"

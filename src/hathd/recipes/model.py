@@ -118,12 +118,15 @@ class Field:
     ``dynamic``). ``type = "thumbnail"``: the thumbnail hathd made of the job's file (the
     recipe's ``[thumbnail]``; ``value`` must be empty). ``filename`` and
     ``content_type`` (templates) apply to file fields. ``when`` names a value: the field is
-    sent only when that value is non-empty (e.g. ``when = "gallery_id"``).
+    sent only when that value is non-empty (e.g. ``when = "gallery_id"``); when it is empty,
+    ``otherwise`` (a template, for text fields) is sent instead, or nothing when that is empty
+    too (TurboImageHost: a gallery's shared ``upload_id``, else a fresh one per file).
     """
 
     type: str = attrs.field(default="text", validator=one_of("file", "text", "value", "thumbnail"))
     value: str = ""
     when: str = ""
+    otherwise: str = ""
     filename: str = "{filename}"
     content_type: str = "{mime}"
 
@@ -149,7 +152,20 @@ class ResponseSpec:
 
 @attrs.frozen
 class UploadSpec:
-    """The upload request: a multipart POST (by default) of ``fields`` to ``url``."""
+    """The upload request: a multipart POST (by default) of ``fields`` to ``url``.
+
+    ``result`` holds follow-up steps for hosts whose upload reply does not carry the links
+    but points at a result page (ImageBam's ``{"success": URL}``, XFileSharing's
+    ``op=upload_result`` form, TurboImageHost's ``newUrl``): they run once per file, after an
+    accepted reply, in order (children after their parent), through the same client, cookie
+    jar, rate limiter and retries as every step, seeing every known value plus the reply's
+    ``response.extract`` values. Every value they extract is required (one that is missing
+    fails the upload naming the recipe, step and value); then ``response.url``, ``thumb`` and
+    ``delete`` are rendered over all of them. A result step's extractors are templates too,
+    each value escaped for the extractor's kind (:func:`hathd.recipes.extract.bind_extractor`),
+    so a page listing many files is searched for the file's own entry (``{filename}``). A
+    result step never logs in again (that would send the file twice).
+    """
 
     url: str = attrs.field(default="", validator=_nonempty)
     method: str = attrs.field(default="POST", validator=one_of(*METHODS))
@@ -158,26 +174,40 @@ class UploadSpec:
     fields: dict[str, Field] = attrs.field(factory=dict)
     cookies: bool = True
     response: ResponseSpec = attrs.field(factory=ResponseSpec)
+    result: list[Step] = attrs.field(factory=list)
 
 
 @attrs.frozen
 class GallerySpec:
-    """Optional gallery steps: ``create`` runs once per batch, before its first file
-    (``{gallery_name}`` known), and must extract ``gallery_id`` (every value it extracts is
-    kept for the batch's uploads and for the later steps); ``finalize`` runs once every upload
-    of the batch has ended, then ``rename`` (for hosts whose galleries get their name only
-    after the upload, e.g. one made by an upload session). Without a gallery those values are
-    empty strings.
+    """Optional gallery steps, each a chain of :class:`Step`:
+
+    - ``create`` runs once per batch, before its first file (``{gallery_name}`` known), and
+      must extract ``gallery_id``; every value it extracts is kept for the batch's uploads
+      and for the later steps. A host whose client picks the gallery's id itself (a
+      TurboImageHost ``upload_id`` shared by the gallery's files) has no create step and
+      gives the template ``id`` instead (e.g. ``"{random_id}"``).
+    - ``finalize`` runs once every upload of the batch has ended (successfully or not), then
+      ``rename`` (for hosts whose galleries get their name only afterwards), then ``result``:
+      follow-up requests whose extracted values (all required) are added to the gallery's
+      values, typically ``gallery_url`` read from a result page that shows the gallery's
+      link only after its uploads (ImageBam's ``/upload/complete?session=ID``,
+      TurboImageHost's ``html5_upload_result.tu?upload_id=ID``); their extractors are
+      templates as in ``UploadSpec.result``.
+
+    Without a gallery those values are empty strings.
 
     ``url`` is the template of the gallery's public link (over the gallery's and the
-    session's values), used when ``create`` extracts no ``gallery_url`` itself.
-    ``credentials`` names credentials that galleries need even though plain uploads do not
-    (a web login next to an API key): a gallery without them is refused before any request.
+    session's values), used when ``create`` extracts no ``gallery_url`` itself; a
+    ``gallery_url`` extracted by ``result`` replaces it. ``credentials`` names credentials
+    that galleries need even though plain uploads do not (a web login next to an API key): a
+    gallery without them is refused before any request.
     """
 
     create: list[Step] = attrs.field(factory=list)
     finalize: list[Step] = attrs.field(factory=list)
     rename: list[Step] = attrs.field(factory=list)
+    result: list[Step] = attrs.field(factory=list)
+    id: str = ""
     url: str = ""
     credentials: list[str] = attrs.field(factory=list)
 

@@ -121,6 +121,8 @@ def plan_upload(
     parts: list[TextPart | FilePart] = []
     for name, field in up.fields.items():
         if field.when and not values.get(field.when):
+            if field.type == "text" and field.otherwise:
+                parts.append(TextPart(name, render(field.otherwise, values)))
             continue
         if field.type == "thumbnail":
             if thumb is None:
@@ -192,15 +194,30 @@ def _render_optional(template: str, values: Mapping[str, str]) -> str:
         return ""
 
 
+def render_links(spec: ResponseSpec, values: Mapping[str, str]) -> tuple[str, str, str, str]:
+    """The ``url``, ``thumb`` and ``delete`` links rendered over ``values`` (each ``""`` when
+    its template cannot be filled or does not give an ``http(s)://`` URL), and the raw
+    rendered ``url`` (for the error message)."""
+    raw_url = _render_optional(spec.url, values)
+    return (
+        web_url(raw_url),
+        web_url(_render_optional(spec.thumb, values)),
+        web_url(_render_optional(spec.delete, values)),
+        raw_url,
+    )
+
+
 def parse_upload(
-    spec: ResponseSpec, view: ResponseView, values: Mapping[str, str]
+    spec: ResponseSpec, view: ResponseView, values: Mapping[str, str], *, links: bool = True
 ) -> UploadOutcome:
     """Apply ``spec`` to the upload reply ``view``; ``values`` are the request's values.
 
     Extractors that find nothing leave their value out; a ``url`` template that then cannot
     be filled means failure, and so does a ``url`` that is not an ``http(s)://`` URL (a host
     must not hand out ``javascript:`` links); a ``thumb`` or ``delete`` that is not one is
-    dropped (``""``).
+    dropped (``""``). With ``links = False`` (the recipe has ``[[upload.result]]`` steps,
+    which give the links afterwards) the reply is judged by its status and ``success`` only,
+    and the links are left empty.
     """
     found: dict[str, str] = {}
     for name, ex in spec.extract.items():
@@ -209,11 +226,12 @@ def parse_upload(
         except LookupError:
             continue
     merged = {**values, **found}
-    raw_url = _render_optional(spec.url, merged)
-    url = web_url(raw_url)
-    thumb = web_url(_render_optional(spec.thumb, merged))
-    delete = web_url(_render_optional(spec.delete, merged))
-    ok = 200 <= view.status < 300 and bool(url)
+    if links:
+        url, thumb, delete, raw_url = render_links(spec, merged)
+        ok = 200 <= view.status < 300 and bool(url)
+    else:
+        url = thumb = delete = raw_url = ""
+        ok = 200 <= view.status < 300
     if ok and spec.success is not None:
         got = try_extract("success", spec.success, view)
         ok = got is not None and got == spec.success_value
@@ -224,5 +242,6 @@ def parse_upload(
         if not message and raw_url and not url:
             message = f"HTTP {view.status}: the reply's url is not an http(s) URL: {raw_url[:80]!r}"
         if not message:
-            message = f"HTTP {view.status}: no {('url' if not url else 'success value')} in reply"
+            missing = "url" if links and not url else "success value"
+            message = f"HTTP {view.status}: no {missing} in reply"
     return UploadOutcome(ok, url, thumb, delete, message, found)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -37,7 +38,14 @@ import trio
 
 from hathd.errors import PermanentError, RateLimitedError, RetryableError
 from hathd.recipes import multipart
-from hathd.recipes.extract import ExtractionError, ResponseView, extract_all, try_extract
+from hathd.recipes.extract import (
+    ExtractionError,
+    ExtractorSyntaxError,
+    ResponseView,
+    bind_extractor,
+    extract_all,
+    try_extract,
+)
 from hathd.recipes.model import Recipe, Site, Step
 from hathd.recipes.plan import (
     RequestPlan,
@@ -46,11 +54,12 @@ from hathd.recipes.plan import (
     parse_upload,
     plan_step,
     plan_upload,
+    render_links,
 )
 from hathd.recipes.ratelimit import Limiter, new_bucket
 from hathd.recipes.redact import install_log_filter, redact, register
 from hathd.recipes.retry import Verdict, backoff, classify
-from hathd.recipes.template import TemplateError, render
+from hathd.recipes.template import TemplateError, placeholders, render
 from hathd.recipes.thumbnails import Thumbnail, Thumbnailer
 from hathd.retryafter import parse_retry_after
 from hathd.tokenbucket import TokenBucket
@@ -62,6 +71,16 @@ MAX_REPLY = 4 * 1024 * 1024
 
 Progress = Callable[[int, int], None]
 """``progress(done_bytes, total_bytes)``."""
+
+RANDOM_ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+RANDOM_ID_LENGTH = 20
+
+
+def random_id() -> str:
+    """The ``{random_id}`` template value: 20 random characters of ``[0-9a-z]``, new for each
+    upload and each gallery (the ``upload_id`` a TurboImageHost client picks itself,
+    twwat/bbdrop ``src/network/turbo_image_host_client.py``)."""
+    return "".join(secrets.choice(RANDOM_ID_ALPHABET) for _ in range(RANDOM_ID_LENGTH))
 
 
 def _walk(steps: Sequence[Step]) -> list[Step]:
@@ -268,6 +287,7 @@ class ServiceSession:
             index="0",
             thumb_filename="",
             thumb_mime="",
+            random_id="",
         )
         return values
 
@@ -452,28 +472,52 @@ class ServiceSession:
         )
 
     async def _run_chain(
-        self, steps: Sequence[Step], values: Mapping[str, str], *, session_check: bool
+        self,
+        steps: Sequence[Step],
+        values: Mapping[str, str],
+        *,
+        session_check: bool,
+        chain: str = "",
     ) -> dict[str, str]:
         """Run ``steps`` in order (children after their parent, seeing its values); return
-        every value they extracted."""
+        every value they extracted. ``chain`` (``upload.result``, ``gallery.result``) names
+        follow-up steps in errors: their values are a result's links, not a login's."""
         found: dict[str, str] = {}
+        label = f"{chain} step" if chain else "step"
         for step in steps:
             try:
                 plan = plan_step(step, values)
             except TemplateError as exc:
-                raise PermanentError(f"{self.recipe.id}: step {step.name!r}: {exc}") from None
-            view = await self._request(plan, session_check=session_check)
-            try:
-                got = extract_all(step.extract, view)
-            except ExtractionError as exc:
                 raise PermanentError(
-                    f"{self.recipe.id}: step {step.name!r} (HTTP {view.status}): {exc}; the"
-                    " login may have been refused or the site changed"
+                    self._redact(f"{self.recipe.id}: {label} {step.name!r}: {exc}")
+                ) from None
+            view = await self._request(plan, session_check=session_check)
+            specs = step.extract
+            if chain:
+                try:
+                    specs = {n: bind_extractor(ex, values) for n, ex in specs.items()}
+                except (TemplateError, ExtractorSyntaxError) as exc:
+                    raise PermanentError(
+                        self._redact(f"{self.recipe.id}: {label} {step.name!r}: {exc}")
+                    ) from None
+            try:
+                got = extract_all(specs, view)
+            except ExtractionError as exc:
+                hint = (
+                    "the result page does not hold it (the site changed?)"
+                    if chain
+                    else "the login may have been refused or the site changed"
+                )
+                raise PermanentError(
+                    f"{self.recipe.id}: {label} {step.name!r} (HTTP {view.status}): field"
+                    f" {exc.name!r}: {exc}; {hint}"
                 ) from None
             found.update(got)
             if step.then:
                 found.update(
-                    await self._run_chain(step.then, {**values, **got}, session_check=session_check)
+                    await self._run_chain(
+                        step.then, {**values, **got}, session_check=session_check, chain=chain
+                    )
                 )
         return found
 
@@ -571,7 +615,7 @@ class ServiceSession:
     ) -> UploadResult:
         for attempt in range(2):
             values, generation = await self.login()
-            values = {**values, **file_values(path, size), **extra}
+            values = {**values, **file_values(path, size), "random_id": random_id(), **extra}
             if thumb is not None:
                 values.update(
                     thumb_filename=f"{path.stem}_thumb.{thumb.path.suffix.lstrip('.')}",
@@ -590,22 +634,26 @@ class ServiceSession:
             except _Relogin:
                 self._expire(generation)
                 continue
-            outcome = parse_upload(self._host.upload.response, view, values)
+            spec = self._host.upload
+            outcome = parse_upload(spec.response, view, values, links=not spec.result)
             if not outcome.ok:
                 raise PermanentError(
                     self._redact(
                         f"{self.recipe.id}: upload of {path.name} refused: {outcome.message}"
                     )
                 )
+            links = (outcome.url, outcome.thumb, outcome.delete)
+            found = outcome.values
+            if spec.result:
+                self._check_handover(path, view, found)
+                links, found = await self._upload_result(path, {**values, **found}, found)
             self.stats.uploads += 1
             return UploadResult(
                 self.recipe.id,
                 path.name,
                 size,
-                outcome.url,
-                outcome.thumb,
-                outcome.delete,
-                outcome.values,
+                *links,
+                found,
                 thumb.width if thumb is not None else 0,
                 thumb.height if thumb is not None else 0,
             )
@@ -613,6 +661,59 @@ class ServiceSession:
             f"{self.recipe.id}: the session expired again right after logging in; check"
             " session.relogin_status / session.relogin_url of the recipe"
         )
+
+    def _check_handover(self, path: Path, view: ResponseView, found: Mapping[str, str]) -> None:
+        """Refuse an upload whose reply lacks a value of ``upload.response.extract`` that the
+        first ``[[upload.result]]`` steps need (the result page's address, a file code): the
+        host did not take the file, and its ``error`` message (when found) says why.
+
+        :raises PermanentError: such a value is missing.
+        """
+        response = self._host.upload.response
+        needed: list[str] = []
+        for step in self._host.upload.result:
+            templates = [step.url, *step.headers.values(), *step.query.values()]
+            templates += step.form.values()
+            for template in templates:
+                try:
+                    names = placeholders(template)
+                except TemplateError:
+                    continue  # the loader refuses such recipes; render() reports it
+                needed += [n for n in names if n in response.extract and n not in found]
+        if not needed:
+            return
+        message = try_extract("error", response.error, view) if response.error else None
+        if not message:
+            listed = ", ".join(dict.fromkeys(needed))
+            message = f"HTTP {view.status}: no {listed} in reply"
+        raise PermanentError(
+            self._redact(f"{self.recipe.id}: upload of {path.name} refused: {message}")
+        )
+
+    async def _upload_result(
+        self, path: Path, values: dict[str, str], found: dict[str, str]
+    ) -> tuple[tuple[str, str, str], dict[str, str]]:
+        """Run the recipe's ``[[upload.result]]`` steps after an accepted upload reply and
+        render the links over everything; return ``(url, thumb, delete)`` and the values
+        extracted by the reply and the steps.
+
+        :raises PermanentError: a step's template names a value the reply did not give, a
+            step's extraction found nothing (recipe, step and value named), or ``url`` is not
+            an ``http(s)://`` URL.
+        """
+        spec = self._host.upload
+        # never a relogin here: the file has gone already and must not be sent twice
+        got = await self._run_chain(spec.result, values, session_check=False, chain="upload.result")
+        merged = {**values, **got}
+        url, thumb, delete, raw_url = render_links(spec.response, merged)
+        if not url:
+            raise PermanentError(
+                self._redact(
+                    f"{self.recipe.id}: upload of {path.name}: upload.response.url gave no"
+                    f" http(s) URL after the result steps: {raw_url[:80]!r}"
+                )
+            )
+        return (url, thumb, delete), {**found, **got}
 
     def _session_check(self, attempt: int) -> bool:
         """Whether replies may mean "session expired": only with a login chain, and not
@@ -631,7 +732,7 @@ class ServiceSession:
         :raises RetryableError | RateLimitedError: transient trouble after retries.
         """
         gallery = self._host.gallery
-        if gallery is None or not gallery.create:
+        if gallery is None or not (gallery.create or gallery.id):
             raise PermanentError(f"service {self.recipe.id!r} does not support galleries")
         missing = [n for n in gallery.credentials if not self._credentials.get(n)]
         if missing:
@@ -647,14 +748,25 @@ class ServiceSession:
     ) -> dict[str, str]:
         for attempt in range(2):
             values, generation = await self.login()
-            values = {**values, **dict(extra or {}), "gallery_name": name}
+            values = {
+                **values,
+                "random_id": random_id(),
+                **dict(extra or {}),
+                "gallery_name": name,
+            }
             check = self._session_check(attempt)
             try:
                 found = await self._run_chain(steps, values, session_check=check)
             except _Relogin:
                 self._expire(generation)
                 continue
-            template = self._host.gallery.url if self._host.gallery is not None else ""
+            spec = self._host.gallery
+            if spec is not None and spec.id and not found.get("gallery_id"):
+                try:
+                    found["gallery_id"] = render(spec.id, {**values, **found})
+                except TemplateError as exc:
+                    raise PermanentError(f"{self.recipe.id}: gallery.id: {exc}") from None
+            template = spec.url if spec is not None else ""
             if template and not found.get("gallery_url"):
                 try:
                     found["gallery_url"] = render(template, {**values, **found})
@@ -663,32 +775,44 @@ class ServiceSession:
             return {"gallery_name": name, **found}
         raise PermanentError(f"{self.recipe.id}: the session expired again right after login")
 
-    async def finalize_gallery(self, gallery: Mapping[str, str]) -> None:
-        """Run the recipe's ``gallery.finalize`` chain, then its ``gallery.rename`` chain,
-        with the values ``create_gallery`` returned (nothing happens when the recipe has
-        neither).
+    async def finalize_gallery(self, gallery: Mapping[str, str]) -> dict[str, str]:
+        """Run the recipe's ``gallery.finalize`` chain, then ``gallery.rename``, then
+        ``gallery.result``, with the values ``create_gallery`` returned; return the values
+        the ``result`` chain extracted (``gallery_url`` replacing the link known so far), or
+        ``{}`` (nothing happens when the recipe has none of them).
 
-        :raises PermanentError | RetryableError | RateLimitedError: as for uploads.
+        :raises PermanentError: as for uploads; also a ``gallery.result`` value that was not
+            found (recipe, step and value named).
+        :raises RetryableError | RateLimitedError: as for uploads.
         """
         spec = self._host.gallery
-        if spec is None or not (spec.finalize or spec.rename):
-            return
+        if spec is None or not (spec.finalize or spec.rename or spec.result):
+            return {}
+        found: dict[str, str] = {}
         async with self._operation():
-            for steps in (spec.finalize, spec.rename):
+            for steps, chain in (
+                (spec.finalize, ""),
+                (spec.rename, ""),
+                (spec.result, "gallery.result"),
+            ):
                 if steps:
-                    await self._finalize_gallery(steps, gallery)
+                    got = await self._finalize_gallery(steps, {**gallery, **found}, chain)
+                    if chain:
+                        found.update(got)
+        return found
 
-    async def _finalize_gallery(self, steps: Sequence[Step], gallery: Mapping[str, str]) -> None:
+    async def _finalize_gallery(
+        self, steps: Sequence[Step], gallery: Mapping[str, str], chain: str
+    ) -> dict[str, str]:
         for attempt in range(2):
             values, generation = await self.login()
             values = {**values, **dict(gallery)}
             check = self._session_check(attempt)
             try:
-                await self._run_chain(steps, values, session_check=check)
+                return await self._run_chain(steps, values, session_check=check, chain=chain)
             except _Relogin:
                 self._expire(generation)
                 continue
-            return
         raise PermanentError(f"{self.recipe.id}: the session expired again right after login")
 
     async def exchange(

@@ -444,7 +444,8 @@ class Uploads:
     async def on_final(self, job: Job) -> None:
         """After each upload job ends: for every batch with an item on this job (its own, and
         later batches whose same file was deduplicated into it), when no job of the batch is
-        active any more, run the gallery's finalize steps (if any) and mark the batch
+        active any more, run the gallery's finalize, rename and result steps (if any), keep
+        the values the result steps read (the gallery's link) and mark the batch
         finalized, exactly once.
 
         Calls are serialized and re-read the batch, so two jobs ending together cannot both
@@ -482,13 +483,19 @@ class Uploads:
                 if other is not None and other.state in ACTIVE_STATES:
                     return
             error: str | None = None
+            gallery: dict[str, str] | None = None
             if batch.gallery is not None:
                 try:
-                    await self.uploader.session(batch.service).finalize_gallery(batch.gallery)
+                    read = await self.uploader.session(batch.service).finalize_gallery(
+                        batch.gallery
+                    )
                 except HathdError as exc:
                     error = str(exc)
                     log.warning("finalizing gallery of batch %s failed: %s", batch_id, exc)
-            await batches.mark_finalized(self.store, batch_id, error)
+                else:
+                    if read:
+                        gallery = {**batch.gallery, **read}
+            await batches.mark_finalized(self.store, batch_id, error, gallery)
         await self.posts.release_ready()
         if self.on_batch_final is not None:
             await self.on_batch_final(batch_id)
