@@ -12,7 +12,6 @@ from __future__ import annotations
 import email.message
 import email.utils
 import grp
-import http.server
 import json
 import os
 import pwd
@@ -21,7 +20,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ import trio
 import trustme
 from imapclient import IMAPClient
 
+from fakes.apprise_receiver import Receiver as Receiver
 from hathd.engine.api import Job, JobSpec, JobState, Submitted
 from hathd.fanfic.config import ImapConfig
 
@@ -227,32 +226,6 @@ def story_mail(
             filename="big.bin",
         )
     return msg.as_bytes()
-
-
-@attrs.define
-class Receiver:
-    """An HTTP server on 127.0.0.1 recording the JSON bodies POSTed to it (Apprise
-    ``json://`` notifications)."""
-
-    server: http.server.ThreadingHTTPServer
-    received: list[dict[str, Any]]
-    cond: threading.Condition
-
-    @property
-    def url(self) -> str:
-        """The Apprise URL posting here."""
-        return f"json://127.0.0.1:{self.server.server_address[1]}/notify"
-
-    async def wait_for(self, count: int, timeout: float = 60.0) -> list[dict[str, Any]]:
-        """Wait until ``count`` notifications arrived; returns them all."""
-
-        def wait() -> bool:
-            with self.cond:
-                return self.cond.wait_for(lambda: len(self.received) >= count, timeout)
-
-        assert await trio.to_thread.run_sync(wait), f"only {self.received!r} arrived"
-        with self.cond:
-            return list(self.received)
 
 
 def calibre_books(library: Path) -> list[dict[str, Any]]:
