@@ -6,11 +6,14 @@
    cache directory with the same certificate, same run: req/s, MB/s, p50/p99, non-2xx and
    socket errors per round; medians over the rounds (3; 1 with ``--quick``) and the
    hathd/nginx ratios of the medians (load: ``wrk -t1 -c32``).
-2. Start-up with N indexed files (1 000 000; 100 000 with ``--quick``): ``Cache.open`` time
-   against a reference that reads every index row (what a full in-memory index would cost).
-   The throughput node then starts on that same index, so its resident size (RSS, summed over
-   the node's processes) is reported idle with N indexed files and at its peak under load.
-3. Time to first byte of a proxied miss vs fetching the same upstream file directly.
+2. Start-up with N indexed files (1 000 000; 100 000 with ``--quick``) of H@H sizes
+   (50 KB–2 MB): ``Cache.open`` time against a reference that reads every index row (what a
+   full in-memory index would cost). The throughput node then starts on that same index with
+   a disk limit one byte under its size (a full cache: the pruner runs at start), so its
+   resident size (RSS, summed over the node's processes) is reported idle with N indexed files
+   and at its peak under load.
+3. Time to first byte of a proxied miss vs fetching the same upstream file directly, and the
+   floor a miss cannot beat by protocol: that direct GET + an RPC round trip + a TLS hit.
 
 Every figure is printed with the load average (``os.getloadavg()``) at the time it was taken.
 
@@ -276,10 +279,11 @@ async def _sample_rss(pid: int, peak: list[int]) -> None:
 
 
 async def bench_throughput(
-    work: Path, quick: bool, rounds: int, serving_processes: int | None
+    work: Path, quick: bool, rounds: int, serving_processes: int | None, disk_limit: int
 ) -> dict[str, Any]:
     """Both loads, ``rounds`` rounds each of hathd then nginx; per-round rows, idle and peak
-    RSS of the node, and the TTFB figures (key ``_ttfb``)."""
+    RSS of the node, and the TTFB figures (key ``_ttfb``). The node's disk limit is
+    ``disk_limit`` bytes (its index is full: it prunes at start)."""
     rng = random.Random(1)
     state = work / "node"
     cache = state / "cache"
@@ -290,6 +294,7 @@ async def bench_throughput(
     rows: list[dict[str, object]] = []
     out: dict[str, Any] = {"rows": rows}
     async with open_fake_control(CREDS) as fake:
+        fake.settings["disklimit_bytes"] = str(disk_limit)
         pem = work / "cert.pem"
         fake.leaf.private_key_and_cert_chain_pem.write_to_path(str(pem))
         node, node_port = await start_node(fake, state, serving_processes)
@@ -363,12 +368,17 @@ async def bench_throughput(
 
 
 async def bench_ttfb(fake: FakeControlServer, quick: bool, work: Path) -> dict[str, Any]:
-    """Median TTFB (ms) of a proxied miss vs a direct upstream GET of the same file size."""
+    """Median TTFB (ms) of a proxied miss vs a direct upstream GET of the same file size, and
+    of what a miss must do on top of that by protocol: an RPC round trip (``server_stat``,
+    plain HTTP with ``Connection: close`` as the node sends ``srfetch``) and the client's TLS
+    connection (the same file as a hit). ``floor_ms`` = direct + RPC + hit."""
     state = work / "node2"
     node, port = await start_node(fake, state)
     direct: list[float] = []
     proxied: list[float] = []
     hit: list[float] = []
+    rpc: list[float] = []
+    rpc_url = p.server_stat_url(fake.rpc_host)
     try:
         async with httpx.AsyncClient(verify=fake.ca_context(), timeout=30) as c:
             for _ in range(5 if quick else 20):
@@ -378,6 +388,7 @@ async def bench_ttfb(fake: FakeControlServer, quick: bool, work: Path) -> dict[s
                     (direct, f"{fake.url}/image/{a}"),
                     (proxied, f"https://127.0.0.1:{port}{fake.keystamped_path(b)}"),
                     (hit, f"https://127.0.0.1:{port}{fake.keystamped_path(b)}"),
+                    (rpc, rpc_url),
                 ):
                     began = time.perf_counter()
                     first: float | None = None
@@ -396,6 +407,8 @@ async def bench_ttfb(fake: FakeControlServer, quick: bool, work: Path) -> dict[s
         "direct_ms": statistics.median(direct),
         "proxied_ms": statistics.median(proxied),
         "hit_ms": statistics.median(hit),
+        "rpc_ms": statistics.median(rpc),
+        "floor_ms": statistics.median(d + r + h for d, r, h in zip(direct, rpc, hit, strict=True)),
         "la": load_avg(),
     }
 
@@ -420,9 +433,7 @@ async def bench_startup(work: Path, n: int) -> dict[str, float]:
     rows = []
     for _ in range(n):
         h = f"{rng.getrandbits(160):040x}"
-        # small sizes keep the index under the fake's 10 GB disk limit, so the node does not
-        # spend the benchmark pruning rows whose files do not exist
-        size = rng.randrange(1_000, 4_000)
+        size = rng.randrange(50_000, 2_000_000)  # H@H-sized: the index holds ~1 TB
         rows.append((f"{h}-{size}-1280-1800-jpg", h[:4], size, now - rng.randrange(10**7)))
     began = time.perf_counter()
     with conn:
@@ -432,6 +443,7 @@ async def bench_startup(work: Path, n: int) -> dict[str, float]:
             "FROM hath_files GROUP BY srange"
         )
     build = time.perf_counter() - began
+    total = conn.execute("SELECT sum(size) FROM hath_files").fetchone()[0]
     conn.close()
     del rows
     timings_open: list[float] = []
@@ -446,7 +458,15 @@ async def bench_startup(work: Path, n: int) -> dict[str, float]:
             count = await store.read(_read_all_rows)
             timings_ref.append(time.perf_counter() - t0)
             assert count == n
-    return {"files": n, "build_s": build, "open_s": min(timings_open), "ref_s": min(timings_ref)}
+    return {
+        "files": n,
+        "build_s": build,
+        "open_s": min(timings_open),
+        "ref_s": min(timings_ref),
+        # the disk limit the node gets: one byte under the index's size, so the cache is full
+        # and the node's pruner runs on the whole index at start (~100 MiB evicted)
+        "disk_limit": total + n * 4096 // 2 - 1,
+    }
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -456,7 +476,9 @@ async def main(args: argparse.Namespace) -> None:
         os.chmod(work, 0o755)
         startup = await bench_startup(work, 100_000 if args.quick else 1_000_000)
         print("startup", startup, load_avg(), flush=True)
-        results = await bench_throughput(work, args.quick, rounds, args.serving_processes)
+        results = await bench_throughput(
+            work, args.quick, rounds, args.serving_processes, int(startup["disk_limit"])
+        )
     report(results, startup, args.quick)
 
 
@@ -478,9 +500,10 @@ def report(results: dict[str, Any], startup: dict[str, float], quick: bool) -> N
     rows: list[dict[str, Any]] = results["rows"]
     print("\n## /h/ throughput, new TLS connection per request (wrk -t1, Connection: close)\n")
     print(
-        "| load | round | server | req/s | MB/s | p50 ms | p99 ms | non-2xx | sock err | load avg |"
+        "| load | round | server | req/s | MB/s | p50 ms | p99 ms | CPU µs/req | non-2xx "
+        "| sock err | load avg |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['load']} | {r['round']} | {r['server']} | {r['rps']:.0f} | {r['mbs']:.1f} | "
@@ -530,6 +553,12 @@ def report(results: dict[str, Any], startup: dict[str, float], quick: bool) -> N
         f"extra over direct {ttfb['proxied_ms'] - ttfb['direct_ms']:.1f} ms "
         f"(ratio {ttfb['proxied_ms'] / ttfb['direct_ms']:.2f}; target ≤ 1.20); extra over a hit "
         f"{ttfb['proxied_ms'] - ttfb['hit_ms']:.1f} ms ({ttfb['la']})"
+    )
+    print(
+        f"what a miss must do by protocol: RPC round trip {ttfb['rpc_ms']:.1f} ms + upstream "
+        f"GET {ttfb['direct_ms']:.1f} ms + TLS hit {ttfb['hit_ms']:.1f} ms = floor "
+        f"{ttfb['floor_ms']:.1f} ms; miss / floor {ttfb['proxied_ms'] / ttfb['floor_ms']:.2f}, "
+        f"the node's own extra {ttfb['proxied_ms'] - ttfb['floor_ms']:.1f} ms ({ttfb['la']})"
     )
     if quick:
         print("\n(--quick: shorter runs, fewer files, one round)")

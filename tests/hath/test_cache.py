@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
@@ -128,7 +129,8 @@ async def test_index_survives_reopen_and_tracks_ranges(tmp_path: Path) -> None:
         cache = await Cache.open(store, tmp_path / "cache")
         assert cache.count == 19
         assert cache.total_bytes == sum(len(b) for b in blobs[1:])
-        assert set(cache.ranges) == {f.static_range for f in fids[1:]}
+        assert await cache.range_names() == {f.static_range for f in fids[1:]}
+        assert cache.range_count == len({f.static_range for f in fids[1:]})
         rows = await store.query("SELECT count(*) FROM hath_files")
         assert rows[0][0] == 19
 
@@ -150,12 +152,13 @@ async def test_pruning_removes_oldest_range_first(tmp_path: Path) -> None:
         used = cache.used_with_overhead()
         # limit slightly under usage: need = 100 MiB + overshoot, so everything prunable goes,
         # oldest range first
-        first_range = pruning.oldest_range(cache.ranges)
+        first_range = await cache.oldest_range()
+        assert first_range is not None
         assert first_range in {f.static_range for f in old_ids}
         files, freed = await cache.prune_once(int(now))
         assert files >= 1
         assert freed == 50_000 * files
-        assert first_range not in cache.ranges
+        assert first_range not in await cache.range_names()
         assert not (tmp_path / "cache" / first_range[:2] / first_range[2:]).exists()
         files, freed = await cache.prune(used + pruning.WANT_FREE * 2)  # nothing to do
         assert (files, freed) == (0, 0)
@@ -250,3 +253,122 @@ async def test_stale_temp_files_are_cleared_at_open(tmp_path: Path) -> None:
         await Cache.open(store, tmp_path / "cache")
     assert not stale.exists()
     await trio.lowlevel.checkpoint()
+
+
+class _VmSteps:
+    """Counts SQLite virtual-machine instructions run on the store's connections (the work a
+    statement does: rows visited, index probes); the handler runs every :attr:`GRAIN` instructions
+    of one statement, so 1 counts them all."""
+
+    GRAIN = 1
+
+    def __init__(self) -> None:
+        self.ticks = 0
+
+    def __call__(self) -> int:
+        self.ticks += 1
+        return 0  # 0: go on
+
+    async def install(self, store: Store) -> None:
+        await store.write(lambda conn: conn.set_progress_handler(self, self.GRAIN))
+        for conn in store._all_readers:
+            conn.set_progress_handler(self, self.GRAIN)
+
+    @property
+    def instructions(self) -> int:
+        return self.ticks * self.GRAIN
+
+
+class _PyLines:
+    """Counts the Python lines run on this thread (the Trio thread: the cache's own code and
+    the scheduler) while it is installed with ``sys.settrace``."""
+
+    def __init__(self) -> None:
+        self.lines = 0
+
+    def __call__(self, frame: object, event: str, arg: object) -> _PyLines:
+        if event == "line":
+            self.lines += 1
+        return self
+
+
+async def _big_index(store: Store, files: int, now: int, rng_seed: int) -> list[str]:
+    """``files`` rows over the 65,536 static ranges (mtimes within the last 20 days), plus three
+    files 200 days old in range ``0000``: the first pruning step must take exactly those."""
+    import random
+
+    rng = random.Random(rng_seed)
+    rows = []
+    for _ in range(files):
+        h = f"{rng.getrandbits(160):040x}"
+        if h.startswith("0000"):
+            h = "1" + h[1:]
+        size = rng.randrange(50_000, 2_000_000)
+        rows.append((f"{h}-{size}-1-1-jpg", h[:4], size, now - rng.randrange(20 * DAY)))
+    old = [f"0000{i:036x}-1000-1-1-jpg" for i in range(3)]
+    rows += [(name, "0000", 1000, now - 200 * DAY) for name in old]
+
+    def fill(conn: sqlite3.Connection) -> None:
+        conn.executemany("INSERT INTO hath_files VALUES (?,?,?,?)", rows)
+        conn.execute(
+            "INSERT INTO hath_ranges SELECT srange, count(*), sum(size), min(mtime) "
+            "FROM hath_files GROUP BY srange"
+        )
+
+    await store.write(fill)
+    return old
+
+
+async def _one_step_work(tmp_path: Path, files: int) -> tuple[int, int, int]:
+    """Open a cache on an index of ``files`` (+3 old) rows, run one pruning step and a scan of
+    every range row; returns the SQLite instructions of each and the step's Python lines."""
+    now = int(time.time())
+    async with open_store(tmp_path / f"db{files}") as store:
+        cache = await Cache.open(store, tmp_path / f"cache{files}")
+        old = await _big_index(store, files, now, files)
+        await cache.reload()
+        assert cache.count == files + 3
+        ranges = await store.query("SELECT srange, count, bytes, oldest FROM hath_ranges")
+        reference = pruning.oldest_range(
+            {str(r[0]): pruning.RangeStats(r[1], r[2], r[3]) for r in ranges}
+        )
+        assert reference == "0000" == await cache.oldest_range()
+        steps = _VmSteps()
+        await steps.install(store)
+        lines = _PyLines()
+        sys.settrace(lines)
+        try:
+            freed = await cache.prune_once(now)
+        finally:
+            sys.settrace(None)
+        assert freed == (3, 3000)
+        step = steps.instructions
+        steps.ticks = 0
+        await store.query("SELECT srange, count, bytes, oldest FROM hath_ranges")
+        scan = steps.instructions
+        assert cache.count == files
+        left = await store.query(
+            "SELECT count(*) FROM hath_files WHERE fileid IN (?,?,?)", tuple(old)
+        )
+        assert left[0][0] == 0
+        assert await cache.range_stats("0000") == pruning.RangeStats()
+        assert cache.total_bytes == (await store.query("SELECT sum(size) FROM hath_files"))[0][0]
+        # the next step takes the range whose file is now the oldest, as the rule says
+        ranges = await store.query("SELECT srange, count, bytes, oldest FROM hath_ranges")
+        reference = pruning.oldest_range(
+            {str(r[0]): pruning.RangeStats(r[1], r[2], r[3]) for r in ranges}
+        )
+        assert await cache.oldest_range() == reference
+    return step, scan, lines.lines
+
+
+async def test_a_pruning_step_costs_the_same_at_100_000_files(tmp_path: Path) -> None:
+    small_step, _, small_lines = await _one_step_work(tmp_path, 1_000)
+    big_step, big_scan, big_lines = await _one_step_work(tmp_path, 100_000)
+    # one step (three files evicted) at 100,000 files over 65,536 ranges does the work it
+    # does at 1,000 files, in SQLite and in Python, and far less than one pass over the range
+    # rows (each step used to pass over all of them in Python)
+    assert big_step < 2 * small_step, (small_step, big_step)
+    assert big_step * 20 < big_scan, (big_step, big_scan)
+    assert big_lines < 2 * small_lines, (small_lines, big_lines)
+    assert big_lines < 20_000, big_lines

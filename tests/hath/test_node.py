@@ -137,6 +137,49 @@ async def test_corrupt_upstream_never_enters_the_cache(tmp_path: Path) -> None:
             assert node.proxy.statistics().failed == 1
 
 
+async def test_miss_streams_the_first_bytes_before_the_upstream_sends_the_rest(
+    tmp_path: Path,
+) -> None:
+    # the head and the upstream's first chunk reach the client while the upstream holds back
+    # the rest of the body (proxy.py: the chunk is handed over from memory as it arrives)
+    data = os.urandom(400_000)
+    gate = trio.Event()
+    with trio.fail_after(60):
+        async with open_fake_control(CREDS) as fake, run_node(tmp_path, fake) as node:
+            fid = fake.add_file(data, gate=gate, gate_after=16_384, chunk=16_384)
+            async with (
+                client(fake) as c,
+                c.stream("GET", base_url(node) + fake.keystamped_path(fid)) as r,
+            ):
+                assert r.status_code == 200
+                assert r.headers["content-length"] == str(len(data))
+                body = bytearray()
+                async for piece in r.aiter_raw():
+                    body += piece
+                    if len(body) >= 16_384 and not gate.is_set():
+                        assert bytes(body[:16_384]) == data[:16_384]
+                        gate.set()  # only now may the upstream go on
+                assert gate.is_set()
+            assert bytes(body) == data
+
+
+async def test_upstream_failing_before_its_first_byte_gets_a_clean_502(tmp_path: Path) -> None:
+    # every source accepts (200, right Content-Length) and drops before a byte: the head waits
+    # for the first bytes, so the client gets an error reply, not a cut 200
+    data = os.urandom(50_000)
+    with trio.fail_after(60):
+        async with open_fake_control(CREDS) as fake, run_node(tmp_path, fake) as node:
+            fid = fake.add_file(data, truncate_after=0, truncations=10)
+            async with client(fake) as c:
+                r = await c.get(base_url(node) + fake.keystamped_path(fid))
+            assert r.status_code == 502
+            assert r.content == b"An error has occurred. (502)"
+            assert node.proxy is not None
+            assert node.proxy.statistics().failed == 1
+            assert node.cache is not None
+            assert node.cache.count == 0
+
+
 async def test_truncated_upstream_resumes_with_range(tmp_path: Path) -> None:
     # proxy.py: after a dropped connection the next try asks for the rest only
     # (Range: bytes=<received>-) and appends the 206 body; nothing is fetched twice.

@@ -5,8 +5,13 @@ the daemon's store (component ``hath``):
 
 * ``hath_files(fileid, srange, size, mtime)`` — one row per cached file;
 * ``hath_ranges(srange, count, bytes, oldest)`` — per static range, maintained in the same
-  transaction as every file change, so start-up reads at most 65 536 rows and walks no directory,
+  transaction as every file change, so start-up sums at most 65 536 rows and walks no directory,
   and a crash forces no rescan (§4.2; the official client loses its state on a crash).
+
+Only the totals (files, bytes, ranges) live in memory, updated by every change. The per-range
+rows stay in SQLite: an index on ``hath_ranges(oldest, srange)`` gives the range with the oldest
+file, and ``hath_files(srange, mtime)`` its files below the cutoff, so one pruning step costs
+O(log n + files evicted), whatever the number of ranges or files (§4.4).
 
 Files enter the cache only through :meth:`Cache.import_file` / :meth:`Cache.import_verified`,
 which rename a temporary file (under ``cache/.tmp/``, the same filesystem) into place after its
@@ -51,7 +56,6 @@ from hathd.hath.pruning import (
     RangeStats,
     bytes_to_free,
     needs_touch,
-    oldest_range,
     prune_cutoff,
     size_with_overhead,
 )
@@ -75,6 +79,7 @@ MIGRATIONS: list[Migration] = [
         oldest INTEGER
     );
     """,
+    "CREATE INDEX hath_ranges_oldest ON hath_ranges(oldest, srange);",
 ]
 """Schema steps of component ``hath`` (applied through ``store.migrate``)."""
 
@@ -117,7 +122,18 @@ def sha1_file(path: Path) -> str:
 # --------------------------------------------------------------------------- SQL helpers
 
 
-def _add_row(conn: sqlite3.Connection, fid: FileId, mtime: int) -> tuple[str, RangeStats]:
+@attrs.frozen
+class Totals:
+    """Change of the cache totals made by one index write: files, bytes, ranges (signed)."""
+
+    count: int = 0
+    bytes: int = 0
+    ranges: int = 0
+
+
+def _add_row(conn: sqlite3.Connection, fid: FileId, mtime: int) -> Totals:
+    """Insert ``fid``'s row (or set its mtime if it exists) and keep its range row in step.
+    O(log n): the range's new oldest comes from the ``(srange, mtime)`` index."""
     name = str(fid)
     srange = fid.static_range
     cur = conn.execute(
@@ -125,16 +141,19 @@ def _add_row(conn: sqlite3.Connection, fid: FileId, mtime: int) -> tuple[str, Ra
         (name, srange, fid.size, mtime),
     )
     if cur.rowcount == 1:
+        new_range = (
+            conn.execute("SELECT 1 FROM hath_ranges WHERE srange = ?", (srange,)).fetchone() is None
+        )
         conn.execute(
             "INSERT INTO hath_ranges(srange, count, bytes, oldest) VALUES (?, 1, ?, ?) "
             "ON CONFLICT(srange) DO UPDATE SET count = count + 1, bytes = bytes + excluded.bytes, "
             "oldest = min(coalesce(oldest, excluded.oldest), excluded.oldest)",
             (srange, fid.size, mtime),
         )
-    else:
-        conn.execute("UPDATE hath_files SET mtime = ? WHERE fileid = ?", (mtime, name))
-        _recompute_oldest(conn, srange)
-    return srange, _range_row(conn, srange)
+        return Totals(1, fid.size, int(new_range))
+    conn.execute("UPDATE hath_files SET mtime = ? WHERE fileid = ?", (mtime, name))
+    _recompute_oldest(conn, srange)
+    return Totals()
 
 
 def _recompute_oldest(conn: sqlite3.Connection, srange: str) -> None:
@@ -154,8 +173,11 @@ def _range_row(conn: sqlite3.Connection, srange: str) -> RangeStats:
     return RangeStats(int(row[0]), int(row[1]), None if row[2] is None else int(row[2]))
 
 
-def _remove_rows(conn: sqlite3.Connection, names: Iterable[str]) -> dict[str, RangeStats]:
+def _remove_rows(conn: sqlite3.Connection, names: Iterable[str]) -> Totals:
+    """Delete these rows (unknown names skipped) and keep their range rows in step.
+    O(k log n) for k names."""
     touched: set[str] = set()
+    count = size_sum = 0
     for name in names:
         row = conn.execute(
             "DELETE FROM hath_files WHERE fileid = ? RETURNING srange, size", (name,)
@@ -168,19 +190,52 @@ def _remove_rows(conn: sqlite3.Connection, names: Iterable[str]) -> dict[str, Ra
             (size, srange),
         )
         touched.add(srange)
-    out: dict[str, RangeStats] = {}
+        count += 1
+        size_sum += size
+    gone = 0
     for srange in touched:
+        gone += conn.execute(
+            "DELETE FROM hath_ranges WHERE srange = ? AND count <= 0", (srange,)
+        ).rowcount
         _recompute_oldest(conn, srange)
-        conn.execute("DELETE FROM hath_ranges WHERE srange = ? AND count <= 0", (srange,))
-        out[srange] = _range_row(conn, srange)
-    return out
+    return Totals(-count, -size_sum, -gone)
 
 
-def _load_ranges(conn: sqlite3.Connection) -> dict[str, RangeStats]:
-    cur = conn.cursor()
-    cur.row_factory = None  # plain tuples: several times faster than sqlite3.Row here
-    cur.execute("SELECT srange, count, bytes, oldest FROM hath_ranges")
-    return {r[0]: RangeStats(r[1], r[2], r[3]) for r in cur}
+def _load_totals(conn: sqlite3.Connection) -> Totals:
+    row = conn.execute(
+        "SELECT coalesce(sum(count), 0), coalesce(sum(bytes), 0), count(*) FROM hath_ranges"
+    ).fetchone()
+    return Totals(int(row[0]), int(row[1]), int(row[2]))
+
+
+def _oldest_range(conn: sqlite3.Connection) -> tuple[str, int] | None:
+    """The range holding the oldest file (ties: the smaller name), through the
+    ``hath_ranges_oldest`` index: O(log n)."""
+    row = conn.execute(
+        "SELECT srange, oldest FROM hath_ranges WHERE oldest IS NOT NULL "
+        "ORDER BY oldest, srange LIMIT 1"
+    ).fetchone()
+    return None if row is None else (str(row[0]), int(row[1]))
+
+
+def _prune_candidates(conn: sqlite3.Connection, now: int) -> tuple[str, list[tuple[str, int]]]:
+    """The oldest range and its files with mtime below the cutoff (§4.4), oldest first; if the
+    cutoff finds none, the range's single oldest file. ``("", [])`` for an empty index."""
+    found = _oldest_range(conn)
+    if found is None:
+        return "", []
+    srange, oldest = found
+    cutoff = prune_cutoff(oldest, now)
+    rows = conn.execute(
+        "SELECT fileid, size FROM hath_files WHERE srange = ? AND mtime < ? ORDER BY mtime",
+        (srange, cutoff),
+    ).fetchall()
+    if not rows:  # the range row says older than the cutoff but the rows moved
+        rows = conn.execute(
+            "SELECT fileid, size FROM hath_files WHERE srange = ? ORDER BY mtime LIMIT 1",
+            (srange,),
+        ).fetchall()
+    return srange, [(str(r[0]), int(r[1])) for r in rows]
 
 
 # ------------------------------------------------------------------------------- the cache
@@ -189,7 +244,7 @@ def _load_ranges(conn: sqlite3.Connection) -> dict[str, RangeStats]:
 class Cache:
     """The cache directory and its index; see the module docstring.
 
-    Create with :meth:`open` (runs the migrations and loads the per-range counters).
+    Create with :meth:`open` (runs the migrations and loads the totals).
     """
 
     def __init__(self, store: Store, root: Path, *, blocksize: int = 4096) -> None:
@@ -197,7 +252,7 @@ class Cache:
         self.root = root
         self.tmp = root / TMP_DIR
         self.blocksize = blocksize
-        self.ranges: dict[str, RangeStats] = {}
+        self._totals = Totals()
         self.lru = LruTable()
         self._verify_cooldown_until = 0.0
         self._pruned_files = 0
@@ -225,21 +280,44 @@ class Cache:
                 stale.unlink(missing_ok=True)
 
     async def reload(self) -> None:
-        """Re-read the per-range counters from the index (at most 65 536 rows, built into a
-        dict in the worker thread)."""
-        self.ranges = await self.store.read(_load_ranges)
+        """Re-read the totals from the index (one pass over at most 65 536 range rows, in
+        SQLite)."""
+        self._totals = await self.store.read(_load_totals)
+
+    def _apply(self, delta: Totals) -> None:
+        t = self._totals
+        self._totals = Totals(t.count + delta.count, t.bytes + delta.bytes, t.ranges + delta.ranges)
 
     # -- accounting ------------------------------------------------------------------------
 
     @property
     def count(self) -> int:
         """Files in the index."""
-        return sum(r.count for r in self.ranges.values())
+        return self._totals.count
 
     @property
     def total_bytes(self) -> int:
         """Sum of the fileid sizes in the index (bytes)."""
-        return sum(r.bytes for r in self.ranges.values())
+        return self._totals.bytes
+
+    @property
+    def range_count(self) -> int:
+        """Static ranges holding at least one indexed file."""
+        return self._totals.ranges
+
+    async def range_names(self) -> set[str]:
+        """The static ranges holding at least one indexed file (reads the index)."""
+        rows = await self.store.query("SELECT srange FROM hath_ranges")
+        return {str(r[0]) for r in rows}
+
+    async def range_stats(self, srange: str) -> RangeStats:
+        """One range's row: file count, bytes and oldest mtime (zeros if it holds no file)."""
+        return await self.store.read(lambda conn: _range_row(conn, srange))
+
+    async def oldest_range(self) -> str | None:
+        """The static range holding the oldest file (the next to prune), or ``None``."""
+        found = await self.store.read(_oldest_range)
+        return None if found is None else found[0]
 
     def used_with_overhead(self) -> int:
         """Bytes used, counting half a block per file (§4.2)."""
@@ -250,7 +328,7 @@ class Cache:
         return CacheStatistics(
             count=self.count,
             bytes=self.total_bytes,
-            ranges=len(self.ranges),
+            ranges=self._totals.ranges,
             pruned_files=self._pruned_files,
             pruned_bytes=self._pruned_bytes,
             blacklisted=self._blacklisted,
@@ -298,8 +376,7 @@ class Cache:
             await trio.to_thread.run_sync(os.utime, path)
         except OSError:
             return
-        srange, stats = await self.store.write(lambda conn: _add_row(conn, fid, int(now)))
-        self.ranges[srange] = stats
+        self._apply(await self.store.write(lambda conn: _add_row(conn, fid, int(now))))
 
     # -- changes ---------------------------------------------------------------------------
 
@@ -337,12 +414,12 @@ class Cache:
         mtime = await trio.to_thread.run_sync(mtime_of_tmp)
         async with self._change_lock:
             try:
-                srange, stats = await self.store.write(lambda conn: _add_row(conn, fid, mtime))
+                delta = await self.store.write(lambda conn: _add_row(conn, fid, mtime))
             except BaseException:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(partial(tmp_path.unlink, missing_ok=True))
                 raise
-            self.ranges[srange] = stats
+            self._apply(delta)
             try:
                 await trio.to_thread.run_sync(move)
             except OSError:
@@ -417,19 +494,12 @@ class Cache:
             self._corrupt += removed
         return removed
 
-    def _apply(self, changed: dict[str, RangeStats]) -> None:
-        for srange, stats in changed.items():
-            if stats.count <= 0:
-                self.ranges.pop(srange, None)
-            else:
-                self.ranges[srange] = stats
-
     async def drop_outside_ranges(self, allowed: set[str]) -> int:
         """Delete indexed files whose static range is not in ``allowed`` (start-up cleanup,
         §4.2). Does nothing when ``allowed`` is empty."""
         if not allowed:
             return 0
-        doomed = [r for r in self.ranges if r not in allowed]
+        doomed = [r for r in await self.range_names() if r not in allowed]
         removed = 0
         for srange in doomed:
             rows = await self.store.query(
@@ -450,24 +520,18 @@ class Cache:
 
     async def prune_once(self, now: int | None = None) -> tuple[int, int]:
         """One official pruning step: take the range with the oldest file, delete every file in
-        it with mtime below the age-scaled cutoff (§4.4). Returns ``(files, bytes)`` freed."""
-        srange = oldest_range(self.ranges)
-        if srange is None:
+        it with mtime below the age-scaled cutoff (§4.4). Returns ``(files, bytes)`` freed.
+
+        Cost: one indexed lookup of the oldest range and one index range scan of its files
+        below the cutoff, then one indexed delete per evicted file, O(log n + files evicted);
+        no pass over the ranges or the files.
+        """
+        at = int(time.time()) if now is None else now
+        srange, rows = await self.store.read(lambda conn: _prune_candidates(conn, at))
+        if not rows:
             return 0, 0
-        oldest = self.ranges[srange].oldest
-        assert oldest is not None
-        cutoff = prune_cutoff(oldest, int(time.time()) if now is None else now)
-        rows = await self.store.query(
-            "SELECT fileid, size FROM hath_files WHERE srange = ? AND mtime < ? ORDER BY mtime",
-            (srange, cutoff),
-        )
-        if not rows:  # index says older than cutoff but rows moved; recompute
-            rows = await self.store.query(
-                "SELECT fileid, size FROM hath_files WHERE srange = ? ORDER BY mtime LIMIT 1",
-                (srange,),
-            )
-        names = [str(r[0]) for r in rows]
-        freed = sum(int(r[1]) for r in rows)
+        names = [r[0] for r in rows]
+        freed = sum(r[1] for r in rows)
         await self.delete(names, reason="prune")
         await trio.to_thread.run_sync(self._remove_empty_range_dir, srange)
         self._pruned_files += len(names)
@@ -481,7 +545,7 @@ class Cache:
         Returns ``(files, bytes)`` freed in total."""
         need = self.bytes_over(limit, free_disk, min_free)
         files = freed = 0
-        while need > 0 and self.ranges:
+        while need > 0 and self.count > 0:
             f, b = await self.prune_once()
             if f == 0:
                 break

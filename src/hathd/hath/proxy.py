@@ -11,7 +11,10 @@ Flow (docs/hath-protocol.md §3.4; J162 ``ProxyFileDownloader``, RS single-fligh
    (a 206 must carry the rest of the file, a 200 the whole file, whose first bytes are then
    skipped); if no source was ever accepted → 502.
 3. Bytes go to ``cache/.tmp/proxyfile_*`` while the SHA-1 is computed inline. Readers
-   (:class:`Flight`) follow the progress and ``pread`` the same file descriptor. The **last
+   (:class:`Flight`) follow the progress and ``pread`` the same file descriptor; the chunk
+   being written is handed to them from memory the moment it arrives (before its write to
+   the temp file returns), so a client's first bytes wait for no disk write or thread trip.
+   The **last
    byte is held back** until the SHA-1 and size match, so a corrupt body is never delivered
    whole: the client sees a short read and the file never enters the cache.
 4. On a match the file is fsynced and renamed into the cache (:meth:`Cache.import_verified`);
@@ -66,6 +69,9 @@ class Flight:
     status: int = 0
     """The HTTP status to answer with if the flight failed before streaming (404/502)."""
     written: int = 0
+    """Bytes on disk in the temp file (and hashed)."""
+    recent: bytes = b""
+    """The chunk being written, at offset :attr:`written`: readers take it from memory."""
     verified: bool = False
     fd: int | None = None
     readers: int = 0
@@ -80,10 +86,29 @@ class Flight:
         self._changed = trio.Event()
 
     def available(self) -> int:
-        """Bytes readers may take: all once verified, else all but the last byte."""
+        """Bytes readers may take: all once verified, else all received (on disk or in
+        :attr:`recent`) but the last byte."""
         if self.state is FlightState.DONE and self.verified:
             return self.fid.size
-        return min(self.written, max(0, self.fid.size - 1))
+        return min(self.written + len(self.recent), max(0, self.fid.size - 1))
+
+    def stage(self, chunk: bytes) -> None:
+        """``chunk`` arrived for offset :attr:`written`: readers may take it from memory now."""
+        self.recent = chunk
+        self.notify()
+
+    def commit(self) -> None:
+        """The staged chunk is on disk."""
+        self.written += len(self.recent)
+        self.recent = b""
+
+    def from_memory(self, n: int, offset: int) -> bytes | None:
+        """Up to ``n`` bytes at ``offset`` if they are in the staged chunk, else ``None`` (they
+        are on disk: :meth:`pread`)."""
+        start = offset - self.written
+        if self.recent and 0 <= start < len(self.recent):
+            return self.recent[start : start + n]
+        return None
 
     async def wait_started(self) -> int | None:
         """Wait until the body starts streaming (``None``) or the flight fails (its status)."""
@@ -255,9 +280,9 @@ class SrfetchProxy:
             flight.state = FlightState.FAILED
             return
         tmp = flight.tmp = self.cache.new_temp_path()
-        flight.fd = await trio.to_thread.run_sync(
-            lambda: os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        )
+        # created on the Trio thread: a new empty file in cache/.tmp is a metadata change in
+        # memory, cheaper than the thread trip that would sit before the first upstream byte
+        flight.fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         sha = hashlib.sha1()
         with trio.move_on_after(TOTAL_TIMEOUT):
             for attempt in range(max(TRIES, len(urls))):
@@ -315,15 +340,24 @@ class SrfetchProxy:
                     continue
                 if flight.written + len(chunk) > fid.size:
                     raise _Rejected("upstream sent more than Content-Length")
-                await trio.to_thread.run_sync(os.pwrite, fd, chunk, flight.written)
+                flight.stage(chunk)
+                try:
+                    await trio.to_thread.run_sync(os.pwrite, fd, chunk, flight.written)
+                except OSError as exc:
+                    # readers may have taken the staged chunk: no other source may replace it
+                    raise TempFileFailed(f"writing {flight.tmp}: {exc}") from exc
                 sha.update(chunk)
-                flight.written += len(chunk)
+                flight.commit()
                 self._bytes += len(chunk)
                 flight.notify()
 
 
 class _Rejected(Exception):
     """An upstream source was rejected (status, length)."""
+
+
+class TempFileFailed(Exception):
+    """The temp file could not be written: the flight fails (no other source is tried)."""
 
 
 def _unlink(path: Path) -> None:

@@ -60,7 +60,11 @@ def prune_cutoff(oldest: int, now: int) -> int:
 
 
 def oldest_range(ranges: Mapping[str, RangeStats]) -> str | None:
-    """The static range with the smallest oldest mtime (ties: the smaller name), or ``None``."""
+    """The static range with the smallest oldest mtime (ties: the smaller name), or ``None``.
+
+    The rule as a pure function, O(ranges): the cache answers the same question from SQLite
+    through an index (:meth:`hathd.hath.cache.Cache.oldest_range`), and the tests check that
+    the two agree."""
     best: tuple[int, str] | None = None
     for name, stats in ranges.items():
         if stats.count <= 0 or stats.oldest is None:

@@ -57,7 +57,7 @@ from hathd.metrics import observe_hath_request
 if TYPE_CHECKING:
     import httpx
 
-    from hathd.hath.proxy import SrfetchProxy
+    from hathd.hath.proxy import Flight, SrfetchProxy
 
 log = logging.getLogger(__name__)
 
@@ -707,30 +707,45 @@ class ImageServer:
             if failed is not None:
                 await self._send_error(stream, failed, metered=metered, head_only=head.head_only)
                 return
-            self._statuses[200] += 1
-            await self._send(
-                stream,
-                wire.response_head(
-                    200,
-                    content_type=fid.mime_type,
-                    length=fid.size,
-                    now=time.time(),
-                    extra=extra,
-                    immutable=True,
-                ),
-                metered,
+            response = wire.response_head(
+                200,
+                content_type=fid.mime_type,
+                length=fid.size,
+                now=time.time(),
+                extra=extra,
+                immutable=True,
             )
             if head.head_only:
+                self._statuses[200] += 1
+                await self._send(stream, response, metered)
                 return
+            # the head leaves with the first body bytes, as soon as the upstream's first chunk
+            # is in: one TLS record, and a source failing before its first byte still gets a
+            # clean error reply
+            pending: bytes | None = response
             offset = 0
             while offset < fid.size:
-                available = await flight.wait_beyond(offset)
+                try:
+                    available = await flight.wait_beyond(offset)
+                except FlightFailed:
+                    if pending is None:
+                        raise
+                    await self._send_error(stream, 502, metered=metered, head_only=False)
+                    return
                 n = min(CHUNK, available - offset)
-                data = await trio.to_thread.run_sync(flight.pread, n, offset)
+                data = _read_flight(flight, n, offset)
+                if data is None:
+                    data = await trio.to_thread.run_sync(flight.pread, n, offset)
                 if not data:
                     raise FlightFailed(str(fid))
-                await self._send(stream, data, metered)
                 offset += len(data)
+                if pending is not None:
+                    self._statuses[200] += 1
+                    data, pending = pending + data, None
+                await self._send(stream, data, metered)
+            if pending is not None:  # an empty file
+                self._statuses[200] += 1
+                await self._send(stream, pending, metered)
         finally:
             self.proxy.release(flight)
 
@@ -876,6 +891,17 @@ async def read_head(stream: Stream) -> tuple[wire.RequestHead, bytes] | None:
         if not data:
             return None
         buf += data
+
+
+def _read_flight(flight: Flight, n: int, offset: int) -> bytes | None:
+    """Up to ``n`` bytes of ``flight`` at ``offset`` without a thread trip: from the chunk in
+    memory, else from the page cache (``RWF_NOWAIT``); ``None`` when neither holds them."""
+    data = flight.from_memory(n, offset)
+    if data is not None or flight.fd is None:
+        return data
+    buf = bytearray(min(n, hitread.PIECE))
+    got = hitread.read_cached(flight.fd, memoryview(buf), offset)
+    return bytes(buf[:got]) if got else None
 
 
 def _pread_hashed(fd: int, n: int, offset: int, hasher: Any) -> bytes:
