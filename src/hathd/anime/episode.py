@@ -71,6 +71,7 @@ from hathd.anime.hosters import (
     resolve,
 )
 from hathd.engine.api import InvalidInput, Job, JobContext, JobSpec
+from hathd.engine.bulkhttp import bulk_client
 from hathd.engine.download import (
     FILENAME_MAX,
     content_range_start,
@@ -642,11 +643,7 @@ def make_episode_handler(
                     already=True,
                 )
             verify = await trio.to_thread.run_sync(ssl_context)
-            async with httpx.AsyncClient(
-                follow_redirects=False,
-                timeout=httpx.Timeout(timeout),
-                verify=verify,
-            ) as client:
+            async with bulk_client(verify=verify, timeout=httpx.Timeout(timeout)) as client:
                 t = _Try(
                     ctx,
                     client,
