@@ -11,9 +11,10 @@ folder. With the page cache warm (one untimed walk of each kind first), measured
   ``getdents64``, per entry one ``fstatat`` (for ``%s``) and one output line, read by this
   script through a pipe (process start included);
 - "walk": :func:`hathd.anime.scan.scan_library` alone: per folder ``openat`` (relative to the
-  root's descriptor, ``O_NOFOLLOW``) + ``getdents64`` (:func:`os.scandir` on the descriptor),
-  per entry the name's extension and ``SxxEyy`` tested, per episode file one ``fstatat``
-  relative to its folder (its size) — the same system calls as find, plus the name parsing;
+  root's descriptor, ``O_NOFOLLOW``) + ``getdents64`` (:func:`os.listdir` on the descriptor),
+  one pattern pass over the folder's joined names (episode names and ``SxxEyy``), per entry one
+  ``fstatat`` relative to its folder (size and type), the ``key`` files read and each folder's
+  digest — the same system calls as find, plus the name parsing;
 - "first scan": :meth:`hathd.anime.library.AnimeLibrary.scan` end to end into an empty
   library: the walk in a worker thread, a ``scan-progress`` event per folder, every folder
   matched to its series (key file) and every file recorded in SQLite through the store's

@@ -194,7 +194,12 @@ async def test_two_folders_of_one_series_are_recorded_together(library: AnimeLib
         (library.root / folder / "key").write_text("delta\n")
         (season / f"Delta - S01E0{n}.mp4").write_bytes(b"1")
     await library.scan()
-    await library.scan()
+    writes = library.db.store.statistics().writes
+    await library.scan()  # the merged digest and the folder are stable: nothing written
+    assert library.db.store.statistics().writes == writes
+    delta = await library.db.series("delta")
+    assert delta is not None
+    assert delta.folder == "Delta"  # the first folder in name order
     assert {e.code for e in await library.db.episodes("delta") if e.present} == {
         "S01E01",
         "S01E02",

@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
-from hathd.anime.scan import FolderScan, scan_library
+from hathd.anime.naming import VIDEO_EXTENSIONS, parse_episode_code
+from hathd.anime.scan import FolderScan, files_digest, scan_library
 
 
 def _touch(path: Path, size: int = 10) -> None:
@@ -53,3 +56,53 @@ def test_a_folder_that_cannot_be_read_is_reported_and_the_scan_goes_on(tmp_path:
     assert results[2].error is None
     assert results[2].files
     assert [(i, t) for i, t, _ in seen] == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_episode_names_are_found_as_the_per_name_pattern_finds_them(tmp_path: Path) -> None:
+    # the walk parses a folder's names in one pass over the joined listing: each name must
+    # give what parse_episode_code gives it alone, and only with a video extension
+    names = [
+        "A - S01E01 - x.mp4",
+        "b s1e2.MKV",
+        "c S01.E03.webm",
+        "x.S01E04 S02E09.ts",  # the leftmost code wins
+        "line\nbreak S01E05.mp4",
+        "S01E06.txt",
+        "S01E07x.mp4",
+        "S01E08.mp4.part",
+        "no code.mp4",
+        ".S01E10.m4v",
+        "S1E11 trailing.avi",
+    ]
+    for name in names:
+        _touch(tmp_path / "Show" / name, 3)
+    (tmp_path / "Show" / "Sub S01E12.mp4").mkdir()  # a folder named like an episode: walked
+    _touch(tmp_path / "Show" / "Sub S01E12.mp4" / "Show - S01E13.mkv", 4)
+    os.symlink(tmp_path / "Show" / "A - S01E01 - x.mp4", tmp_path / "Show" / "L - S01E14.mp4")
+    (result,) = scan_library(str(tmp_path))
+    expected = {
+        parse_episode_code(n): (f"Show/{n}", 3)
+        for n in names
+        if os.path.splitext(n)[1].lower() in VIDEO_EXTENSIONS and parse_episode_code(n)
+    }
+    expected[(1, 13)] = ("Show/Sub S01E12.mp4/Show - S01E13.mkv", 4)
+    assert result.files == expected
+    assert set(expected) == {(1, 1), (1, 2), (1, 3), (1, 4), (1, 5), (1, 10), (1, 11), (1, 13)}
+    assert result.error is None
+    assert result.digest == files_digest(result.files)
+
+
+def test_a_file_vanishing_between_listing_and_stat_is_reported(tmp_path: Path) -> None:
+    _touch(tmp_path / "Show" / "Show - S01E01.mp4")
+    _touch(tmp_path / "Show" / "Show - S01E02.mp4")
+    real_stat = os.stat
+
+    def stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if path == "Show - S01E02.mp4":
+            raise FileNotFoundError(2, "No such file or directory")
+        return real_stat(path, *args, **kwargs)
+
+    with mock.patch("os.stat", stat):
+        (result,) = scan_library(str(tmp_path))
+    assert set(result.files) == {(1, 1)}
+    assert result.error == "Show/Show - S01E02.mp4: No such file or directory"

@@ -71,6 +71,7 @@ from hathd.anime.hosters import (
     resolve,
 )
 from hathd.engine.api import InvalidInput, Job, JobContext, JobSpec
+from hathd.engine.bulkhttp import bulk_client
 from hathd.engine.download import (
     FILENAME_MAX,
     content_range_start,
@@ -93,6 +94,9 @@ WRITE_INTERVAL = 0.5
 progress keep up)."""
 WRITE_QUEUE = 8
 """Batches of :data:`WRITE_BUFFER` bytes received ahead of the disk writes at most."""
+WRITEBACK_WINDOW = 64 << 20
+"""Bytes before the end of the part file from which each batch's write-back advice starts
+(:func:`_write_batch`; earlier pages were dropped by earlier advice)."""
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 
 OnLanded = Callable[["EpisodeLanded"], Awaitable[None]]
@@ -419,6 +423,16 @@ def _write_all(fd: int, chunks: list[bytes]) -> None:
             views[0] = views[0][written:]
 
 
+def _write_batch(fd: int, chunks: list[bytes], start: int) -> None:
+    """Write ``chunks`` (:func:`_write_all`), then ask the kernel to start writing back the
+    file from byte ``start`` on and to drop what is already on disk (``POSIX_FADV_DONTNEED``:
+    Linux starts an asynchronous write-back of the dirty pages of the range and drops its clean
+    ones), so the ``fsync`` before the placement has only the last batches left, and a large
+    episode does not crowd the page cache."""
+    _write_all(fd, chunks)
+    os.posix_fadvise(fd, start, 0, os.POSIX_FADV_DONTNEED)
+
+
 @attrs.define
 class _Body:
     """Receives a media body into part file ``fd``: the network side and a writer task run
@@ -451,12 +465,15 @@ class _Body:
             raise self.write_error
 
     async def _writer(self, recv: trio.MemoryReceiveChannel[list[bytes]]) -> None:
+        written = self.offset
         async with recv:
             async for batch in recv:
                 if self.write_error is not None:
                     continue
+                start = max(0, written - WRITEBACK_WINDOW)
+                written += sum(map(len, batch))
                 try:
-                    await trio.to_thread.run_sync(_write_all, self.fd, batch)
+                    await trio.to_thread.run_sync(_write_batch, self.fd, batch, start)
                 except OSError as exc:
                     self.write_error = exc
 
@@ -642,11 +659,7 @@ def make_episode_handler(
                     already=True,
                 )
             verify = await trio.to_thread.run_sync(ssl_context)
-            async with httpx.AsyncClient(
-                follow_redirects=False,
-                timeout=httpx.Timeout(timeout),
-                verify=verify,
-            ) as client:
+            async with bulk_client(verify=verify, timeout=httpx.Timeout(timeout)) as client:
                 t = _Try(
                     ctx,
                     client,

@@ -10,14 +10,14 @@ walk (system calls), the matching (Trio thread) and SQLite (writer thread) overl
 Each batch is one transaction and holds every folder it names whole, so a series is always
 recorded consistently (a series spread over two folders is written with everything seen of it
 so far). A series whose files on disk have the same digest as at its last recorded scan (see
-:func:`files_digest`) is not written at all: a rescan of an unchanged library reads but writes
-nothing. Rationale and measurements: docs/anime.md, "Performance".
+:func:`hathd.anime.scan.files_digest`) is not written at all: a rescan of an unchanged library
+reads but writes nothing. The digest of each folder is computed in the walk's thread
+(:attr:`~hathd.anime.scan.FolderScan.digest`), so only a series spread over several folders is
+digested here. Rationale and measurements: docs/anime.md, "Performance".
 """
 
 from __future__ import annotations
 
-import hashlib
-import marshal
 import time
 from typing import Any
 
@@ -26,7 +26,7 @@ import trio
 
 from hathd.anime.model import Series
 from hathd.anime.naming import folder_display_name, folder_name_key
-from hathd.anime.scan import FolderScan, scan_library
+from hathd.anime.scan import FolderScan, files_digest, scan_library
 from hathd.anime.store import AnimeStore, ScanBatch
 from hathd.events import EventBus
 from hathd.excgroups import single
@@ -35,14 +35,6 @@ Files = dict[tuple[int, int], tuple[str, int]]
 
 DELIVERY_INTERVAL = 0.25
 """Seconds between two hand-overs of read folders from the walk to the Trio thread."""
-
-
-def files_digest(files: Files) -> str:
-    """A digest (BLAKE2b, 16 bytes, hex) of a series' episode files ``{(season, number):
-    (relative path, size bytes)}`` in their order (the folder's listing order, stable while
-    the folder is unchanged). Equal digests mean equal files; a different order or a new
-    Python (``marshal`` format) only makes the series be written in full once more."""
-    return hashlib.blake2b(marshal.dumps(files, 4), digest_size=16).hexdigest()
 
 
 @attrs.define
@@ -84,12 +76,15 @@ class ScanRun:
         self.bus = bus
         self.by_key = {s.key: s for s in known}
         self.by_folder = {s.folder: s for s in known if s.folder}
-        self.by_name = {folder_name_key(s.name): s for s in known}
+        self.known = known
+        self._by_name: dict[str, Series] | None = None
         self.digests = digests
         self.providers = providers
         self.default_site = default_site
         self.summary = ScanSummary()
         self.disk: dict[str, Files] = {}
+        self.folder_digest: dict[str, str] = {}
+        """Series seen in one folder so far: that folder's digest (its files are ``disk``)."""
         self.created: set[str] = set()
         self.pending: list[FolderScan] = []
         self.wake = trio.Event()
@@ -97,6 +92,13 @@ class ScanRun:
         self.walk_error: OSError | None = None
         self.delivery_interval = DELIVERY_INTERVAL
         """Seconds between two hand-overs (:data:`DELIVERY_INTERVAL`)."""
+
+    def by_name(self) -> dict[str, Series]:
+        """The known series by :func:`folder_name_key` of their name (built when a folder
+        without key file needs it)."""
+        if self._by_name is None:
+            self._by_name = {folder_name_key(s.name): s for s in self.known}
+        return self._by_name
 
     # -- Trio thread -----------------------------------------------------------------------
 
@@ -133,24 +135,39 @@ class ScanRun:
                     name = folder_display_name(result.folder)
                     batch.local.append((key, name, site, result.folder))
                     self.created.add(key)
-                elif series is not None and series.folder != result.folder:
+                elif (
+                    series is not None
+                    and series.folder != result.folder
+                    and key not in self.disk  # a series in several folders: the first one's
+                ):
                     batch.folders[key] = result.folder
             else:
-                found = self.by_folder.get(result.folder) or self.by_name.get(
+                found = self.by_folder.get(result.folder) or self.by_name().get(
                     folder_name_key(result.folder)
                 )
                 if found is None:
                     self.summary.unmatched.append(result.folder)
                     continue
                 key = found.key
-                if found.folder != result.folder:
+                if found.folder != result.folder and key not in self.disk:
                     batch.folders[key] = result.folder
-            # a series in two folders: the later folder's file wins for an episode in both
-            self.disk.setdefault(key, {}).update(result.files)
+            # a series in two folders: its folder is the first one (in name order, recorded
+            # once, not switched back and forth at every scan); the later folder's file wins
+            # for an episode in both
+            merged = self.disk.get(key)
+            if merged is None:
+                self.disk[key] = result.files
+                self.folder_digest[key] = result.digest
+            else:
+                if key in self.folder_digest:  # copy before the first merge: not ours
+                    self.disk[key] = merged = dict(merged)
+                    del self.folder_digest[key]
+                merged.update(result.files)
             touched.append(key)
         for key in dict.fromkeys(touched):
             files = self.disk[key]
-            digest = files_digest(files)
+            # one folder (the usual case): its digest came from the walk's thread
+            digest = self.folder_digest.get(key) or files_digest(files)
             if self.digests.get(key) != digest:
                 batch.files[key] = files
                 batch.digests[key] = digest

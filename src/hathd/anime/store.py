@@ -243,18 +243,18 @@ class AnimeStore:
                 local,
             )
             conn.executemany("UPDATE anime_series SET folder = ? WHERE key = ?", folders)
-            gone: list[tuple[str, int, int]] = []
-            for key in keys:
-                files = batch.files[key]
-                gone.extend(
-                    (key, season, number)
-                    for season, number in conn.execute(
-                        "SELECT season, number FROM anime_episodes"
-                        " WHERE series_key = ? AND file_path IS NOT NULL",
-                        (key,),
-                    )
-                    if (season, number) not in files
+            # one query for every series of the batch (not one per series)
+            files_of = batch.files
+            gone = [
+                (key, season, number)
+                for key, season, number in conn.execute(
+                    "SELECT series_key, season, number FROM anime_episodes"
+                    " WHERE file_path IS NOT NULL"
+                    " AND series_key IN (SELECT value FROM json_each(?))",
+                    (json.dumps(keys),),
                 )
+                if (season, number) not in files_of[key]
+            ]
             conn.executemany(
                 "UPDATE anime_episodes SET file_path = NULL, size = NULL"
                 " WHERE series_key = ? AND season = ? AND number = ?",

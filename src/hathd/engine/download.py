@@ -66,6 +66,7 @@ import trio
 
 from hathd import safepath
 from hathd.engine.api import Job, JobContext, JobSpec, JobState
+from hathd.engine.bulkhttp import bulk_client
 from hathd.errors import PermanentError, RateLimitedError, RetryableError
 from hathd.retryafter import parse_retry_after
 
@@ -244,6 +245,22 @@ def _hash_file(base: Path, path: Path) -> Any:
         while chunk := fh.read(1 << 20):
             hasher.update(chunk)
     return hasher
+
+
+WRITEBACK_WINDOW = 64 << 20
+"""Bytes before the end of the partial file from which each chunk's write-back advice starts."""
+
+
+def _write_hashed(fd: int, hasher: Any, chunk: bytes, start: int) -> None:
+    """Write ``chunk`` whole to ``fd`` (a short write continues), feed it to ``hasher``, then
+    advise ``POSIX_FADV_DONTNEED`` from byte ``start`` on (Linux starts an asynchronous
+    write-back of the dirty pages and drops the clean ones, so the final ``fsync`` has only the
+    tail left and a large download does not crowd the page cache)."""
+    view = memoryview(chunk)
+    while view:
+        view = view[os.write(fd, view) :]
+    hasher.update(chunk)
+    os.posix_fadvise(fd, start, 0, os.POSIX_FADV_DONTNEED)
 
 
 def _size_under(base: Path, path: Path) -> int | None:
@@ -438,7 +455,7 @@ async def _download(
 
     try:
         async with (
-            httpx.AsyncClient(follow_redirects=True, timeout=timeout, verify=verify) as client,
+            bulk_client(verify=verify, timeout=timeout, follow_redirects=True) as client,
             client.stream("GET", job.target, headers=headers) as resp,
         ):
             status = resp.status_code
@@ -503,14 +520,17 @@ async def _download(
             fd = await trio.to_thread.run_sync(safepath.open_under, base, part, flags, 0o644)
             done = offset
             ctx.progress(done, total)
-            async with trio.wrap_file(os.fdopen(fd, "ab" if offset else "wb")) as fh:
+            try:
                 async for chunk in resp.aiter_bytes():
-                    await fh.write(chunk)
-                    hasher.update(chunk)
+                    # write and hash in the worker thread (hashlib releases the GIL): the
+                    # event loop only receives
+                    start = max(0, done - WRITEBACK_WINDOW)
+                    await trio.to_thread.run_sync(_write_hashed, fd, hasher, chunk, start)
                     done += len(chunk)
                     ctx.progress(done, total)
-                await fh.flush()
-                await trio.to_thread.run_sync(os.fsync, fh.fileno())
+                await trio.to_thread.run_sync(os.fsync, fd)
+            finally:
+                os.close(fd)
             return await _complete(
                 ctx,
                 part,
