@@ -87,7 +87,7 @@ def test_upload_a_folder_from_the_page(
         browser,
         # the state word itself: the row's counts ("1 done, 0 failed, 1 active") say "done"
         # while a file is still uploading
-        lambda d: d.find_element(By.CSS_SELECTOR, f"{row} .state").text == "done",
+        lambda d: d.find_element(By.CSS_SELECTOR, f"{row} .state").text.lower() == "done",
         "the batch is listed as done",
     )
     shown = browser.find_element(By.CSS_SELECTOR, f"{row} textarea").get_attribute("value") or ""

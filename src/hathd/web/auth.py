@@ -302,6 +302,15 @@ def install(app: QuartTrio, auth: WebAuth) -> None:
 
     @app.before_request
     async def check() -> Response | Any | None:
+        refusal = await decide()
+        if refusal is not None and request.method not in SAFE_METHODS:
+            # read the request's body before refusing it: an answer sent while the body is
+            # still arriving can leave hypercorn's keep-alive connection waiting, and the
+            # client's next request on it hangs (bounded by MAX_CONTENT_LENGTH)
+            await request.get_data(cache=False)
+        return refusal
+
+    async def decide() -> Response | Any | None:
         if (
             request.method not in SAFE_METHODS
             and bearer(request.headers.get("Authorization")) is None
