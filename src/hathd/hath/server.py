@@ -92,6 +92,8 @@ class HitCache(Protocol):
 
     def path_of(self, fid: p.FileId) -> Any: ...
 
+    def hit_path(self, fid: p.FileId) -> str: ...
+
     def stat_hit(self, fid: p.FileId) -> os.stat_result | None: ...
 
     def mark_accessed(self, fid: p.FileId, now: float) -> tuple[bool, bool]: ...
@@ -542,11 +544,11 @@ class ImageServer:
         now = time.time()
         _newly, verify = self.cache.mark_accessed(fid, now)
         verify = verify and self.policy.verify_on_serve
-        path = self.cache.path_of(fid)
         data = wire.response_head(
             200, content_type=fid.mime_type, length=fid.size, now=now, extra=extra, immutable=True
         )
         if verify:
+            path = self.cache.path_of(fid)
             loaded = await trio.to_thread.run_sync(_load_whole, path, fid.size, fid.hash)
             if loaded is None:
                 return False
@@ -559,7 +561,7 @@ class ImageServer:
             self._statuses[200] += 1
             await self._send(stream, data + body, metered)
         else:
-            opened = hitread.open_hit(path, fid.size)
+            opened = hitread.open_hit(self.cache.hit_path(fid), fid.size)
             if opened is None:
                 return False
             fd, mtime = opened
