@@ -175,3 +175,36 @@ async def test_cold_remainder_is_read_in_a_thread(tmp_path: Path) -> None:
                 fake, _port(node), f"GET {fake.keystamped_path(fid)} HTTP/1.1\r\n\r\n".encode()
             )
             assert split_response(raw)[2] == data
+
+
+async def test_a_burst_of_queued_connections_is_served_in_full(tmp_path: Path) -> None:
+    from hathd.hath.server import ACCEPT_BATCH
+
+    count = 3 * ACCEPT_BATCH + 1
+    with trio.fail_after(60):
+        async with open_fake_control(CREDS) as fake, run_node(tmp_path, fake) as node:
+            assert node.server is not None
+            accepted_before = node.server.statistics().accepted
+            # connect them all without yielding to the server: they wait in the listen queue
+            # and are accepted in batches on the next wake-ups of the accept loop
+            plain = [socket.create_connection(("127.0.0.1", _port(node))) for _ in range(count)]
+            answers: list[bytes] = []
+
+            async def one(sock: socket.socket) -> None:
+                tcp = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+                tls = trio.SSLStream(
+                    tcp, fake.ca_context(), server_hostname="127.0.0.1", https_compatible=True
+                )
+                out = bytearray()
+                async with tls:
+                    await tls.send_all(b"GET /robots.txt HTTP/1.1\r\n\r\n")
+                    while chunk := await tls.receive_some(65536):
+                        out += chunk
+                answers.append(bytes(out))
+
+            async with trio.open_nursery() as nursery:
+                for sock in plain:
+                    nursery.start_soon(one, sock)
+            assert len(answers) == count
+            assert all(split_response(a)[0] == "HTTP/1.1 200 OK" for a in answers)
+            assert node.server.statistics().accepted - accepted_before == count

@@ -250,6 +250,7 @@ class Cache:
     def __init__(self, store: Store, root: Path, *, blocksize: int = 4096) -> None:
         self.store = store
         self.root = root
+        self._root_text = os.fspath(root)
         self.tmp = root / TMP_DIR
         self.blocksize = blocksize
         self._totals = Totals()
@@ -340,6 +341,11 @@ class Cache:
     def path_of(self, fid: FileId) -> Path:
         """Where ``fid`` lives: ``<root>/<hash[0:2]>/<hash[2:4]>/<fileid>``."""
         return self.root / fid.relpath
+
+    def hit_path(self, fid: FileId) -> str:
+        """:meth:`path_of` as a string, built without ``pathlib`` (the hit path opens it for
+        every request; docs/perf-hath.md, "Third pass")."""
+        return f"{self._root_text}/{fid.relpath}"
 
     def stat_hit(self, fid: FileId) -> os.stat_result | None:
         """The file's stat if it is a cache hit: it exists and its size equals the fileid's

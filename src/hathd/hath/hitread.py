@@ -25,7 +25,7 @@ INLINE_READS = hasattr(os, "RWF_NOWAIT")
 """Whether this platform offers ``RWF_NOWAIT`` (else every read takes the worker thread)."""
 
 
-def open_hit(path: os.PathLike[str], size: int) -> tuple[int, float] | None:
+def open_hit(path: str | os.PathLike[str], size: int) -> tuple[int, float] | None:
     """Open a cached file read-only: ``(fd, mtime)`` if it exists with ``size`` bytes (the hit
     rule, docs/hath-protocol.md §3.3), else ``None`` (nothing left open). Does not block on
     data; may block on a cold directory lookup."""

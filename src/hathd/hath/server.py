@@ -65,6 +65,8 @@ WHOLE_READ_LIMIT = 2 * 1024 * 1024
 """Bodies up to this size (bytes) are read in one worker-thread trip (docs/perf-hath.md);
 larger ones stream in :data:`CHUNK` pieces, bounding memory per connection."""
 CHUNK = 1024 * 1024
+ACCEPT_BATCH = 16
+"""Connections accepted in a row before the accept loop lets other tasks run."""
 LIFETIME = 180.0
 SERVERCMD_LIFETIME = 1800.0
 STILL_ALIVE_TEXT = b"I feel FANTASTIC and I'm still alive"
@@ -89,6 +91,8 @@ class HitCache(Protocol):
     has a stand-in that asks the owner of the index to delete or touch files)."""
 
     def path_of(self, fid: p.FileId) -> Any: ...
+
+    def hit_path(self, fid: p.FileId) -> str: ...
 
     def stat_hit(self, fid: p.FileId) -> os.stat_result | None: ...
 
@@ -262,16 +266,31 @@ class ImageServer:
             task_status.started(self.port)
 
     async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
-        async with listener:
+        """Accept connections on ``listener`` until cancelled.
+
+        The listening socket leaves Trio's wrapper: connections are accepted with the stdlib
+        ``accept`` on the non-blocking socket, as many as are queued per wake-up (at most
+        :data:`ACCEPT_BATCH` before a schedule point), and Trio is asked to wait only when the
+        queue is empty. Each accepted connection costs no wrapper object, no ``detach`` and no
+        extra schedule point (docs/perf-hath.md, "Third pass")."""
+        trio_sock = listener.socket
+        lsock = socket.socket(
+            trio_sock.family, trio_sock.type, trio_sock.proto, fileno=trio_sock.detach()
+        )
+        lsock.setblocking(False)
+        batch = 0
+        try:
             while True:
                 try:
-                    accepted, addr = await listener.socket.accept()
+                    sock, addr = lsock.accept()
+                except BlockingIOError:
+                    batch = 0
+                    await trio.lowlevel.wait_readable(lsock)
+                    continue
                 except OSError as exc:  # EMFILE and friends: back off, keep the listener
                     log.warning("accept failed: %s", exc)
                     await trio.sleep(0.1)
                     continue
-                # the connection leaves Trio's socket wrapper: TLSSocketStream drives the fd
-                sock = socket.socket(fileno=accepted.detach())
                 ip = str(addr[0])
                 if ip.startswith("::ffff:"):
                     ip = ip[7:]
@@ -280,10 +299,18 @@ class ImageServer:
                     self._refused += 1
                     _reset(sock)
                     sock.close()
-                    continue
-                self._accepted += 1
-                self.open += 1
-                nursery.start_soon(self._connection, sock, ip, verdict)
+                else:
+                    self._accepted += 1
+                    self.open += 1
+                    nursery.start_soon(self._connection, sock, ip, verdict)
+                batch += 1
+                if batch >= ACCEPT_BATCH:
+                    batch = 0
+                    await trio.lowlevel.checkpoint()
+        finally:
+            trio.lowlevel.notify_closing(lsock)
+            lsock.close()
+            trio_sock.close()  # detached: releases nothing but the wrapper
 
     def admit(self, ip: str, now: float) -> bool | None:
         """Admission decision for a new connection from ``ip`` at ``now`` (seconds):
@@ -517,11 +544,11 @@ class ImageServer:
         now = time.time()
         _newly, verify = self.cache.mark_accessed(fid, now)
         verify = verify and self.policy.verify_on_serve
-        path = self.cache.path_of(fid)
         data = wire.response_head(
             200, content_type=fid.mime_type, length=fid.size, now=now, extra=extra, immutable=True
         )
         if verify:
+            path = self.cache.path_of(fid)
             loaded = await trio.to_thread.run_sync(_load_whole, path, fid.size, fid.hash)
             if loaded is None:
                 return False
@@ -534,7 +561,7 @@ class ImageServer:
             self._statuses[200] += 1
             await self._send(stream, data + body, metered)
         else:
-            opened = hitread.open_hit(path, fid.size)
+            opened = hitread.open_hit(self.cache.hit_path(fid), fid.size)
             if opened is None:
                 return False
             fd, mtime = opened

@@ -117,9 +117,17 @@ def parse_head(raw: bytes) -> RequestHead:
     return RequestHead(method.upper(), path, headers)
 
 
+_date_cache: tuple[int, str] = (-1, "")
+
+
 def http_date(now: float) -> str:
-    """RFC 1123 date in GMT (``Date`` header)."""
-    return email.utils.formatdate(now, usegmt=True)
+    """RFC 1123 date in GMT (``Date`` header). The text has whole seconds, so the last one
+    is kept and reused within the same second."""
+    global _date_cache
+    second = int(now)
+    if _date_cache[0] != second:
+        _date_cache = (second, email.utils.formatdate(second, usegmt=True))
+    return _date_cache[1]
 
 
 def response_head(

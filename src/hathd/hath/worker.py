@@ -75,6 +75,7 @@ class WorkerCache:
 
     def __init__(self, root: Path, forward_path: str) -> None:
         self.root = root
+        self._root_text = os.fspath(root)
         self.forward_path = forward_path
         self.lru = LruTable()
         self._verify_cooldown_until = 0.0
@@ -83,6 +84,9 @@ class WorkerCache:
 
     def path_of(self, fid: p.FileId) -> Path:
         return self.root / fid.relpath
+
+    def hit_path(self, fid: p.FileId) -> str:
+        return f"{self._root_text}/{fid.relpath}"
 
     def stat_hit(self, fid: p.FileId) -> os.stat_result | None:
         try:
