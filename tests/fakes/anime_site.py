@@ -16,20 +16,13 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
-from typing import Any
 from urllib.parse import parse_qs
 
 import attrs
-import trio
-from hypercorn.config import Config as HyperConfig
-from hypercorn.trio import serve
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+from fakes.asgi import Receive, Scope, Send, lifespan, read_body, serving
 
 FLAGS = {
     "de-dub": ("german.svg", "Deutsch/German"),
@@ -284,20 +277,9 @@ class FakeProviderSite:
             return 404, html_type, b"<html>404</html>"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                msg = await receive()
-                if msg["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif msg["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+        if await lifespan(scope, receive, send):
+            return
+        body = await read_body(receive)
         method, path = scope["method"], scope["path"]
         self.requests.append((method, path))
         form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
@@ -330,19 +312,9 @@ async def open_fake_provider(
 ) -> AsyncIterator[FakeProviderSite]:
     """Serve ``site`` on 127.0.0.1 (free port) for the ``with`` block."""
     fake = site or FakeProviderSite()
-    cfg = HyperConfig()
-    cfg.bind = ["127.0.0.1:0"]
-    cfg.accesslog = None
-    cfg.errorlog = None
-    cfg.graceful_timeout = 0.5
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(partial(serve, fake, cfg, shutdown_trigger=stop.wait))
-        fake.port = int(binds[0].rsplit(":", 1)[1])
-        try:
-            yield fake
-        finally:
-            stop.set()
+    async with serving(fake) as port:
+        fake.port = port
+        yield fake
 
 
 def catalogue() -> dict[str, FakeSeries]:

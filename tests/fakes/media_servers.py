@@ -17,21 +17,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
-from typing import Any
 from urllib.parse import parse_qs
 from xml.sax.saxutils import quoteattr
 
 import attrs
-import trio
-from hypercorn.config import Config as HyperConfig
-from hypercorn.trio import serve
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+from fakes.asgi import Receive, Scope, Send, lifespan, read_body, serving
 
 
 @attrs.define
@@ -61,20 +54,9 @@ class FakeMediaServer:
         return f"http://127.0.0.1:{self.port}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                msg = await receive()
-                if msg["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif msg["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+        if await lifespan(scope, receive, send):
+            return
+        body = await read_body(receive)
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         seen = Seen(
             scope["method"],
@@ -170,16 +152,6 @@ class FakePlex(FakeMediaServer):
 @asynccontextmanager
 async def open_fake_media_server[S: FakeMediaServer](server: S) -> AsyncIterator[S]:
     """Serve ``server`` on 127.0.0.1 (free port) for the ``with`` block."""
-    cfg = HyperConfig()
-    cfg.bind = ["127.0.0.1:0"]
-    cfg.accesslog = None
-    cfg.errorlog = None
-    cfg.graceful_timeout = 0.5
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(partial(serve, server, cfg, shutdown_trigger=stop.wait))
-        server.port = int(binds[0].rsplit(":", 1)[1])
-        try:
-            yield server
-        finally:
-            stop.set()
+    async with serving(server) as port:
+        server.port = port
+        yield server

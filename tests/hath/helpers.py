@@ -17,7 +17,7 @@ from fakes.hath_control import FakeControlServer
 from hathd.events import EventBus
 from hathd.hath.config import HathConfig
 from hathd.hath.node import HathNode
-from hathd.hath.protocol import Credentials
+from hathd.hath.protocol import Credentials, FileId
 from hathd.store import Store, open_store
 
 CREDS = Credentials(31337, "Zx9Qw2Er4Ty6Ui8Op0As")
@@ -175,3 +175,19 @@ def split_response(raw: bytes) -> tuple[str, list[str], bytes]:
     head, _, body = raw.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     return lines[0], lines[1:], body
+
+
+def server_port(node: HathNode) -> int:
+    """The port the node's HTTPS server listens on."""
+    assert node.server is not None
+    return node.server.port
+
+
+async def cached_file(node: HathNode, tmp_path: Path, data: bytes) -> str:
+    """Import ``data`` into the node's cache as a 640x480 JPEG fileid; returns the fileid."""
+    assert node.cache is not None
+    fid = FileId.parse(f"{hashlib.sha1(data).hexdigest()}-{len(data)}-640-480-jpg")
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    assert await node.cache.import_file(src, fid)
+    return str(fid)

@@ -10,39 +10,26 @@ import pytest
 import trio
 
 from fakes.hath_control import FakeControlServer, open_fake_control
+from hath.helpers import cached_file, server_port
 from hathd.hath import protocol as p
 from hathd.hath.node import HathNode
 
-from .helpers import CREDS, base_url, client, raw_request, run_node, sha1, split_response
+from .helpers import CREDS, base_url, client, raw_request, run_node, split_response
 
 DATE = r"Date: [A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT"
 SERVER = "Server: Genetic Lifeform and Distributed Open Server 1.6.5"
 
 
-async def _cached(node: HathNode, tmp_path: Path, data: bytes) -> str:
-    assert node.cache is not None
-    fid = p.FileId.parse(f"{sha1(data)}-{len(data)}-640-480-jpg")
-    src = tmp_path / "src.bin"
-    src.write_bytes(data)
-    assert await node.cache.import_file(src, fid)
-    return str(fid)
-
-
-def _port(node: HathNode) -> int:
-    assert node.server is not None
-    return node.server.port
-
-
 async def _get(fake: FakeControlServer, node: HathNode, line: str, *headers: str) -> bytes:
     req = "\r\n".join([line, "Host: x", *headers, "", ""]).encode("latin-1")
-    return await raw_request(fake, _port(node), req)
+    return await raw_request(fake, server_port(node), req)
 
 
 async def test_hit_headers_are_byte_exact(tmp_path: Path) -> None:
     data = os.urandom(12345)
     with trio.fail_after(60):
         async with open_fake_control(CREDS) as fake, run_node(tmp_path, fake) as node:
-            fid = await _cached(node, tmp_path, data)
+            fid = await cached_file(node, tmp_path, data)
             raw = await _get(fake, node, f"GET {fake.keystamped_path(fid)} HTTP/1.1")
             status, headers, body = split_response(raw)
             assert status == "HTTP/1.1 200 OK"
@@ -69,7 +56,7 @@ async def test_error_responses_follow_the_reference(tmp_path: Path) -> None:
     data = os.urandom(1000)
     with trio.fail_after(60):
         async with open_fake_control(CREDS) as fake, run_node(tmp_path, fake) as node:
-            fid = await _cached(node, tmp_path, data)
+            fid = await cached_file(node, tmp_path, data)
             now = fake.server_time()
             stale = fake.keystamped_path(fid, when=now - 900)
             almost = fake.keystamped_path(fid, when=now - 890)
@@ -97,7 +84,7 @@ async def test_error_responses_follow_the_reference(tmp_path: Path) -> None:
                 (b"GET /t/100/1/2 HTTP/1.1\r\n\r\n", 403),
             ]
             for request, code in cases:
-                raw = await raw_request(fake, _port(node), request)
+                raw = await raw_request(fake, server_port(node), request)
                 status, headers, body = split_response(raw)
                 assert status.startswith(f"HTTP/1.1 {code} "), (request[:60], status)
                 assert body == f"An error has occurred. ({code})".encode()
@@ -119,7 +106,7 @@ async def test_etag_and_single_range(tmp_path: Path) -> None:
     data = os.urandom(5000)
     with trio.fail_after(60):
         async with open_fake_control(CREDS) as fake, run_node(tmp_path, fake) as node:
-            fid = await _cached(node, tmp_path, data)
+            fid = await cached_file(node, tmp_path, data)
             url = base_url(node) + fake.keystamped_path(fid)
             etag = f'"{fid[:8]}"'
             async with client(fake) as c:
@@ -183,7 +170,7 @@ async def test_threaded_proxy_test_against_ourselves(tmp_path: Path) -> None:
             t = fake.server_time()
             key = p.speedtest_key(20000, t, CREDS.client_id, CREDS.client_key)
             add = (
-                f"hostname=127.0.0.1;protocol=https;port={_port(node)};testsize=20000;"
+                f"hostname=127.0.0.1;protocol=https;port={server_port(node)};testsize=20000;"
                 f"testcount=3;testtime={t};testkey={key}"
             )
             r = await fake.servercmd(base_url(node), "threaded_proxy_test", add)
@@ -206,7 +193,7 @@ async def test_flood_control_and_connection_cap(tmp_path: Path) -> None:
             streams = []
             for _ in range(12):
                 try:
-                    streams.append(await trio.open_tcp_stream("127.0.0.1", _port(node)))
+                    streams.append(await trio.open_tcp_stream("127.0.0.1", server_port(node)))
                 except OSError:  # the RST of a refused connection may beat the connect
                     pass
             stats = node.server.statistics()
@@ -218,15 +205,17 @@ async def test_flood_control_and_connection_cap(tmp_path: Path) -> None:
             for stream in streams:
                 await stream.aclose()
             with pytest.raises((trio.BrokenResourceError, OSError)):  # still blocked for 60 s
-                await raw_request(fake, _port(node), b"GET /robots.txt HTTP/1.1\r\n\r\n")
+                await raw_request(fake, server_port(node), b"GET /robots.txt HTTP/1.1\r\n\r\n")
             node.server.flood = type(node.server.flood)()
             node.policy.max_connections = 1
-            held = await trio.open_tcp_stream("127.0.0.1", _port(node))  # one open, no request
+            held = await trio.open_tcp_stream(
+                "127.0.0.1", server_port(node)
+            )  # one open, no request
             async with held:
                 while node.server.open < 1:
                     await trio.sleep(0.01)
                 with pytest.raises((trio.BrokenResourceError, OSError)):
-                    await raw_request(fake, _port(node), b"GET /robots.txt HTTP/1.1\r\n\r\n")
+                    await raw_request(fake, server_port(node), b"GET /robots.txt HTTP/1.1\r\n\r\n")
             assert node.server.statistics().overload_notices == 1
             while fake.count("overload") == 0:
                 await trio.sleep(0.01)
@@ -243,7 +232,7 @@ async def test_throttle_meters_only_non_local_traffic(tmp_path: Path, exempt: bo
             assert node.throttle.rate == 50_000_000
             assert node.policy.max_connections == 20 + 480
             node.policy.rpc_ips = {"192.0.2.1"}
-            fid = await _cached(node, tmp_path, data)
+            fid = await cached_file(node, tmp_path, data)
             async with client(fake) as c:
                 r = await c.get(base_url(node) + fake.keystamped_path(fid))
             assert r.content == data
@@ -257,7 +246,7 @@ async def test_large_file_streams_and_is_verified_inline(tmp_path: Path) -> None
     data = os.urandom(3 * 1024 * 1024 + 17)  # above the one-read limit: streamed in pieces
     with trio.fail_after(60):
         async with open_fake_control(CREDS) as fake, run_node(tmp_path, fake) as node:
-            fid = await _cached(node, tmp_path, data)
+            fid = await cached_file(node, tmp_path, data)
             url = base_url(node) + fake.keystamped_path(fid)
             assert node.cache is not None
             path = node.cache.path_of(p.FileId.parse(fid))
@@ -285,7 +274,7 @@ async def test_plaintext_and_silent_clients_do_not_disturb_the_server(tmp_path: 
             open_fake_control(CREDS) as fake,
             run_node(tmp_path, fake, request_timeout=0.5) as node,
         ):
-            plain = await trio.open_tcp_stream("127.0.0.1", _port(node))
+            plain = await trio.open_tcp_stream("127.0.0.1", server_port(node))
             async with plain:
                 await plain.send_all(b"GET /robots.txt HTTP/1.1\r\n\r\n")  # no TLS at all
                 try:
@@ -293,13 +282,13 @@ async def test_plaintext_and_silent_clients_do_not_disturb_the_server(tmp_path: 
                         pass  # the TLS alert, then the close
                 except trio.BrokenResourceError:
                     pass
-            silent = await trio.open_tcp_stream("127.0.0.1", _port(node))
+            silent = await trio.open_tcp_stream("127.0.0.1", server_port(node))
             async with silent:
                 try:
                     assert await silent.receive_some(4096) == b""  # closed after the timeout
                 except trio.BrokenResourceError:
                     pass
-            raw = await raw_request(fake, _port(node), b"GET /robots.txt HTTP/1.1\r\n\r\n")
+            raw = await raw_request(fake, server_port(node), b"GET /robots.txt HTTP/1.1\r\n\r\n")
             assert split_response(raw)[0] == "HTTP/1.1 200 OK"
             assert node.server is not None
             assert node.server.open == 0

@@ -13,6 +13,7 @@ from pathlib import Path
 import trio
 
 from fakes.hath_control import open_fake_control
+from hath.helpers import cached_file, server_port
 from hathd.hath import protocol as p
 from hathd.hath.node import HathNode
 
@@ -21,20 +22,6 @@ from .helpers import CREDS, base_url, client, raw_request, run_node, sha1
 N = 24
 """Connections per kind: the kernel spreads them over both processes (by the 4-tuple hash),
 so the chance that one process sees none of them is 2 × 2^-24."""
-
-
-async def _cached(node: HathNode, tmp_path: Path, data: bytes) -> str:
-    assert node.cache is not None
-    fid = p.FileId.parse(f"{sha1(data)}-{len(data)}-640-480-jpg")
-    src = tmp_path / "src.bin"
-    src.write_bytes(data)
-    assert await node.cache.import_file(src, fid)
-    return str(fid)
-
-
-def _port(node: HathNode) -> int:
-    assert node.server is not None
-    return node.server.port
 
 
 def _alive(pid: int) -> bool:
@@ -68,7 +55,7 @@ async def test_hits_refusals_misses_and_servercmd_across_processes(tmp_path: Pat
         ):
             assert node.processes is not None
             assert len(node.statistics().serving_pids) == 1
-            fid = await _cached(node, tmp_path, data)
+            fid = await cached_file(node, tmp_path, data)
             base = base_url(node)
             async with client(fake) as c:
                 for _ in range(N):
@@ -80,7 +67,7 @@ async def test_hits_refusals_misses_and_servercmd_across_processes(tmp_path: Pat
                     assert (await c.get(base + stale)).status_code == 403
             for _ in range(N):  # hostile paths are refused in either process
                 raw = await raw_request(
-                    fake, _port(node), b"GET /h/../../etc/passwd HTTP/1.1\r\n\r\n"
+                    fake, server_port(node), b"GET /h/../../etc/passwd HTTP/1.1\r\n\r\n"
                 )
                 assert raw.startswith(b"HTTP/1.1 403 "), raw[:40]
             async with client(fake) as c:
@@ -122,7 +109,7 @@ async def test_a_killed_serving_process_is_replaced(tmp_path: Path) -> None:
             run_node(tmp_path, fake, serving_processes=2) as node,
         ):
             assert node.processes is not None
-            fid = await _cached(node, tmp_path, data)
+            fid = await cached_file(node, tmp_path, data)
             (old,) = node.statistics().serving_pids
             os.kill(old, signal.SIGKILL)
             with trio.fail_after(30):

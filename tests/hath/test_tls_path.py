@@ -11,28 +11,14 @@ from pathlib import Path
 import trio
 
 from fakes.hath_control import open_fake_control
+from hath.helpers import cached_file, server_port
 from hathd.hath import hitread
 from hathd.hath import protocol as p
-from hathd.hath.node import HathNode
 
-from .helpers import CREDS, raw_request, run_node, sha1, split_response
+from .helpers import CREDS, raw_request, run_node, split_response
 
 # the first bytes of a TLS 1.x ClientHello record: record header, then a handshake header
 PARTIAL_HELLO = bytes.fromhex("160301020001") + b"\x00\x01\xfc\x03\x03"
-
-
-def _port(node: HathNode) -> int:
-    assert node.server is not None
-    return node.server.port
-
-
-async def _cached(node: HathNode, tmp_path: Path, data: bytes) -> str:
-    assert node.cache is not None
-    fid = p.FileId.parse(f"{sha1(data)}-{len(data)}-640-480-jpg")
-    src = tmp_path / "src.bin"
-    src.write_bytes(data)
-    assert await node.cache.import_file(src, fid)
-    return str(fid)
 
 
 async def _closed_within(stream: trio.SocketStream, seconds: float) -> None:
@@ -52,7 +38,7 @@ async def test_stalled_handshake_and_stalled_head_are_cut_at_the_timeout(tmp_pat
             run_node(tmp_path, fake, request_timeout=0.5) as node,
         ):
             # half a ClientHello, then nothing: the handshake never completes
-            tcp = await trio.open_tcp_stream("127.0.0.1", _port(node))
+            tcp = await trio.open_tcp_stream("127.0.0.1", server_port(node))
             async with tcp:
                 await tcp.send_all(PARTIAL_HELLO)
                 began = trio.current_time()
@@ -60,7 +46,7 @@ async def test_stalled_handshake_and_stalled_head_are_cut_at_the_timeout(tmp_pat
                 assert trio.current_time() - began >= 0.4
             # a complete handshake, then half a request head
             tls = await trio.open_ssl_over_tcp_stream(
-                "127.0.0.1", _port(node), ssl_context=fake.ca_context(), https_compatible=True
+                "127.0.0.1", server_port(node), ssl_context=fake.ca_context(), https_compatible=True
             )
             async with tls:
                 await tls.do_handshake()
@@ -74,7 +60,7 @@ async def test_stalled_handshake_and_stalled_head_are_cut_at_the_timeout(tmp_pat
             with trio.fail_after(5):
                 while node.server.open:
                     await trio.sleep(0.01)
-            raw = await raw_request(fake, _port(node), b"GET /robots.txt HTTP/1.1\r\n\r\n")
+            raw = await raw_request(fake, server_port(node), b"GET /robots.txt HTTP/1.1\r\n\r\n")
             assert split_response(raw)[0] == "HTTP/1.1 200 OK"
 
 
@@ -85,11 +71,11 @@ async def test_client_vanishing_mid_body_leaves_the_server_healthy(tmp_path: Pat
             open_fake_control(CREDS) as fake,
             run_node(tmp_path, fake, verify_on_serve=False) as node,
         ):
-            fid = await _cached(node, tmp_path, data)
+            fid = await cached_file(node, tmp_path, data)
             request = f"GET {fake.keystamped_path(fid)} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
             for _ in range(5):
                 tls = await trio.open_ssl_over_tcp_stream(
-                    "127.0.0.1", _port(node), ssl_context=fake.ca_context()
+                    "127.0.0.1", server_port(node), ssl_context=fake.ca_context()
                 )
                 await tls.send_all(request)
                 assert (await tls.receive_some(100)).startswith(b"HTTP/1.1 200 OK")
@@ -101,7 +87,7 @@ async def test_client_vanishing_mid_body_leaves_the_server_healthy(tmp_path: Pat
                 while node.server.open:
                     await trio.sleep(0.01)
             # the whole file still arrives intact, piece after piece
-            raw = await raw_request(fake, _port(node), request)
+            raw = await raw_request(fake, server_port(node), request)
             status, headers, body = split_response(raw)
             assert status == "HTTP/1.1 200 OK"
             assert f"Content-Length: {len(data)}" in headers
@@ -125,8 +111,8 @@ async def test_tls_sessions_resume(tmp_path: Path) -> None:
     with trio.fail_after(60):
         async with open_fake_control(CREDS) as fake, run_node(tmp_path, fake) as node:
             ctx = fake.ca_context()
-            first = await trio.to_thread.run_sync(_handshake, _port(node), ctx, None)
-            await trio.to_thread.run_sync(_handshake, _port(node), ctx, first)
+            first = await trio.to_thread.run_sync(_handshake, server_port(node), ctx, None)
+            await trio.to_thread.run_sync(_handshake, server_port(node), ctx, first)
 
 
 def test_piecewise_reads_assemble_the_file(tmp_path: Path) -> None:
@@ -163,7 +149,7 @@ async def test_cold_remainder_is_read_in_a_thread(tmp_path: Path) -> None:
             open_fake_control(CREDS) as fake,
             run_node(tmp_path, fake, verify_on_serve=False) as node,
         ):
-            fid = await _cached(node, tmp_path, data)
+            fid = await cached_file(node, tmp_path, data)
             assert node.cache is not None
             fd = os.open(node.cache.path_of(p.FileId.parse(fid)), os.O_RDONLY)
             try:
@@ -172,7 +158,9 @@ async def test_cold_remainder_is_read_in_a_thread(tmp_path: Path) -> None:
             finally:
                 os.close(fd)
             raw = await raw_request(
-                fake, _port(node), f"GET {fake.keystamped_path(fid)} HTTP/1.1\r\n\r\n".encode()
+                fake,
+                server_port(node),
+                f"GET {fake.keystamped_path(fid)} HTTP/1.1\r\n\r\n".encode(),
             )
             assert split_response(raw)[2] == data
 
@@ -187,7 +175,9 @@ async def test_a_burst_of_queued_connections_is_served_in_full(tmp_path: Path) -
             accepted_before = node.server.statistics().accepted
             # connect them all without yielding to the server: they wait in the listen queue
             # and are accepted in batches on the next wake-ups of the accept loop
-            plain = [socket.create_connection(("127.0.0.1", _port(node))) for _ in range(count)]
+            plain = [
+                socket.create_connection(("127.0.0.1", server_port(node))) for _ in range(count)
+            ]
             answers: list[bytes] = []
 
             async def one(sock: socket.socket) -> None:
