@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from hathd.recipes.config import RecipesConfig, ServiceConfig
+from hathd.recipes.loader import configured_recipes
+from hathd.recipes.uploader import Uploader
 
 IMX_KEY = "imx-key-7f3a9c"
 IMX_USER, IMX_PASS = "imx@example.org", "imx-pass-3d8e"
@@ -42,3 +46,15 @@ def services_config(**base_urls: str) -> RecipesConfig:
             base_url=url, credentials=creds.get(sid, {}), options=options, rate=50.0, burst=50
         )
     return RecipesConfig(services=services, global_rate=0.0, roots=[TEST_ROOT])
+
+
+@asynccontextmanager
+async def uploader(**base_urls: str) -> AsyncIterator[Uploader]:
+    """An :class:`Uploader` with the built-in recipes pointed at the fakes' ``base_urls``
+    (``services_config``); closed on exit."""
+    config = services_config(**base_urls)
+    up = Uploader(configured_recipes(config), config, timeout=30.0)
+    try:
+        yield up
+    finally:
+        await up.aclose()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -16,22 +14,10 @@ from fakes.imagehost_setup import (
     IMX_KEY,
     VIPR_PASS,
     VIPR_USER,
-    services_config,
+    uploader,
 )
 from fakes.imagehosts import FakeImageBam, FakeImx, FakePixhost, FakeTurbo, FakeVipr, content_id
-from hathd.recipes.loader import configured_recipes
 from hathd.recipes.runner import ServiceSession
-from hathd.recipes.uploader import Uploader
-
-
-@asynccontextmanager
-async def uploader(**base_urls: str) -> AsyncIterator[Uploader]:
-    config = services_config(**base_urls)
-    up = Uploader(configured_recipes(config), config, timeout=30.0)
-    try:
-        yield up
-    finally:
-        await up.aclose()
 
 
 async def test_imx_api_key_upload(imx: FakeImx, images: list[Path]) -> None:

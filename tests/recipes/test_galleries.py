@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio
 from asyncclick.testing import CliRunner
 
-from fakes.imagehost_setup import IMX_KEY, IMX_PASS, IMX_USER, VIPR_USER, services_config
+from fakes.imagehost_setup import IMX_KEY, IMX_PASS, IMX_USER, VIPR_USER, services_config, uploader
 from fakes.imagehost_stack import upload_stack
 from fakes.imagehosts import (
     FakeImageBam,
@@ -29,16 +27,6 @@ from hathd.recipes.cli import upload
 from hathd.recipes.config import ServiceConfig
 from hathd.recipes.loader import configured_recipes
 from hathd.recipes.uploader import Uploader
-
-
-@asynccontextmanager
-async def uploader(**base_urls: str) -> AsyncIterator[Uploader]:
-    config = services_config(**base_urls)
-    up = Uploader(configured_recipes(config), config, timeout=30.0)
-    try:
-        yield up
-    finally:
-        await up.aclose()
 
 
 async def test_imx_gallery_made_on_the_web_site_then_used_by_the_api(
