@@ -78,6 +78,10 @@ async def test_daemon_runs_the_node_against_the_fake(
                         break
                     await trio.sleep(0.1)
             assert jobs["jobs"][0]["source"] == "hath"
+            # the server hears of the finished gallery with the downloader's next fetchqueue,
+            # which follows the job's done state
+            with trio.fail_after(30):
+                await queue.wait_done(1)
             assert queue.done == ["802;org"]
             gallery = state / "download" / "Through servercmd [802]"
             assert (gallery / "galleryinfo.txt").is_file()
