@@ -57,3 +57,5 @@ async def serving(app: App) -> AsyncIterator[int]:
             yield int(binds[0].rsplit(":", 1)[1])
         finally:
             stop.set()
+            # a connection that outlives the graceful timeout does not hold the block open
+            nursery.cancel_scope.deadline = trio.current_time() + 2

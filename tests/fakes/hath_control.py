@@ -47,7 +47,6 @@ import time
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -58,9 +57,8 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
-from hypercorn.config import Config as HyperConfig
-from hypercorn.trio import serve
 
+from fakes.asgi import serving
 from hathd.hath import protocol as p
 
 Scope = dict[str, Any]
@@ -484,19 +482,10 @@ async def open_fake_control(
 ) -> AsyncIterator[FakeControlServer]:
     """Run a :class:`FakeControlServer` on 127.0.0.1 (a free port) for the ``with`` block."""
     fake = FakeControlServer(creds, ca)
-    cfg = HyperConfig()
-    cfg.bind = ["127.0.0.1:0"]
-    cfg.accesslog = None
-    cfg.errorlog = None
-    cfg.graceful_timeout = 0.5
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(partial(serve, fake, cfg, shutdown_trigger=stop.wait))
-        fake.port = int(binds[0].rsplit(":", 1)[1])
+    async with serving(fake) as port:
+        fake.port = port
         fake.started.set()
         try:
             yield fake
         finally:
-            stop.set()
-            nursery.cancel_scope.deadline = trio.current_time() + 2
             fake.stopped.set()
